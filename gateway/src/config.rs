@@ -1,0 +1,121 @@
+//! Start-up configuration: environment variables, optionally completed by a TOML file.
+//!
+//! Precedence: environment > config file (`GATEWAY_CONFIG`, or `./gateway.toml` when present)
+//! > defaults. Nothing here touches the network or the database.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `GATEWAY_LISTEN`, default `127.0.0.1:8080`. Port 0 picks a free port (tests).
+    pub listen: SocketAddr,
+    /// `DATABASE_URL`; `None` means the embedded cluster in `data_dir/pg`.
+    pub database_url: Option<String>,
+    /// `GATEWAY_DATA_DIR`, default `./.gateway`.
+    pub data_dir: PathBuf,
+    /// `GATEWAY_POLICIES`, default `./policies`.
+    pub policies: PathBuf,
+    /// `GATEWAY_BOOTSTRAP_TOKEN`: the super-admin token to create when none exists.
+    pub bootstrap_token: Option<String>,
+    /// `GATEWAY_LOG_FORMAT`: `json` or `text` (default).
+    pub log_json: bool,
+    /// `GATEWAY_DB_MAX_CONNECTIONS`, default 16.
+    pub db_max_connections: u32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    database_url: Option<String>,
+    data_dir: Option<PathBuf>,
+    policies: Option<PathBuf>,
+    bootstrap_token: Option<String>,
+    log_format: Option<String>,
+    db_max_connections: Option<u32>,
+}
+
+impl Config {
+    /// Reads the process environment (and the config file it may point to).
+    pub fn from_env() -> Result<Config> {
+        Self::from_lookup(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+    }
+
+    pub fn from_lookup(env: impl Fn(&str) -> Option<String>) -> Result<Config> {
+        let file = match env("GATEWAY_CONFIG") {
+            Some(path) => read_file(Path::new(&path))?,
+            None if Path::new("gateway.toml").exists() => read_file(Path::new("gateway.toml"))?,
+            None => FileConfig::default(),
+        };
+        let listen_text = env("GATEWAY_LISTEN")
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".to_string());
+        let listen = listen_text
+            .parse()
+            .map_err(|_| Error::Config(format!("GATEWAY_LISTEN {listen_text:?} is not host:port")))?;
+        let log_format = env("GATEWAY_LOG_FORMAT").or(file.log_format).unwrap_or_default();
+        let log_json = match log_format.as_str() {
+            "json" => true,
+            "" | "text" => false,
+            other => {
+                return Err(Error::Config(format!("GATEWAY_LOG_FORMAT {other:?}: use json or text")))
+            }
+        };
+        let db_max_connections = match env("GATEWAY_DB_MAX_CONNECTIONS") {
+            Some(v) => v.parse().map_err(|_| {
+                Error::Config(format!("GATEWAY_DB_MAX_CONNECTIONS {v:?} is not a number"))
+            })?,
+            None => file.db_max_connections.unwrap_or(16),
+        };
+        Ok(Config {
+            listen,
+            database_url: env("DATABASE_URL").or(file.database_url),
+            data_dir: env("GATEWAY_DATA_DIR").map(PathBuf::from).or(file.data_dir).unwrap_or_else(|| ".gateway".into()),
+            policies: env("GATEWAY_POLICIES").map(PathBuf::from).or(file.policies).unwrap_or_else(|| "policies".into()),
+            bootstrap_token: env("GATEWAY_BOOTSTRAP_TOKEN").or(file.bootstrap_token),
+            log_json,
+            db_max_connections,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::io(format!("reading config {}", path.display()), e))?;
+    toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn env_wins_over_file_and_defaults_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("g.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\npolicies = \"/p\"\n").unwrap();
+        let env: HashMap<&str, String> = [
+            ("GATEWAY_CONFIG", file.display().to_string()),
+            ("GATEWAY_LISTEN", "127.0.0.1:9100".to_string()),
+        ]
+        .into();
+        let c = Config::from_lookup(|k| env.get(k).cloned()).unwrap();
+        assert_eq!(c.listen.port(), 9100);
+        assert_eq!(c.policies, PathBuf::from("/p"));
+        assert_eq!(c.data_dir, PathBuf::from(".gateway"));
+        assert!(c.database_url.is_none());
+    }
+
+    #[test]
+    fn bad_listen_is_a_clear_error() {
+        let e = Config::from_lookup(|k| (k == "GATEWAY_LISTEN").then(|| "nope".to_string()))
+            .unwrap_err();
+        assert!(e.to_string().contains("GATEWAY_LISTEN"), "{e}");
+    }
+}

@@ -1,0 +1,102 @@
+//! The database layer: the only place that builds SQL.
+//!
+//! Two ways in:
+//! - platform work (`orgs`, `api_tokens`) runs as the connecting owner role, outside any tenant;
+//! - tenant work goes through [`begin_tenant`], which switches the transaction to the restricted
+//!   `gateway_app` role and sets `app.tenant_id` / `app.role` with `set_config(..., true)`, so
+//!   row-level security applies and nothing survives the transaction on the pooled connection.
+//!
+//! Queries on tenant tables also filter by `tenant_id` themselves: RLS is defence in depth.
+
+pub mod businesses;
+pub mod orgs;
+pub mod tokens;
+pub mod users;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::error::Result;
+
+/// The restricted role tenant transactions run as (created by the first migration).
+pub const APP_ROLE: &str = "gateway_app";
+
+/// Notification channel that tells every replica to drop cached tokens and org plans.
+pub const INVALIDATE_CHANNEL: &str = "gateway_invalidate";
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Opens the pool. Acquisition and statements are bounded so that a dead database turns into
+/// a prompt 503, never a hung request.
+pub async fn connect(opts: PgConnectOptions, max_connections: u32) -> Result<PgPool> {
+    let opts = opts
+        .options([("statement_timeout", "10s"), ("lock_timeout", "5s")])
+        .application_name("gateway")
+        .disable_statement_logging();
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(3))
+        .idle_timeout(Duration::from_secs(300))
+        .connect_lazy_with(opts);
+    Ok(pool)
+}
+
+pub async fn migrate(pool: &PgPool) -> Result<()> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// Opens a tenant transaction: restricted role, tenant id and caller role set for this
+/// transaction only, in one round trip after `BEGIN`.
+pub async fn begin_tenant(
+    pool: &PgPool,
+    tenant: Uuid,
+    role: &str,
+) -> Result<Transaction<'static, Postgres>> {
+    let mut tx = pool.begin().await?;
+    enter_tenant(&mut tx, tenant, role).await?;
+    Ok(tx)
+}
+
+/// Switches an open transaction into a tenant's context.
+pub async fn enter_tenant(
+    tx: &mut Transaction<'static, Postgres>,
+    tenant: Uuid,
+    role: &str,
+) -> Result<()> {
+    sqlx::query(
+        "SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true), \
+         set_config('app.role', $3, true)",
+    )
+    .bind(APP_ROLE)
+    .bind(tenant.to_string())
+    .bind(role)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Leaves the tenant context inside the same transaction (back to the owner role), for the
+/// few platform writes that must commit atomically with tenant writes.
+pub async fn leave_tenant(tx: &mut Transaction<'static, Postgres>) -> Result<()> {
+    sqlx::query("SELECT set_config('role', 'none', true), set_config('app.tenant_id', '', true)")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// `SELECT 1`: is the database reachable?
+pub async fn ping(pool: &PgPool) -> Result<()> {
+    sqlx::query("SELECT 1").execute(pool).await?;
+    Ok(())
+}
+
+/// Tells every replica (this one included) to drop cached credentials and plans.
+pub async fn notify_invalidate<'e>(exec: impl sqlx::PgExecutor<'e>) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, 'all')").bind(INVALIDATE_CHANNEL).execute(exec).await?;
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! Errors: [`Error`] is the library's one error enum; [`ApiError`] is what an HTTP caller sees.
+//!
+//! Every failure a client can observe maps to a stable `error_code` (the public contract listed
+//! in `docs/errors.md`). SQL text and driver messages never reach a response: they are logged
+//! with the request id and replaced by a generic message.
+
+use http::StatusCode;
+use serde_json::Value;
+
+/// Library-level failures, with enough context to act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("policy {file}: {reason}")]
+    Policy { file: String, reason: String },
+    #[error("embedded PostgreSQL: {0}")]
+    Embedded(String),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("plugin {plugin}: {reason}")]
+    Plugin { plugin: String, reason: String },
+    #[error("io: {context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}
+
+impl Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The stable error codes of the HTTP contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    Unauthenticated,
+    MissingTenantId,
+    TenantMismatch,
+    UnauthorizedBusiness,
+    Forbidden,
+    NotFound,
+    MethodNotAllowed,
+    RateLimited,
+    PayloadTooLarge,
+    InvalidJson,
+    ValidationFailed,
+    Conflict,
+    Unavailable,
+    Internal,
+    PluginFailed,
+    PluginTimeout,
+    PluginResourceExhausted,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Unauthenticated => "UNAUTHENTICATED",
+            Code::MissingTenantId => "MISSING_TENANT_ID",
+            Code::TenantMismatch => "TENANT_MISMATCH",
+            Code::UnauthorizedBusiness => "UNAUTHORIZED_BUSINESS",
+            Code::Forbidden => "FORBIDDEN",
+            Code::NotFound => "NOT_FOUND",
+            Code::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Code::RateLimited => "RATE_LIMITED",
+            Code::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Code::InvalidJson => "INVALID_JSON",
+            Code::ValidationFailed => "VALIDATION_FAILED",
+            Code::Conflict => "CONFLICT",
+            Code::Unavailable => "UNAVAILABLE",
+            Code::Internal => "INTERNAL",
+            Code::PluginFailed => "PLUGIN_FAILED",
+            Code::PluginTimeout => "PLUGIN_TIMEOUT",
+            Code::PluginResourceExhausted => "PLUGIN_RESOURCE_EXHAUSTED",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Code::MissingTenantId | Code::InvalidJson | Code::ValidationFailed => {
+                StatusCode::BAD_REQUEST
+            }
+            Code::TenantMismatch | Code::UnauthorizedBusiness | Code::Forbidden => {
+                StatusCode::FORBIDDEN
+            }
+            Code::NotFound => StatusCode::NOT_FOUND,
+            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::Conflict => StatusCode::CONFLICT,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Code::PluginFailed | Code::PluginResourceExhausted => StatusCode::BAD_GATEWAY,
+            Code::PluginTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+}
+
+/// An error on its way to an HTTP client: a code, a human message, optional details and
+/// extra response headers (e.g. `Retry-After`).
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: Code,
+    pub message: String,
+    pub details: Option<Value>,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl ApiError {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        ApiError { code, message: message.into(), details: None, headers: Vec::new() }
+    }
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+    pub fn not_found() -> Self {
+        ApiError::new(Code::NotFound, "not found")
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::new(Code::Forbidden, message)
+    }
+    /// A single-field validation failure.
+    pub fn invalid(field: &str, problem: &str) -> Self {
+        ApiError::new(Code::ValidationFailed, "request failed validation")
+            .with_details(serde_json::json!([{ "field": field, "problem": problem }]))
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::from(Error::Db(e))
+    }
+}
+
+impl From<Error> for ApiError {
+    /// Database trouble is either "unavailable" (connectivity, pool exhaustion, timeouts) or an
+    /// internal fault; neither leaks its text. Named constraint violations that are the caller's
+    /// fault are mapped by the handler that knows the constraint, before reaching here.
+    fn from(e: Error) -> Self {
+        match &e {
+            Error::Db(db) if is_unavailable(db) => {
+                tracing::warn!(error = %e, "database unavailable");
+                ApiError::new(Code::Unavailable, "service temporarily unavailable")
+                    .with_header("retry-after", "1")
+            }
+            _ => {
+                tracing::error!(error = %e, "internal error");
+                ApiError::new(Code::Internal, "internal error")
+            }
+        }
+    }
+}
+
+impl ApiError {
+    pub fn with_header(mut self, name: &'static str, value: impl AsRef<str>) -> Self {
+        if let Ok(v) = http::HeaderValue::from_str(value.as_ref()) {
+            self.headers.push((http::HeaderName::from_static(name), v));
+        }
+        self
+    }
+}
+
+/// Whether a database error means "cannot reach / cannot get a connection / gave up waiting".
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+        sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => {
+            // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now,
+            // 57014 query_canceled (statement_timeout), 08xxx connection exceptions,
+            // 53300 too_many_connections.
+            matches!(db.code().as_deref(), Some(c) if c.starts_with("08") || c.starts_with("57P")
+                || c == "57014" || c == "53300")
+        }
+        _ => false,
+    }
+}
+
+/// The name of the violated constraint, if `e` is a constraint violation.
+pub fn violated_constraint(e: &sqlx::Error) -> Option<&str> {
+    match e {
+        sqlx::Error::Database(db) => db.constraint(),
+        _ => None,
+    }
+}

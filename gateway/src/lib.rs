@@ -1,0 +1,160 @@
+//! A multi-tenant gateway that runs sandboxed WebAssembly policy plugins.
+//!
+//! Every request passes native guards before anything else runs: the tenant guard (the org
+//! comes from the credential, never the payload), per-org and per-user rate limits, and body
+//! checks. Then the route's target answers: a native handler, or a plugin.
+//!
+//! # Layout
+//!
+//! - [`config`]: environment and config file.
+//! - [`embedded`]: the PostgreSQL cluster the gateway runs itself when no `DATABASE_URL` is set.
+//! - [`db`]: the only module that builds SQL; tenant transactions and row-level security.
+//! - [`policy`]: `policies/*.toml`: routes, roles, limits, plans.
+//! - [`ratelimit`]: governor buckets built from the policies.
+//! - [`auth`]: bearer tokens and the credential cache.
+//! - [`phases`]: the request pipeline, guard → limit → payload → dispatch → respond → log.
+//! - [`native`]: handlers the gateway answers itself.
+//! - [`ops`]: administrative operations shared by HTTP and the CLI.
+//! - [`server`]: the hyper accept loop and graceful shutdown.
+//! - [`error`]: the library error and the HTTP error contract.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod embedded;
+pub mod error;
+pub mod native;
+pub mod ops;
+pub mod phases;
+pub mod policy;
+pub mod ratelimit;
+pub mod server;
+pub mod state;
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+pub use config::Config;
+pub use error::{Error, Result};
+
+use crate::policy::PolicySet;
+use crate::state::AppState;
+
+/// A migrated database: either the one `DATABASE_URL` names, or the embedded cluster.
+pub struct Database {
+    pub pool: PgPool,
+    cluster: Option<embedded::Cluster>,
+}
+
+impl Database {
+    pub async fn open(config: &Config) -> Result<Database> {
+        let (opts, cluster) = match &config.database_url {
+            Some(url) => (url.parse().map_err(|e| Error::Config(format!("DATABASE_URL: {e}")))?, None),
+            None => {
+                let c = embedded::Cluster::start(&config.data_dir, Default::default()).await?;
+                (c.connect_options(), Some(c))
+            }
+        };
+        let pool = db::connect(opts, config.db_max_connections).await?;
+        db::migrate(&pool).await?;
+        Ok(Database { pool, cluster })
+    }
+
+    /// Closes the pool, then stops the embedded cluster if this process started it.
+    pub async fn close(self) {
+        self.pool.close().await;
+        if let Some(c) = self.cluster {
+            c.stop().await;
+        }
+    }
+}
+
+/// `gateway serve`: runs until SIGTERM/SIGINT, then drains and stops.
+pub async fn serve(config: Config) -> Result<()> {
+    // Policies first: a bad policy should fail before anything starts.
+    let policies = PolicySet::load(&config.policies, native::NAMES)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| Error::io(format!("creating {}", config.data_dir.display()), e))?;
+    let database = Database::open(&config).await?;
+    match ops::bootstrap(&database.pool, config.bootstrap_token.as_deref()).await {
+        Ok(Some(token)) => announce_bootstrap_token(&config.data_dir, &token)?,
+        Ok(None) => {}
+        Err(e) => {
+            database.close().await;
+            return Err(Error::Config(format!("bootstrap token: {}", e.message)));
+        }
+    }
+    let state = Arc::new(AppState::new(database.pool.clone(), policies));
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::io(format!("binding {}", config.listen), e))?;
+    let addr = listener.local_addr().map_err(|e| Error::io("local addr", e))?;
+    write_atomic(&config.data_dir.join("gateway.addr"), addr.to_string().as_bytes())?;
+    tracing::info!(%addr, routes = state.policies().routes.len(), "gateway listening");
+
+    let sweeper = tokio::spawn(sweep_limits(state.clone()));
+    let listener_task = tokio::spawn(listen_invalidations(state.clone()));
+    server::serve(listener, state.clone(), server::shutdown_signal()).await;
+    sweeper.abort();
+    listener_task.abort();
+    drop(state);
+    database.close().await;
+    let _ = std::fs::remove_file(config.data_dir.join("gateway.addr"));
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+/// Shows a freshly generated super-admin token once, and keeps it in a 0600 file.
+fn announce_bootstrap_token(data_dir: &Path, token: &str) -> Result<()> {
+    let path = data_dir.join("bootstrap-token");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    writeln!(f, "{token}").map_err(|e| Error::io("writing bootstrap token", e))?;
+    // Printed to the console once, on purpose; it never goes through the log pipeline.
+    println!("bootstrap super-admin token (shown once, also in {}): {token}", path.display());
+    Ok(())
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data).map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("renaming {}", path.display()), e))
+}
+
+async fn sweep_limits(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        state.policies().limits.sweep();
+    }
+}
+
+/// Clears cached credentials and plans whenever any replica (or the CLI) changes them.
+async fn listen_invalidations(state: Arc<AppState>) {
+    loop {
+        match sqlx::postgres::PgListener::connect_with(&state.pool).await {
+            Ok(mut l) => {
+                if l.listen(db::INVALIDATE_CHANNEL).await.is_ok() {
+                    // Anything may have changed while we were not listening.
+                    state.directory.invalidate_all();
+                    while l.recv().await.is_ok() {
+                        state.directory.invalidate_all();
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "invalidation listener cannot connect"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

@@ -1,0 +1,169 @@
+//! The `gateway` binary: `serve`, and the administrative CLI (`org`, `token`), which works
+//! against the same database as a running server.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gateway::{native, ops, policy::PolicySet, Config, Database};
+use serde_json::json;
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(name = "gateway", version, about = "Multi-tenant WebAssembly policy-plugin gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (configured by GATEWAY_* and DATABASE_URL).
+    Serve,
+    /// Manage orgs.
+    #[command(subcommand)]
+    Org(OrgCmd),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Subcommand)]
+enum OrgCmd {
+    /// Create an org.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        plan: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change an org's plan (takes effect live).
+    SetPlan {
+        org: Uuid,
+        plan: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a token for a user (by email) of an org; the token is shown once.
+    Create {
+        #[arg(long)]
+        org: Uuid,
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        token_id: Uuid,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_tracing(config: &Config, default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GATEWAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    if config.log_json {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let is_serve = matches!(cli.command, Command::Serve);
+    init_tracing(&config, if is_serve { "info" } else { "warn" });
+    let result = match cli.command {
+        Command::Serve => gateway::serve(config).await.map_err(anyhow::Error::from),
+        Command::Org(cmd) => admin(config, |db, policies| Box::pin(org(cmd, db, policies))).await,
+        Command::Token(cmd) => admin(config, |db, _| Box::pin(token(cmd, db))).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gateway: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxFut<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<()>> + 'a>>;
+
+/// Opens the database (attaching to the embedded cluster a server may be running), runs `f`,
+/// and closes it again.
+async fn admin<F>(config: Config, f: F) -> anyhow::Result<()>
+where
+    F: for<'a> FnOnce(&'a Database, &'a PolicySet) -> BoxFut<'a>,
+{
+    let policies = PolicySet::load(&config.policies, native::NAMES)?;
+    let db = Database::open(&config).await.context("opening the database")?;
+    let r = f(&db, &policies).await;
+    db.close().await;
+    r
+}
+
+fn api(e: gateway::error::ApiError) -> anyhow::Error {
+    anyhow::anyhow!("{} ({})", e.message, e.code.as_str())
+}
+
+async fn org(cmd: OrgCmd, db: &Database, policies: &PolicySet) -> anyhow::Result<()> {
+    match cmd {
+        OrgCmd::Create { name, plan, json } => {
+            let id = ops::create_org(&db.pool, policies, &name, plan.as_deref()).await.map_err(api)?;
+            let plan = plan.unwrap_or_else(|| policies.default_plan.clone());
+            print(json, json!({"org_id": id, "plan": plan}), format!("org {id} created (plan {plan})"));
+        }
+        OrgCmd::SetPlan { org, plan, json } => {
+            ops::set_plan(&db.pool, policies, org, &plan).await.map_err(api)?;
+            print(json, json!({"org_id": org, "plan": plan}), format!("org {org} is now on plan {plan}"));
+        }
+    }
+    Ok(())
+}
+
+async fn token(cmd: TokenCmd, db: &Database) -> anyhow::Result<()> {
+    match cmd {
+        TokenCmd::Create { org, role, email, json } => {
+            let t = ops::create_token(&db.pool, org, &role, &email).await.map_err(api)?;
+            print(
+                json,
+                json!({"token": t.token, "token_id": t.token_id, "user_id": t.user_id, "org_id": org, "role": role}),
+                format!("token (shown once): {}\ntoken_id: {}\nuser_id: {}", t.token, t.token_id, t.user_id),
+            );
+        }
+        TokenCmd::Revoke { token_id, json } => {
+            ops::revoke_token(&db.pool, token_id).await.map_err(api)?;
+            print(json, json!({"token_id": token_id, "revoked": true}), format!("token {token_id} revoked"));
+        }
+    }
+    Ok(())
+}
+
+fn print(as_json: bool, v: serde_json::Value, text: String) {
+    if as_json {
+        println!("{v}");
+    } else {
+        println!("{text}");
+    }
+}

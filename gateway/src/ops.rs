@@ -1,0 +1,141 @@
+//! Administrative operations shared by the HTTP admin routes and the CLI, so both behave the
+//! same: validation, error codes, audit logging and cache invalidation live here once.
+
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::auth;
+use crate::db;
+use crate::error::{violated_constraint, ApiError, Code};
+use crate::policy::{PolicySet, Role};
+
+pub struct CreatedToken {
+    pub token: String,
+    pub token_id: Uuid,
+    pub user_id: Uuid,
+}
+
+/// Validates an org name: trimmed, 1..=200 characters.
+fn org_name(name: &str) -> Result<&str, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::invalid("name", "must be 1 to 200 characters"));
+    }
+    Ok(name)
+}
+
+fn known_plan<'a>(policies: &'a PolicySet, plan: Option<&'a str>) -> Result<&'a str, ApiError> {
+    let plan = plan.unwrap_or(&policies.default_plan);
+    if policies.plan(plan).is_none() {
+        let mut known: Vec<_> = policies.plans.keys().cloned().collect();
+        known.sort();
+        return Err(ApiError::new(Code::ValidationFailed, "request failed validation").with_details(
+            json!([{ "field": "plan", "problem": format!("unknown plan; known: {}", known.join(", ")) }]),
+        ));
+    }
+    Ok(plan)
+}
+
+pub async fn create_org(pool: &PgPool, policies: &PolicySet, name: &str, plan: Option<&str>) -> Result<Uuid, ApiError> {
+    let name = org_name(name)?;
+    let plan = known_plan(policies, plan)?;
+    let id = db::orgs::create(pool, name, plan).await?;
+    tracing::info!(org_id = %id, plan, "org_created");
+    Ok(id)
+}
+
+pub async fn set_plan(pool: &PgPool, policies: &PolicySet, org: Uuid, plan: &str) -> Result<(), ApiError> {
+    let plan = known_plan(policies, Some(plan))?;
+    let mut tx = pool.begin().await?;
+    if !db::orgs::set_plan(&mut *tx, org, plan).await? {
+        return Err(ApiError::not_found());
+    }
+    db::notify_invalidate(&mut *tx).await?;
+    tx.commit().await?;
+    tracing::info!(org_id = %org, plan, "org_plan_changed");
+    Ok(())
+}
+
+/// Normalises an email (trim, lowercase) and checks its shape. The address itself is never
+/// logged.
+pub fn normalise_email(email: &str) -> Result<String, ApiError> {
+    let e = email.trim().to_lowercase();
+    let ok = e.len() <= 254
+        && e.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !e.contains(char::is_whitespace)
+                && e.matches('@').count() == 1
+        });
+    if !ok {
+        return Err(ApiError::invalid("email", "must be an email address"));
+    }
+    Ok(e)
+}
+
+/// Creates (or re-roles) the user with this email in `org` and issues a token for them.
+pub async fn create_token(pool: &PgPool, org: Uuid, role: &str, email: &str) -> Result<CreatedToken, ApiError> {
+    let role = match Role::parse(role) {
+        Some(r @ (Role::Member | Role::Admin)) => r,
+        _ => return Err(ApiError::invalid("role", "must be member or admin")),
+    };
+    let email = normalise_email(email)?;
+    let token = auth::generate_token();
+    let mut tx = pool.begin().await?;
+    if db::orgs::plan_of(&mut *tx, org).await?.is_none() {
+        return Err(ApiError::not_found());
+    }
+    // The user row is tenant data: write it under RLS, then step back out for the platform
+    // token row, all in one transaction.
+    db::enter_tenant(&mut tx, org, Role::SuperAdmin.as_str()).await?;
+    let user_id = db::users::upsert(&mut *tx, org, &email, role.as_str()).await?;
+    db::leave_tenant(&mut tx).await?;
+    let token_id = db::tokens::insert(&mut *tx, &auth::digest(&token), role.as_str(), Some(org), Some(user_id)).await?;
+    // A changed role must not be served from a stale cache entry of an older token.
+    db::notify_invalidate(&mut *tx).await?;
+    tx.commit().await?;
+    tracing::info!(org_id = %org, user_id = %user_id, token_id = %token_id, role = role.as_str(), "token_created");
+    Ok(CreatedToken { token, token_id, user_id })
+}
+
+pub async fn revoke_token(pool: &PgPool, token_id: Uuid) -> Result<(), ApiError> {
+    let mut tx = pool.begin().await?;
+    if !db::tokens::revoke(&mut *tx, token_id).await? {
+        return Err(ApiError::not_found());
+    }
+    db::notify_invalidate(&mut *tx).await?;
+    tx.commit().await?;
+    tracing::info!(token_id = %token_id, "token_revoked");
+    Ok(())
+}
+
+/// Ensures a super-admin token exists. Returns the token when this call created a random one
+/// (the caller shows it once); `None` when one existed or the configured value was used.
+pub async fn bootstrap(pool: &PgPool, configured: Option<&str>) -> Result<Option<String>, ApiError> {
+    let mut tx = pool.begin().await?;
+    db::tokens::lock_bootstrap(&mut *tx).await?;
+    if db::tokens::any_active_super_admin(&mut *tx).await? {
+        return Ok(None);
+    }
+    let (token, generated) = match configured {
+        Some(t) if t.len() >= 16 => (t.to_string(), false),
+        Some(_) => {
+            return Err(ApiError::new(Code::ValidationFailed, "GATEWAY_BOOTSTRAP_TOKEN must be at least 16 characters"))
+        }
+        None => (auth::generate_token(), true),
+    };
+    let id = db::tokens::insert(&mut *tx, &auth::digest(&token), Role::SuperAdmin.as_str(), None, None)
+        .await
+        .map_err(|e| match &e {
+            crate::error::Error::Db(db) if violated_constraint(db) == Some("api_tokens_hash_key") => {
+                ApiError::new(Code::Conflict, "GATEWAY_BOOTSTRAP_TOKEN matches an existing (revoked) token")
+            }
+            _ => ApiError::from(e),
+        })?;
+    tx.commit().await?;
+    tracing::info!(token_id = %id, "bootstrap_super_admin_token_created");
+    Ok(generated.then_some(token))
+}

@@ -1,0 +1,75 @@
+//! Phase 4: hand the checked request to its target: a native handler or (with the plugin
+//! runtime) a WebAssembly plugin.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use serde_json::Value;
+
+use crate::error::{ApiError, Code};
+use crate::native;
+use crate::phases::guard::Caller;
+use crate::policy::{Route, Target};
+use crate::state::AppState;
+
+/// A request that passed the guards.
+pub struct Call<'a> {
+    pub state: &'a AppState,
+    pub route: &'a Route,
+    pub params: Vec<(String, String)>,
+    pub caller: Caller,
+    pub request_id: &'a str,
+    pub method: http::Method,
+    pub path: String,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub json: Option<Value>,
+}
+
+impl Call<'_> {
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A successful answer, before the wire format is applied.
+pub struct Reply {
+    pub status: StatusCode,
+    pub content_type: HeaderValue,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(status: StatusCode, v: Value) -> Reply {
+        Reply {
+            status,
+            content_type: HeaderValue::from_static("application/json"),
+            headers: Vec::new(),
+            body: Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
+        }
+    }
+    pub fn no_content() -> Reply {
+        Reply {
+            status: StatusCode::NO_CONTENT,
+            content_type: HeaderValue::from_static("application/json"),
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
+}
+
+pub async fn dispatch(call: Call<'_>) -> Result<Reply, ApiError> {
+    match &call.route.target {
+        Target::Native(name) => native::call(name, call).await,
+        Target::Plugin(name) => Err(ApiError::new(
+            Code::Unavailable,
+            format!("plugin {name:?} is not loaded"),
+        )),
+    }
+}
+
+pub async fn readyz(state: &AppState) -> Result<Reply, ApiError> {
+    crate::db::ping(&state.pool).await?;
+    Ok(Reply::json(StatusCode::OK, serde_json::json!({"ready": true, "routes": state.policies().routes.len()})))
+}

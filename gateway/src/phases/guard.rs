@@ -1,0 +1,66 @@
+//! Phase 1, the tenant guard: authenticate the bearer token, decide the org (from the token,
+//! or `X-Org-Id` for a super-admin, never from the payload) and check the route's roles.
+
+use http::HeaderMap;
+use uuid::Uuid;
+
+use crate::error::{ApiError, Code};
+use crate::policy::{Role, Route, Scope};
+use crate::state::AppState;
+
+/// The caller after the guard: who they are and the org they act in.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub role: Role,
+    pub token_id: Uuid,
+    /// The user behind the token; `None` for super-admins.
+    pub user: Option<Uuid>,
+    /// The org this request acts in; `None` only on platform routes.
+    pub org: Option<Uuid>,
+    pub plan: Option<String>,
+}
+
+impl Caller {
+    /// The key of the per-user bucket: the user, or the token for super-admins.
+    pub fn user_key(&self) -> Uuid {
+        self.user.unwrap_or(self.token_id)
+    }
+}
+
+fn unauthenticated() -> ApiError {
+    ApiError::new(Code::Unauthenticated, "missing, unknown or revoked bearer token")
+        .with_header("www-authenticate", "Bearer")
+}
+
+pub async fn check(state: &AppState, route: &Route, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let token = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 256)
+        .ok_or_else(unauthenticated)?;
+    let p = state.directory.authenticate(&state.pool, token).await?.ok_or_else(unauthenticated)?;
+    if !route.allows(p.role) {
+        return Err(ApiError::forbidden("your role may not call this route"));
+    }
+    let (org, plan) = match (route.scope, p.role) {
+        (Scope::Platform, _) => (None, None),
+        (Scope::Tenant, Role::SuperAdmin) => {
+            let raw = headers
+                .get("x-org-id")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    ApiError::new(Code::MissingTenantId, "super-admins name the org in X-Org-Id")
+                })?;
+            let org = Uuid::parse_str(raw.trim())
+                .map_err(|_| ApiError::invalid("X-Org-Id", "must be a UUID"))?;
+            let plan = state.directory.org_plan(&state.pool, org).await?.ok_or_else(ApiError::not_found)?;
+            tracing::info!(org_id = %org, token_id = %p.token_id, route = %route.id, "super_admin_acting_in_org");
+            (Some(org), Some(plan))
+        }
+        (Scope::Tenant, _) => (p.org, p.plan.clone()),
+    };
+    Ok(Caller { role: p.role, token_id: p.token_id, user: p.user, org, plan })
+}

@@ -1,0 +1,103 @@
+//! Phase 3: the body. Buffered under the route's cap, parsed as JSON when it claims to be, and
+//! checked for tenant fields: `org_id` / `tenant_id` must be the caller's org, and a
+//! `business_id` (top level or in `props`) must be one the caller owns or is on the team of.
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::db;
+use crate::error::{ApiError, Code};
+use crate::phases::guard::Caller;
+use crate::policy::{Idempotency, Role, Route};
+use crate::state::AppState;
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(Code::PayloadTooLarge, format!("body exceeds this route's limit of {limit} bytes"))
+}
+
+pub async fn read(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    if let Some(len) = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            return Err(too_large(limit));
+        }
+    }
+    let limited = http_body_util::Limited::new(body, limit);
+    match limited.collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large(limit)),
+        Err(_) => Err(ApiError::new(Code::ValidationFailed, "could not read request body")),
+    }
+}
+
+pub async fn inspect(
+    state: &AppState,
+    route: &Route,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Option<Value>, ApiError> {
+    if route.idempotency == Idempotency::Required && !headers.contains_key("idempotency-key") {
+        return Err(ApiError::invalid("Idempotency-Key", "this route requires an Idempotency-Key header"));
+    }
+    if body.is_empty() {
+        return Ok(None);
+    }
+    let json: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(Code::InvalidJson, "request body is not valid JSON")
+            .with_details(serde_json::json!({ "line": e.line(), "column": e.column() }))
+    })?;
+    let Some(org) = caller.org else { return Ok(Some(json)) };
+    if let Value::Object(map) = &json {
+        for field in ["org_id", "tenant_id"] {
+            if let Some(v) = map.get(field) {
+                let same = v.as_str().and_then(|s| Uuid::parse_str(s).ok()) == Some(org);
+                if !same {
+                    tracing::warn!(org_id = %org, field, route = %route.id, "tenant_mismatch");
+                    return Err(ApiError::new(
+                        Code::TenantMismatch,
+                        format!("{field} in the body does not match your org"),
+                    ));
+                }
+            }
+        }
+        let business = map
+            .get("business_id")
+            .or_else(|| map.get("props").and_then(|p| p.get("business_id")));
+        if let Some(b) = business.filter(|b| !b.is_null()) {
+            check_business(state, caller, org, b).await?;
+        }
+    }
+    Ok(Some(json))
+}
+
+async fn check_business(state: &AppState, caller: &Caller, org: Uuid, b: &Value) -> Result<(), ApiError> {
+    let denied = || {
+        tracing::warn!(org_id = %org, "unauthorized_business");
+        ApiError::new(Code::UnauthorizedBusiness, "business_id is not a business you belong to")
+    };
+    let business = b.as_str().and_then(|s| Uuid::parse_str(s).ok()).ok_or_else(denied)?;
+    if caller.role == Role::SuperAdmin {
+        // Acting on behalf of the org: the business must still be the org's.
+        let mut tx = db::begin_tenant(&state.pool, org, caller.role.as_str()).await?;
+        let exists = db::businesses::owner_of(&mut *tx, org, business).await?.is_some();
+        tx.commit().await?;
+        return if exists { Ok(()) } else { Err(denied()) };
+    }
+    let user = caller.user.ok_or_else(denied)?;
+    let mut tx = db::begin_tenant(&state.pool, org, caller.role.as_str()).await?;
+    let ok = db::businesses::is_owner_or_member(&mut *tx, org, business, user).await?;
+    tx.commit().await?;
+    if ok {
+        Ok(())
+    } else {
+        Err(denied())
+    }
+}

@@ -1,0 +1,545 @@
+//! Policies: the `policies/*.toml` files that bind routes to targets, roles, limits and plans.
+//!
+//! Loading is all-or-nothing: any invalid file stops start-up with the file, the line and the
+//! reason. The loaded [`PolicySet`] is immutable; a reload builds a new one.
+//!
+//! This module does not know how requests are served; it only describes them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::error::{Error, Result};
+
+/// Who the caller is, as far as route access goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Member,
+    Admin,
+    SuperAdmin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Member => "member",
+            Role::Admin => "admin",
+            Role::SuperAdmin => "super_admin",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "member" => Some(Role::Member),
+            "admin" => Some(Role::Admin),
+            "super_admin" => Some(Role::SuperAdmin),
+            _ => None,
+        }
+    }
+}
+
+/// A rate such as `1000/s`, `600/m` or `10000/h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per_secs: u32,
+}
+
+impl FromStr for Rate {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (n, unit) = s
+            .split_once('/')
+            .ok_or_else(|| format!("rate {s:?}: expected N/s, N/m or N/h"))?;
+        let count: u32 = n.trim().parse().map_err(|_| format!("rate {s:?}: {n:?} is not a count"))?;
+        if count == 0 {
+            return Err(format!("rate {s:?}: count must be positive"));
+        }
+        let per_secs = match unit.trim() {
+            "s" | "sec" | "second" => 1,
+            "m" | "min" | "minute" => 60,
+            "h" | "hour" => 3600,
+            u => return Err(format!("rate {s:?}: unit {u:?} is not s, m or h")),
+        };
+        Ok(Rate { count, per_secs })
+    }
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A token bucket: a sustained rate and the burst it may absorb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    pub rate: Rate,
+    /// Defaults to the rate's count.
+    pub burst: Option<u32>,
+}
+
+impl Quota {
+    pub fn burst(&self) -> u32 {
+        self.burst.unwrap_or(self.rate.count).max(1)
+    }
+    /// `RateLimit-Policy` form: quota units per window (seconds).
+    pub fn header_policy(&self, name: &str) -> String {
+        format!("\"{name}\";q={};w={}", self.burst(), self.rate.per_secs.max(1))
+    }
+}
+
+/// A byte size such as `64KiB`, `1MiB` or `4096`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub usize);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        let parse = |s: &str| -> std::result::Result<usize, String> {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (n, unit) = s.split_at(split);
+            let n: usize = n.parse().map_err(|_| format!("size {s:?}: no number"))?;
+            let mult = match unit.trim() {
+                "" | "B" => 1,
+                "KiB" | "KB" | "k" => 1024,
+                "MiB" | "MB" | "M" => 1024 * 1024,
+                u => return Err(format!("size {s:?}: unit {u:?} is not B, KiB or MiB")),
+            };
+            Ok(n * mult)
+        };
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n as usize)),
+            Raw::S(s) => parse(&s).map(ByteSize).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Where a route's requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A handler compiled into the gateway (see `native::NAMES`).
+    Native(String),
+    /// A WebAssembly plugin by name.
+    Plugin(String),
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.split_once(':') {
+            Some(("native", n)) if !n.is_empty() => Ok(Target::Native(n.to_string())),
+            Some(("plugin", n)) if !n.is_empty() => Ok(Target::Plugin(n.to_string())),
+            _ => Err(serde::de::Error::custom(format!(
+                "target {s:?}: expected \"native:<handler>\" or \"plugin:<name>\""
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// The route acts inside one org (from the token, or `X-Org-Id` for a super-admin).
+    #[default]
+    Tenant,
+    /// The route acts on the platform itself (super-admin only, no org context).
+    Platform,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Idempotency {
+    #[default]
+    None,
+    /// An `Idempotency-Key` header is passed on when present.
+    Optional,
+    /// Requests without an `Idempotency-Key` header are refused (400 VALIDATION_FAILED).
+    Required,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub per_org: Option<Quota>,
+    pub per_user: Option<Quota>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSpec {
+    #[serde(default)]
+    pub default: bool,
+    #[serde(default)]
+    pub per_org: Option<Quota>,
+    #[serde(default)]
+    pub per_user: Option<Quota>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteSpec {
+    id: String,
+    method: String,
+    path: String,
+    target: Target,
+    #[serde(default)]
+    roles: Vec<Role>,
+    #[serde(default)]
+    scope: Scope,
+    #[serde(default)]
+    body_limit: Option<ByteSize>,
+    #[serde(default)]
+    idempotency: Idempotency,
+    /// Per-plan overrides of the plan's own limits, for this route alone.
+    #[serde(default)]
+    rate_limit: HashMap<String, Limits>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpec {
+    #[serde(default)]
+    plans: HashMap<String, PlanSpec>,
+    #[serde(default)]
+    route: Vec<toml::Spanned<RouteSpec>>,
+}
+
+/// One segment of a path pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+    /// `{*name}`: the rest of the path, possibly empty; last segment only.
+    Tail(String),
+}
+
+/// A path pattern such as `/v1/admin/orgs/{org_id}/tokens`.
+#[derive(Debug, Clone)]
+pub struct PathPattern {
+    segments: Vec<Segment>,
+}
+
+impl PathPattern {
+    pub fn parse(p: &str) -> std::result::Result<PathPattern, String> {
+        if !p.starts_with('/') {
+            return Err(format!("path {p:?} must start with /"));
+        }
+        let parts: Vec<&str> = p[1..].split('/').collect();
+        let mut segments = Vec::with_capacity(parts.len());
+        for (i, part) in parts.iter().enumerate() {
+            let seg = if let Some(inner) = part.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                if let Some(name) = inner.strip_prefix('*') {
+                    if i + 1 != parts.len() {
+                        return Err(format!("path {p:?}: {{*{name}}} must be last"));
+                    }
+                    Segment::Tail(name.to_string())
+                } else if inner.is_empty() || !inner.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(format!("path {p:?}: bad parameter name {inner:?}"));
+                } else {
+                    Segment::Param(inner.to_string())
+                }
+            } else if part.contains(['{', '}']) {
+                return Err(format!("path {p:?}: braces only around a whole segment"));
+            } else {
+                Segment::Literal(part.to_string())
+            };
+            segments.push(seg);
+        }
+        Ok(PathPattern { segments })
+    }
+
+    /// Matches `path`, returning the named parameters.
+    pub fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
+        let mut rest = path.strip_prefix('/')?;
+        let mut params = Vec::new();
+        for (i, seg) in self.segments.iter().enumerate() {
+            let (part, next) = match seg {
+                Segment::Tail(name) => {
+                    params.push((name.clone(), rest.to_string()));
+                    return Some(params);
+                }
+                _ => match rest.split_once('/') {
+                    Some((part, next)) => (part, Some(next)),
+                    None => (rest, None),
+                },
+            };
+            match seg {
+                Segment::Literal(l) if part != l => return None,
+                Segment::Param(_) if part.is_empty() => return None,
+                Segment::Param(name) => params.push((name.clone(), part.to_string())),
+                _ => {}
+            }
+            match next {
+                Some(n) => rest = n,
+                None => {
+                    return match self.segments.get(i + 1) {
+                        None => Some(params),
+                        Some(Segment::Tail(name)) => {
+                            params.push((name.clone(), String::new()));
+                            Some(params)
+                        }
+                        Some(_) => None,
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+/// A route, validated.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub id: String,
+    pub method: http::Method,
+    pub path: String,
+    pub pattern: PathPattern,
+    pub target: Target,
+    pub roles: Vec<Role>,
+    pub scope: Scope,
+    pub body_limit: usize,
+    pub idempotency: Idempotency,
+    pub rate_limit: HashMap<String, Limits>,
+    /// `file:line`, for messages.
+    pub source: String,
+}
+
+impl Route {
+    /// Super-admins may call every route (tenant routes with `X-Org-Id`); others need their
+    /// role listed.
+    pub fn allows(&self, role: Role) -> bool {
+        role == Role::SuperAdmin || self.roles.contains(&role)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub name: String,
+    pub per_org: Option<Quota>,
+    pub per_user: Option<Quota>,
+}
+
+/// Everything loaded from the policy directory.
+#[derive(Debug, Clone)]
+pub struct PolicySet {
+    pub routes: Vec<Route>,
+    pub plans: HashMap<String, Plan>,
+    pub default_plan: String,
+}
+
+/// The result of looking a request up.
+pub enum Lookup<'a> {
+    Found(&'a Route, Vec<(String, String)>),
+    /// The path exists, with other methods.
+    WrongMethod,
+    NotFound,
+}
+
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+impl PolicySet {
+    /// Loads every `*.toml` in `dir` (sorted by name). `known_native` names the native handlers.
+    pub fn load(dir: &Path, known_native: &[&str]) -> Result<PolicySet> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| Error::Policy {
+                file: dir.display().to_string(),
+                reason: format!("cannot read policy directory: {e}"),
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        let mut sources = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f).map_err(|e| Error::Policy {
+                file: f.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            sources.push((f.display().to_string(), text));
+        }
+        Self::from_sources(&sources, known_native)
+    }
+
+    /// Builds a set from `(file name, text)` pairs.
+    pub fn from_sources(sources: &[(String, String)], known_native: &[&str]) -> Result<PolicySet> {
+        let mut routes: Vec<Route> = Vec::new();
+        let mut plans: HashMap<String, Plan> = HashMap::new();
+        let mut default_plan: Option<(String, String)> = None;
+        for (file, text) in sources {
+            let fail = |line: Option<usize>, reason: String| Error::Policy {
+                file: match line {
+                    Some(l) => format!("{file}:{l}"),
+                    None => file.clone(),
+                },
+                reason,
+            };
+            let spec: FileSpec = toml::from_str(text).map_err(|e| {
+                let line = e.span().map(|s| line_of(text, s.start));
+                fail(line, e.message().to_string())
+            })?;
+            let mut plan_names: Vec<_> = spec.plans.keys().cloned().collect();
+            plan_names.sort();
+            for name in plan_names {
+                let p = &spec.plans[&name];
+                if plans.contains_key(&name) {
+                    return Err(fail(None, format!("plan {name:?} declared twice")));
+                }
+                if p.default {
+                    if let Some((other, f)) = &default_plan {
+                        return Err(fail(None, format!(
+                            "plan {name:?} is default, but so is {other:?} ({f})"
+                        )));
+                    }
+                    default_plan = Some((name.clone(), file.clone()));
+                }
+                plans.insert(name.clone(), Plan { name, per_org: p.per_org, per_user: p.per_user });
+            }
+            for spanned in spec.route {
+                let line = line_of(text, spanned.span().start);
+                let r = spanned.into_inner();
+                let bad = |reason: String| fail(Some(line), format!("route {:?}: {reason}", r.id));
+                let method = http::Method::from_bytes(r.method.to_ascii_uppercase().as_bytes())
+                    .map_err(|_| bad(format!("method {:?} is not an HTTP method", r.method)))?;
+                let pattern = PathPattern::parse(&r.path).map_err(bad)?;
+                if let Some(other) = routes.iter().find(|o| o.id == r.id) {
+                    return Err(bad(format!("id already used at {}", other.source)));
+                }
+                if let Some(other) =
+                    routes.iter().find(|o| o.method == method && o.path == r.path)
+                {
+                    return Err(bad(format!("{method} {} already routed at {}", r.path, other.source)));
+                }
+                if let Target::Native(n) = &r.target {
+                    if !known_native.contains(&n.as_str()) {
+                        return Err(bad(format!(
+                            "unknown native handler {n:?} (known: {})",
+                            known_native.join(", ")
+                        )));
+                    }
+                }
+                if r.scope == Scope::Platform && r.roles.iter().any(|x| *x != Role::SuperAdmin) {
+                    return Err(bad("platform routes are for super_admin only".into()));
+                }
+                if r.scope == Scope::Tenant && r.roles.is_empty() {
+                    return Err(bad("a tenant route needs at least one role".into()));
+                }
+                routes.push(Route {
+                    source: format!("{file}:{line}"),
+                    id: r.id,
+                    method,
+                    path: r.path,
+                    pattern,
+                    target: r.target,
+                    roles: r.roles,
+                    scope: r.scope,
+                    body_limit: r.body_limit.map(|b| b.0).unwrap_or(DEFAULT_BODY_LIMIT),
+                    idempotency: r.idempotency,
+                    rate_limit: r.rate_limit,
+                });
+            }
+        }
+        let Some((default_plan, _)) = default_plan else {
+            return Err(Error::Policy {
+                file: sources.first().map(|s| s.0.clone()).unwrap_or_else(|| "policies".into()),
+                reason: "no plan is marked `default = true`".into(),
+            });
+        };
+        for r in &routes {
+            for plan in r.rate_limit.keys() {
+                if !plans.contains_key(plan) {
+                    return Err(Error::Policy {
+                        file: r.source.clone(),
+                        reason: format!("route {:?}: rate_limit names unknown plan {plan:?}", r.id),
+                    });
+                }
+            }
+        }
+        Ok(PolicySet { routes, plans, default_plan })
+    }
+
+    pub fn lookup(&self, method: &http::Method, path: &str) -> Lookup<'_> {
+        let mut path_seen = false;
+        for r in &self.routes {
+            if let Some(params) = r.pattern.matches(path) {
+                if &r.method == method {
+                    return Lookup::Found(r, params);
+                }
+                path_seen = true;
+            }
+        }
+        if path_seen {
+            Lookup::WrongMethod
+        } else {
+            Lookup::NotFound
+        }
+    }
+
+    pub fn plan(&self, name: &str) -> Option<&Plan> {
+        self.plans.get(name)
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLANS: &str = "[plans.standard]\ndefault = true\nper_user = { rate = \"20/s\" }\n";
+
+    fn load(route: &str) -> Result<PolicySet> {
+        PolicySet::from_sources(
+            &[("plans.toml".into(), PLANS.into()), ("r.toml".into(), route.into())],
+            &["whoami"],
+        )
+    }
+
+    #[test]
+    fn patterns_match_params_and_tails() {
+        let p = PathPattern::parse("/v1/orgs/{org_id}/tokens").unwrap();
+        assert_eq!(p.matches("/v1/orgs/abc/tokens").unwrap(), vec![("org_id".into(), "abc".into())]);
+        assert!(p.matches("/v1/orgs//tokens").is_none());
+        assert!(p.matches("/v1/orgs/abc/tokens/x").is_none());
+        let t = PathPattern::parse("/v1/auth/tokens/{*rest}").unwrap();
+        assert_eq!(t.matches("/v1/auth/tokens/a/b").unwrap()[0].1, "a/b");
+        assert!(PathPattern::parse("/a/{*x}/b").is_err());
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let e = load("[[route]]\nid = \"w\"\nmethod = \"GET\"\npath = \"/v1/whoami\"\ntarget = \"native:nope\"\nroles = [\"member\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("r.toml:1") && e.contains("nope"), "{e}");
+        let e = load("\n\n[[route]]\nid = \"w\"\nmethod = \"GET\"\npath = \"/v1/whoami\"\ntarget = \"native:whoami\"\nroles = [\"root\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("r.toml:8") && e.contains("root"), "{e}");
+        let e = load("[[route]]\nid = \"w\"\nmethod = \"GET\"\npath = \"/v1/whoami\"\ntarget = \"native:whoami\"\nroles = [\"member\"]\n[route.rate_limit.standard]\nper_org = { rate = \"5/fortnight\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("r.toml:8") && e.contains("fortnight"), "{e}");
+    }
+
+    #[test]
+    fn lookup_distinguishes_wrong_method() {
+        let set = load("[[route]]\nid = \"w\"\nmethod = \"GET\"\npath = \"/v1/whoami\"\ntarget = \"native:whoami\"\nroles = [\"member\"]\n").unwrap();
+        assert!(matches!(set.lookup(&http::Method::GET, "/v1/whoami"), Lookup::Found(..)));
+        assert!(matches!(set.lookup(&http::Method::POST, "/v1/whoami"), Lookup::WrongMethod));
+        assert!(matches!(set.lookup(&http::Method::GET, "/v1/who"), Lookup::NotFound));
+        assert_eq!(set.default_plan, "standard");
+    }
+}
