@@ -8,10 +8,16 @@
 --     Tenant work runs as `gateway_app` (owns nothing, NOBYPASSRLS) inside a transaction that
 --     sets app.tenant_id / app.role with set_config(..., true).
 
+-- Roles are cluster-wide: several databases of one cluster may migrate at once, so a
+-- concurrent creation by another database's migration counts as success.
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'gateway_app') THEN
-        CREATE ROLE gateway_app NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT;
+        BEGIN
+            CREATE ROLE gateway_app NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE NOINHERIT;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL;
+        END;
     END IF;
 END
 $$;
@@ -20,7 +26,11 @@ $$;
 DO $$
 BEGIN
     IF NOT pg_has_role(current_user, 'gateway_app', 'MEMBER') THEN
-        EXECUTE format('GRANT gateway_app TO %I', current_user);
+        BEGIN
+            EXECUTE format('GRANT gateway_app TO %I', current_user);
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL;
+        END;
     END IF;
 END
 $$;

@@ -1,0 +1,347 @@
+//! Test harness: one throwaway PostgreSQL cluster per test binary, one database per test, and
+//! the real `gateway` binary on a real socket.
+//!
+//! The cluster is `gateway::embedded` itself (so the embedded mode is exercised too), with
+//! fsync off since it is thrown away. It dies with the test process.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+pub const SUPER_TOKEN_PREFIX: &str = "gw_test_super_admin_";
+
+struct Shared {
+    pgdata: PathBuf,
+}
+
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let dir = tempdir("gwc");
+        // Started from a thread of its own with its own runtime: the cluster must outlive any
+        // one test's runtime.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let cluster = rt
+                .block_on(gateway::embedded::Cluster::start(
+                    &dir,
+                    gateway::embedded::ClusterOptions { unsafe_no_fsync: true },
+                ))
+                .expect("starting the test cluster");
+            let pgdata = cluster.pgdata().to_path_buf();
+            // Kept running until the test process exits (the server dies with it).
+            std::mem::forget(cluster);
+            Shared { pgdata }
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// A fresh directory under /tmp (short paths: unix sockets live inside).
+pub fn tempdir(prefix: &str) -> PathBuf {
+    let d = tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp").unwrap().keep();
+    std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    d
+}
+
+fn admin_options(db: &str) -> PgConnectOptions {
+    PgConnectOptions::new()
+        .host(shared().pgdata.to_str().unwrap())
+        .port(5432)
+        .username("postgres")
+        .database(db)
+        .disable_statement_logging()
+}
+
+/// A database of its own for one test.
+pub struct TestDb {
+    pub name: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let mut c = admin_options("postgres").connect().await.expect("connect to test cluster");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut c).await.unwrap();
+        c.close().await.unwrap();
+        TestDb { name }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@localhost:5432/{}?host={}", self.name, shared().pgdata.display())
+    }
+
+    /// A pool as the owner (superuser) role: for setting up and inspecting, never for tenant
+    /// work.
+    pub async fn owner_pool(&self) -> PgPool {
+        PgPoolOptions::new().max_connections(4).connect_with(admin_options(&self.name)).await.unwrap()
+    }
+}
+
+/// The repository's `policies/` directory.
+pub fn repo_policies() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
+}
+
+pub struct GatewayOptions {
+    pub database_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub policies: PathBuf,
+    pub bootstrap_token: Option<String>,
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl GatewayOptions {
+    pub fn new(db: &TestDb) -> GatewayOptions {
+        GatewayOptions {
+            database_url: Some(db.url()),
+            data_dir: tempdir("gwd"),
+            policies: repo_policies(),
+            bootstrap_token: Some(format!("{SUPER_TOKEN_PREFIX}{}", uuid::Uuid::new_v4().simple())),
+            extra_env: Vec::new(),
+        }
+    }
+}
+
+/// A running `gateway serve` child process.
+pub struct Gateway {
+    child: Option<Child>,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    pub super_token: String,
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+pub fn gateway_command(opts: &GatewayOptions) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gateway"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("GATEWAY_LISTEN", "127.0.0.1:0")
+        .env("GATEWAY_DATA_DIR", &opts.data_dir)
+        .env("GATEWAY_POLICIES", &opts.policies)
+        .env("GATEWAY_LOG_FORMAT", "json")
+        .env("GATEWAY_LOG", "info");
+    if let Some(url) = &opts.database_url {
+        cmd.env("DATABASE_URL", url);
+    }
+    if let Some(t) = &opts.bootstrap_token {
+        cmd.env("GATEWAY_BOOTSTRAP_TOKEN", t);
+    }
+    for (k, v) in &opts.extra_env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+impl Gateway {
+    pub async fn start(db: &TestDb) -> Gateway {
+        Gateway::start_with(GatewayOptions::new(db)).await
+    }
+
+    pub async fn start_with(opts: GatewayOptions) -> Gateway {
+        let out = std::fs::File::create(opts.data_dir.join("stdout.log")).unwrap();
+        let err = std::fs::File::create(opts.data_dir.join("stderr.log")).unwrap();
+        let child = gateway_command(&opts)
+            .arg("serve")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawning gateway");
+        let mut gw = Gateway {
+            child: Some(child),
+            addr: String::new(),
+            data_dir: opts.data_dir.clone(),
+            super_token: opts.bootstrap_token.clone().unwrap_or_default(),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        };
+        gw.addr = gw.wait_for_addr().await;
+        if gw.super_token.is_empty() {
+            gw.super_token = std::fs::read_to_string(gw.data_dir.join("bootstrap-token"))
+                .unwrap()
+                .trim()
+                .to_string();
+        }
+        gw
+    }
+
+    /// Waits until the gateway has bound its socket and written its address.
+    async fn wait_for_addr(&mut self) -> String {
+        let file = self.data_dir.join("gateway.addr");
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Ok(a) = std::fs::read_to_string(&file) {
+                return a.trim().to_string();
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("gateway exited during start-up ({status}): {}", self.stderr());
+            }
+            assert!(Instant::now() < deadline, "gateway did not start: {}", self.stderr());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("stdout.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap()
+    }
+
+    pub fn req(&self, method: &str, path: &str) -> Req<'_> {
+        Req {
+            gw: self,
+            method: method.parse().unwrap(),
+            path: path.to_string(),
+            headers: Vec::new(),
+            body: Bytes::new(),
+        }
+    }
+
+    /// Creates an org (as super-admin) and returns its id.
+    pub async fn create_org(&self, name: &str, plan: Option<&str>) -> String {
+        let mut body = serde_json::json!({ "name": name });
+        if let Some(p) = plan {
+            body["plan"] = p.into();
+        }
+        let r = self.req("POST", "/v1/admin/orgs").token(&self.super_token).json(&body).send().await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.json["org_id"].as_str().unwrap().to_string()
+    }
+
+    /// Issues a token for `email` with `role` in `org`: (token, user_id, token_id).
+    pub async fn create_token(&self, org: &str, role: &str, email: &str) -> (String, String, String) {
+        let r = self
+            .req("POST", &format!("/v1/admin/orgs/{org}/tokens"))
+            .token(&self.super_token)
+            .json(&serde_json::json!({ "role": role, "email": email }))
+            .send()
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let s = |k: &str| r.json[k].as_str().unwrap().to_string();
+        (s("token"), s("user_id"), s("token_id"))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub struct Req<'a> {
+    gw: &'a Gateway,
+    method: http::Method,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Bytes,
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HashMap<String, String>,
+    pub text: String,
+    pub json: Value,
+}
+
+impl Resp {
+    pub fn code(&self) -> &str {
+        self.json["error_code"].as_str().unwrap_or("")
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+impl Req<'_> {
+    pub fn token(self, t: &str) -> Self {
+        self.header("authorization", &format!("Bearer {t}"))
+    }
+    pub fn header(mut self, k: &str, v: &str) -> Self {
+        self.headers.push((k.to_string(), v.to_string()));
+        self
+    }
+    pub fn json(mut self, v: &Value) -> Self {
+        self.body = Bytes::from(serde_json::to_vec(v).unwrap());
+        self.header("content-type", "application/json")
+    }
+    pub fn body(mut self, b: impl Into<Bytes>) -> Self {
+        self.body = b.into();
+        self
+    }
+    pub async fn send(self) -> Resp {
+        let mut b = http::Request::builder()
+            .method(self.method)
+            .uri(format!("http://{}{}", self.gw.addr, self.path));
+        for (k, v) in &self.headers {
+            b = b.header(k, v);
+        }
+        let req = b.body(Full::new(self.body)).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(20), self.gw.client.request(req))
+            .await
+            .expect("request hung")
+            .expect("request failed");
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Resp { status, headers, text, json }
+    }
+}
+
+/// Asserts the error contract: status, code, JSON shape, request id echoed in body and header.
+#[track_caller]
+pub fn assert_error(r: &Resp, status: u16, code: &str) {
+    assert_eq!(r.status, status, "body: {}", r.text);
+    assert_eq!(r.code(), code, "body: {}", r.text);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert!(r.json["error"].as_str().is_some_and(|m| !m.is_empty()), "{}", r.text);
+    let rid = r.header("x-request-id").expect("x-request-id header");
+    assert_eq!(r.json["request_id"].as_str(), Some(rid));
+}
+
+/// Runs a command as the unprivileged user PostgreSQL runs as (when we are root).
+pub fn pg_command(bin: &str) -> Command {
+    let dir = gateway::embedded::find_bin_dir().unwrap();
+    let mut cmd = Command::new(dir.join(bin));
+    if unsafe { libc::geteuid() } == 0 {
+        use std::os::unix::process::CommandExt;
+        let name = std::ffi::CString::new("postgres").unwrap();
+        let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+        assert!(!pw.is_null());
+        unsafe { cmd.uid((*pw).pw_uid).gid((*pw).pw_gid) };
+    }
+    cmd
+}

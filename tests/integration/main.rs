@@ -1,0 +1,8 @@
+//! Integration tests: the real `gateway` binary on real sockets against a real PostgreSQL.
+
+mod harness;
+
+mod contract;
+mod lifecycle;
+mod limits;
+mod rls;

@@ -1,0 +1,198 @@
+//! Row-level security proven in SQL, as the restricted role, independent of gateway code.
+
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use crate::harness::TestDb;
+
+/// Migrated database with two orgs, each with a user, a business and a team membership.
+async fn seeded() -> (TestDb, PgPool, Uuid, Uuid) {
+    let db = TestDb::new().await;
+    let pool = db.owner_pool().await;
+    gateway::db::migrate(&pool).await.unwrap();
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    for (org, name) in [(a, "A"), (b, "B")] {
+        sqlx::query("INSERT INTO orgs (id, name, plan) VALUES ($1, $2, 'standard')")
+            .bind(org)
+            .bind(name)
+            .execute(&pool)
+            .await
+            .unwrap();
+        let user = Uuid::new_v4();
+        let biz = Uuid::new_v4();
+        sqlx::query("INSERT INTO users (id, tenant_id, email, role) VALUES ($1, $2, $3, 'admin')")
+            .bind(user)
+            .bind(org)
+            .bind(format!("u@{name}.test").to_lowercase())
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO businesses (id, tenant_id, name, owner_id) VALUES ($1, $2, 'biz', $3)")
+            .bind(biz)
+            .bind(org)
+            .bind(user)
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO business_members (tenant_id, business_id, user_id) VALUES ($1, $2, $3)")
+            .bind(org)
+            .bind(biz)
+            .bind(user)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    (db, pool, a, b)
+}
+
+/// Every table with a tenant_id column.
+async fn tenant_tables(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public' \
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped \
+         WHERE c.relkind IN ('r', 'p') ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn every_tenant_table_forces_rls_with_using_and_with_check() {
+    let (_db, pool, _, _) = seeded().await;
+    let tables = tenant_tables(&pool).await;
+    assert!(tables.len() >= 3, "{tables:?}");
+    for t in &tables {
+        let row = sqlx::query("SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = $1::regclass")
+            .bind(t)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert!(row.get::<bool, _>(0) && row.get::<bool, _>(1), "{t}: RLS not enabled and forced");
+        let policies: Vec<(Option<String>, Option<String>)> =
+            sqlx::query_as("SELECT qual, with_check FROM pg_policies WHERE tablename = $1")
+                .bind(t)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert!(!policies.is_empty(), "{t}: no policy");
+        for (qual, check) in policies {
+            assert!(qual.as_deref().is_some_and(|q| q.contains("app_current_tenant")), "{t}: USING");
+            assert!(check.as_deref().is_some_and(|q| q.contains("app_current_tenant")), "{t}: WITH CHECK");
+        }
+    }
+    // The restricted role: no superuser, no BYPASSRLS, owns nothing.
+    let (sup, bypass): (bool, bool) =
+        sqlx::query_as("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = 'gateway_app'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(!sup && !bypass);
+    let owned: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_class WHERE relowner = 'gateway_app'::regrole")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(owned, 0);
+}
+
+#[tokio::test]
+async fn without_a_tenant_setting_the_restricted_role_sees_nothing() {
+    let (_db, pool, _, _) = seeded().await;
+    for t in tenant_tables(&pool).await {
+        for setting in [None, Some("")] {
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("SET LOCAL ROLE gateway_app").execute(&mut *tx).await.unwrap();
+            if let Some(s) = setting {
+                sqlx::query("SELECT set_config('app.tenant_id', $1, true)").bind(s).execute(&mut *tx).await.unwrap();
+            }
+            let n: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {t}")).fetch_one(&mut *tx).await.unwrap();
+            assert_eq!(n, 0, "{t} visible with tenant setting {setting:?}");
+            tx.rollback().await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn with_tenant_a_set_b_is_invisible_and_cannot_be_written() {
+    let (_db, pool, a, b) = seeded().await;
+    for t in tenant_tables(&pool).await {
+        let mut tx = gateway::db::begin_tenant(&pool, a, "admin").await.unwrap();
+        let (mine, theirs): (i64, i64) = sqlx::query_as(&format!(
+            "SELECT count(*) FILTER (WHERE tenant_id = $1), count(*) FILTER (WHERE tenant_id = $2) FROM {t}"
+        ))
+        .bind(a)
+        .bind(b)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        assert_eq!((mine, theirs), (1, 0), "{t}");
+        // Moving one of A's rows into B is refused by WITH CHECK.
+        let e = sqlx::query(&format!("UPDATE {t} SET tenant_id = $1"))
+            .bind(b)
+            .execute(&mut *tx)
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{t}: {e}");
+        tx.rollback().await.unwrap();
+    }
+    // Inserting a row that carries B's tenant_id while acting as A.
+    let mut tx = gateway::db::begin_tenant(&pool, a, "admin").await.unwrap();
+    let e = sqlx::query("INSERT INTO users (id, tenant_id, email, role) VALUES ($1, $2, 'x@y.test', 'member')")
+        .bind(Uuid::new_v4())
+        .bind(b)
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501", "{e}");
+    tx.rollback().await.unwrap();
+    // Deleting B's rows as A deletes nothing.
+    let mut tx = gateway::db::begin_tenant(&pool, a, "admin").await.unwrap();
+    let n = sqlx::query("DELETE FROM business_members WHERE tenant_id = $1").bind(b).execute(&mut *tx).await.unwrap();
+    assert_eq!(n.rows_affected(), 0);
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn platform_tables_are_closed_to_the_restricted_role() {
+    let (_db, pool, a, _) = seeded().await;
+    for t in ["orgs", "api_tokens"] {
+        let mut tx = gateway::db::begin_tenant(&pool, a, "admin").await.unwrap();
+        let e = sqlx::query(&format!("SELECT count(*) FROM {t}")).execute(&mut *tx).await.unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{t}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn tenant_settings_do_not_outlive_the_transaction_on_a_pooled_connection() {
+    let (db, _, a, _) = seeded().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.url())
+        .await
+        .unwrap();
+    let mut tx = gateway::db::begin_tenant(&pool, a, "member").await.unwrap();
+    let (user, tenant, role): (String, String, String) = sqlx::query_as(
+        "SELECT current_user::text, current_setting('app.tenant_id'), current_setting('app.role')",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!((user.as_str(), tenant, role.as_str()), ("gateway_app", a.to_string(), "member"));
+    tx.commit().await.unwrap();
+    // Same (only) connection, next use: back to the owner, no tenant.
+    let (user, tenant): (String, Option<String>) =
+        sqlx::query_as("SELECT current_user::text, NULLIF(current_setting('app.tenant_id', true), '')")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(user, "postgres");
+    assert_eq!(tenant, None);
+}
+
+fn sqlstate(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => d.code().map(|c| c.to_string()).unwrap_or_default(),
+        other => format!("{other}"),
+    }
+}
