@@ -20,6 +20,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `GATEWAY_POLICIES`, default `./policies`.
     pub policies: PathBuf,
+    /// `GATEWAY_PLUGIN_DIR`, default `./plugins/target/wasm32-wasip2/release`: where the
+    /// plugin files named by policies are.
+    pub plugin_dir: PathBuf,
     /// `GATEWAY_BOOTSTRAP_TOKEN`: the super-admin token to create when none exists.
     pub bootstrap_token: Option<String>,
     /// `GATEWAY_LOG_FORMAT`: `json` or `text` (default).
@@ -35,6 +38,7 @@ struct FileConfig {
     database_url: Option<String>,
     data_dir: Option<PathBuf>,
     policies: Option<PathBuf>,
+    plugin_dir: Option<PathBuf>,
     bootstrap_token: Option<String>,
     log_format: Option<String>,
     db_max_connections: Option<u32>,
@@ -77,6 +81,10 @@ impl Config {
             database_url: env("DATABASE_URL").or(file.database_url),
             data_dir: env("GATEWAY_DATA_DIR").map(PathBuf::from).or(file.data_dir).unwrap_or_else(|| ".gateway".into()),
             policies: env("GATEWAY_POLICIES").map(PathBuf::from).or(file.policies).unwrap_or_else(|| "policies".into()),
+            plugin_dir: env("GATEWAY_PLUGIN_DIR")
+                .map(PathBuf::from)
+                .or(file.plugin_dir)
+                .unwrap_or_else(|| "plugins/target/wasm32-wasip2/release".into()),
             bootstrap_token: env("GATEWAY_BOOTSTRAP_TOKEN").or(file.bootstrap_token),
             log_json,
             db_max_connections,

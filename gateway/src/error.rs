@@ -49,6 +49,7 @@ pub enum Code {
     InvalidJson,
     ValidationFailed,
     Conflict,
+    Unprocessable,
     Unavailable,
     Internal,
     PluginFailed,
@@ -71,6 +72,7 @@ impl Code {
             Code::InvalidJson => "INVALID_JSON",
             Code::ValidationFailed => "VALIDATION_FAILED",
             Code::Conflict => "CONFLICT",
+            Code::Unprocessable => "UNPROCESSABLE",
             Code::Unavailable => "UNAVAILABLE",
             Code::Internal => "INTERNAL",
             Code::PluginFailed => "PLUGIN_FAILED",
@@ -93,6 +95,7 @@ impl Code {
             Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::Conflict => StatusCode::CONFLICT,
+            Code::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Code::PluginFailed | Code::PluginResourceExhausted => StatusCode::BAD_GATEWAY,
@@ -106,6 +109,9 @@ impl Code {
 #[derive(Debug)]
 pub struct ApiError {
     pub code: Code,
+    /// A more specific code than `code`'s own (e.g. a plugin's `IDEMPOTENCY_KEY_REUSED`);
+    /// the status still comes from `code`.
+    pub custom_code: Option<String>,
     pub message: String,
     pub details: Option<Value>,
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
@@ -113,7 +119,15 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into(), details: None, headers: Vec::new() }
+        ApiError { code, custom_code: None, message: message.into(), details: None, headers: Vec::new() }
+    }
+    pub fn with_code(mut self, code: String) -> Self {
+        self.custom_code = Some(code);
+        self
+    }
+    /// The `error_code` the client sees.
+    pub fn code_str(&self) -> &str {
+        self.custom_code.as_deref().unwrap_or(self.code.as_str())
     }
     pub fn with_details(mut self, details: Value) -> Self {
         self.details = Some(details);

@@ -26,6 +26,7 @@ pub mod error;
 pub mod native;
 pub mod ops;
 pub mod phases;
+pub mod plugin;
 pub mod policy;
 pub mod ratelimit;
 pub mod server;
@@ -37,12 +38,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
 pub use config::Config;
 pub use error::{Error, Result};
 
+use crate::db::structured::Schema;
 use crate::policy::PolicySet;
 use crate::state::AppState;
 
@@ -90,7 +94,14 @@ pub async fn serve(config: Config) -> Result<()> {
             return Err(Error::Config(format!("bootstrap token: {}", e.message)));
         }
     }
-    let state = Arc::new(AppState::new(database.pool.clone(), policies));
+    let (schema, plugins, runtime) = match load_plugins(&config, &database.pool, &policies).await {
+        Ok(v) => v,
+        Err(e) => {
+            database.close().await;
+            return Err(e);
+        }
+    };
+    let state = Arc::new(AppState::new(database.pool.clone(), policies, runtime, schema, plugins));
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::io(format!("binding {}", config.listen), e))?;
@@ -108,6 +119,50 @@ pub async fn serve(config: Config) -> Result<()> {
     let _ = std::fs::remove_file(config.data_dir.join("gateway.addr"));
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+type Loaded = (Arc<Schema>, HashMap<String, Arc<plugin::LoadedPlugin>>, Arc<plugin::Runtime>);
+
+/// Checks every route's table grants against the live schema and compiles every declared
+/// plugin. Any failure names the policy file.
+async fn load_plugins(config: &Config, pool: &PgPool, policies: &PolicySet) -> Result<Loaded> {
+    let schema = Arc::new(Schema::load(pool).await?);
+    for r in &policies.routes {
+        let mut tables: Vec<_> = r.grants.tables.keys().collect();
+        tables.sort();
+        for t in tables {
+            if !schema.has_table(t) {
+                return Err(Error::Policy {
+                    file: r.source.clone(),
+                    reason: format!("route {:?}: grant names table {t:?}, which does not exist or has no tenant_id", r.id),
+                });
+            }
+        }
+    }
+    let runtime = plugin::Runtime::new()?;
+    let mut plugins = HashMap::new();
+    let mut decls: Vec<_> = policies.plugins.values().collect();
+    decls.sort_by(|a, b| a.name.cmp(&b.name));
+    for d in decls {
+        let path = config.plugin_dir.join(&d.file);
+        let bytes = std::fs::read(&path).map_err(|e| Error::Policy {
+            file: d.source.clone(),
+            reason: format!("plugin {:?}: cannot read {}: {e} (build plugins with `cargo xtask plugins`)", d.name, path.display()),
+        })?;
+        let started = std::time::Instant::now();
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        let version = d.version.clone().unwrap_or_else(|| format!("sha256:{}", &sha[..12]));
+        let rt = runtime.clone();
+        let name = d.name.clone();
+        let loaded = tokio::task::spawn_blocking(move || rt.load(&name, &version, &bytes))
+            .await
+            .map_err(|e| Error::Plugin { plugin: d.name.clone(), reason: e.to_string() })?
+            .map_err(|e| Error::Policy { file: d.source.clone(), reason: e.to_string() })?;
+        tracing::info!(plugin = %d.name, version = %loaded.version, sha256 = %loaded.sha256,
+            compile_ms = started.elapsed().as_millis() as u64, "plugin_loaded");
+        plugins.insert(d.name.clone(), Arc::new(loaded));
+    }
+    Ok((schema, plugins, runtime))
 }
 
 /// Shows a freshly generated super-admin token once, and keeps it in a 0600 file.

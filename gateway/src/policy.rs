@@ -204,11 +204,157 @@ struct RouteSpec {
     /// Per-plan overrides of the plan's own limits, for this route alone.
     #[serde(default)]
     rate_limit: HashMap<String, Limits>,
+    /// Sandbox limits for a plugin target.
+    #[serde(default)]
+    sandbox: Option<SandboxSpec>,
+    /// What a plugin target may reach.
+    #[serde(default)]
+    grants: Option<GrantsSpec>,
+}
+
+/// Access a plugin has to one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    Read,
+    Write,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantsSpec {
+    /// table name -> "read" | "write".
+    #[serde(default)]
+    tables: HashMap<String, Access>,
+    /// Outbound URL patterns: `scheme://host[:port]`, host may be `*.domain` or `*`, port `*`.
+    #[serde(default)]
+    hosts: Vec<String>,
+    #[serde(default)]
+    http_timeout_ms: Option<u64>,
+    #[serde(default)]
+    http_max_response: Option<ByteSize>,
+    #[serde(default)]
+    db_statement_timeout_ms: Option<u64>,
+    #[serde(default)]
+    db_max_rows: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SandboxSpec {
+    #[serde(default)]
+    memory: Option<ByteSize>,
+    #[serde(default)]
+    cpu_ms: Option<u64>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// A plugin binary declared by `[plugins.<name>]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PluginSpec {
+    /// Path of the component, relative to the plugin directory (`GATEWAY_PLUGIN_DIR`).
+    file: String,
+    #[serde(default)]
+    version: Option<String>,
+}
+
+/// One allowed outbound destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    pub scheme: String,
+    /// `*` (any), `*.example.com` (subdomains) or an exact host.
+    pub host: String,
+    /// `None` = any port.
+    pub port: Option<u16>,
+}
+
+impl HostPattern {
+    pub fn parse(s: &str) -> std::result::Result<HostPattern, String> {
+        let (scheme, rest) = s.split_once("://").ok_or_else(|| format!("host {s:?}: expected scheme://host[:port]"))?;
+        if scheme != "http" && scheme != "https" {
+            return Err(format!("host {s:?}: scheme must be http or https"));
+        }
+        let rest = rest.trim_end_matches('/');
+        if rest.contains('/') || rest.is_empty() {
+            return Err(format!("host {s:?}: no path allowed"));
+        }
+        let (host, port) = if let Some(h) = rest.strip_prefix('[') {
+            let (h, after) = h.split_once(']').ok_or_else(|| format!("host {s:?}: bad IPv6 literal"))?;
+            (format!("[{h}]"), after.strip_prefix(':'))
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (rest.to_string(), None),
+            }
+        };
+        let default_port = if scheme == "https" { 443 } else { 80 };
+        let port = match port {
+            None => Some(default_port),
+            Some("*") => None,
+            Some(p) => Some(p.parse().map_err(|_| format!("host {s:?}: bad port {p:?}"))?),
+        };
+        let host = host.to_ascii_lowercase();
+        if host != "*" && host[host.starts_with("*.") as usize * 2..].contains('*') {
+            return Err(format!("host {s:?}: wildcards only as `*` or a leading `*.`"));
+        }
+        Ok(HostPattern { scheme: scheme.to_string(), host, port })
+    }
+
+    /// Whether a wildcard is involved (private addresses need an exact host).
+    pub fn is_exact(&self) -> bool {
+        !self.host.contains('*')
+    }
+
+    pub fn matches(&self, scheme: &str, host: &str, port: u16) -> bool {
+        if self.scheme != scheme || self.port.is_some_and(|p| p != port) {
+            return false;
+        }
+        match self.host.as_str() {
+            "*" => true,
+            h if h.starts_with("*.") => host.ends_with(&h[1..]) && host.len() > h.len() - 1,
+            h => h == host,
+        }
+    }
+}
+
+/// What a route's plugin may reach, and how long it may take.
+#[derive(Debug, Clone)]
+pub struct Grants {
+    pub tables: HashMap<String, Access>,
+    pub hosts: Vec<HostPattern>,
+    pub http_timeout: std::time::Duration,
+    pub http_max_response: usize,
+    pub db_statement_timeout_ms: u64,
+    pub db_max_rows: u32,
+}
+
+/// Sandbox limits of a route's plugin.
+#[derive(Debug, Clone, Copy)]
+pub struct Sandbox {
+    pub memory: usize,
+    pub cpu: std::time::Duration,
+    pub timeout: std::time::Duration,
+}
+
+pub const DEFAULT_PLUGIN_MEMORY: usize = 64 * 1024 * 1024;
+pub const MAX_PLUGIN_MEMORY: usize = 256 * 1024 * 1024;
+
+/// A declared plugin.
+#[derive(Debug, Clone)]
+pub struct PluginDecl {
+    pub name: String,
+    pub file: String,
+    pub version: Option<String>,
+    pub source: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileSpec {
+    #[serde(default)]
+    plugins: HashMap<String, PluginSpec>,
     #[serde(default)]
     plans: HashMap<String, PlanSpec>,
     #[serde(default)]
@@ -311,6 +457,9 @@ pub struct Route {
     pub body_limit: usize,
     pub idempotency: Idempotency,
     pub rate_limit: HashMap<String, Limits>,
+    /// For plugin targets: grants and sandbox limits (defaults when not declared).
+    pub grants: std::sync::Arc<Grants>,
+    pub sandbox: Sandbox,
     /// `file:line`, for messages.
     pub source: String,
 }
@@ -334,6 +483,7 @@ pub struct Plan {
 #[derive(Debug, Clone)]
 pub struct PolicySet {
     pub routes: Vec<Route>,
+    pub plugins: HashMap<String, PluginDecl>,
     pub plans: HashMap<String, Plan>,
     pub default_plan: String,
 }
@@ -375,6 +525,7 @@ impl PolicySet {
     pub fn from_sources(sources: &[(String, String)], known_native: &[&str]) -> Result<PolicySet> {
         let mut routes: Vec<Route> = Vec::new();
         let mut plans: HashMap<String, Plan> = HashMap::new();
+        let mut plugins: HashMap<String, PluginDecl> = HashMap::new();
         let mut default_plan: Option<(String, String)> = None;
         for (file, text) in sources {
             let fail = |line: Option<usize>, reason: String| Error::Policy {
@@ -388,6 +539,21 @@ impl PolicySet {
                 let line = e.span().map(|s| line_of(text, s.start));
                 fail(line, e.message().to_string())
             })?;
+            let mut plugin_names: Vec<_> = spec.plugins.keys().cloned().collect();
+            plugin_names.sort();
+            for name in plugin_names {
+                let p = &spec.plugins[&name];
+                if let Some(other) = plugins.get(&name) {
+                    return Err(fail(None, format!("plugin {name:?} already declared in {}", other.source)));
+                }
+                if !valid_name(&name) {
+                    return Err(fail(None, format!("plugin name {name:?}: use lower-case letters, digits and -")));
+                }
+                plugins.insert(
+                    name.clone(),
+                    PluginDecl { name, file: p.file.clone(), version: p.version.clone(), source: file.clone() },
+                );
+            }
             let mut plan_names: Vec<_> = spec.plans.keys().cloned().collect();
             plan_names.sort();
             for name in plan_names {
@@ -428,6 +594,38 @@ impl PolicySet {
                         )));
                     }
                 }
+                let is_plugin = matches!(r.target, Target::Plugin(_));
+                if !is_plugin && (r.grants.is_some() || r.sandbox.is_some()) {
+                    return Err(bad("grants and sandbox apply to plugin targets only".into()));
+                }
+                let g = r.grants.clone().unwrap_or_default();
+                let mut hosts = Vec::new();
+                for h in &g.hosts {
+                    hosts.push(HostPattern::parse(h).map_err(|e| bad(e))?);
+                }
+                for t in g.tables.keys() {
+                    if !valid_identifier(t) {
+                        return Err(bad(format!("grant names table {t:?}, which is not a plain identifier")));
+                    }
+                }
+                let grants = std::sync::Arc::new(Grants {
+                    tables: g.tables,
+                    hosts,
+                    http_timeout: std::time::Duration::from_millis(g.http_timeout_ms.unwrap_or(5_000)),
+                    http_max_response: g.http_max_response.map(|b| b.0).unwrap_or(1024 * 1024),
+                    db_statement_timeout_ms: g.db_statement_timeout_ms.unwrap_or(2_000),
+                    db_max_rows: g.db_max_rows.unwrap_or(1_000).max(1),
+                });
+                let sb = r.sandbox.clone().unwrap_or_default();
+                let memory = sb.memory.map(|b| b.0).unwrap_or(DEFAULT_PLUGIN_MEMORY);
+                if memory > MAX_PLUGIN_MEMORY || memory < 1024 * 1024 {
+                    return Err(bad(format!("sandbox memory must be between 1MiB and {}MiB", MAX_PLUGIN_MEMORY >> 20)));
+                }
+                let sandbox = Sandbox {
+                    memory,
+                    cpu: std::time::Duration::from_millis(sb.cpu_ms.unwrap_or(200).max(1)),
+                    timeout: std::time::Duration::from_millis(sb.timeout_ms.unwrap_or(10_000).max(1)),
+                };
                 if r.scope == Scope::Platform && r.roles.iter().any(|x| *x != Role::SuperAdmin) {
                     return Err(bad("platform routes are for super_admin only".into()));
                 }
@@ -446,6 +644,8 @@ impl PolicySet {
                     body_limit: r.body_limit.map(|b| b.0).unwrap_or(DEFAULT_BODY_LIMIT),
                     idempotency: r.idempotency,
                     rate_limit: r.rate_limit,
+                    grants,
+                    sandbox,
                 });
             }
         }
@@ -456,6 +656,14 @@ impl PolicySet {
             });
         };
         for r in &routes {
+            if let Target::Plugin(p) = &r.target {
+                if !plugins.contains_key(p) {
+                    return Err(Error::Policy {
+                        file: r.source.clone(),
+                        reason: format!("route {:?}: plugin {p:?} is not declared in any [plugins.*]", r.id),
+                    });
+                }
+            }
             for plan in r.rate_limit.keys() {
                 if !plans.contains_key(plan) {
                     return Err(Error::Policy {
@@ -465,7 +673,7 @@ impl PolicySet {
                 }
             }
         }
-        Ok(PolicySet { routes, plans, default_plan })
+        Ok(PolicySet { routes, plugins, plans, default_plan })
     }
 
     pub fn lookup(&self, method: &http::Method, path: &str) -> Lookup<'_> {
@@ -488,6 +696,18 @@ impl PolicySet {
     pub fn plan(&self, name: &str) -> Option<&Plan> {
         self.plans.get(name)
     }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// A plain SQL identifier: lower-case letters, digits and `_`, not starting with a digit.
+pub fn valid_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && !s.as_bytes()[0].is_ascii_digit()
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -532,6 +752,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("r.toml:8") && e.contains("fortnight"), "{e}");
+    }
+
+    #[test]
+    fn host_patterns() {
+        let p = HostPattern::parse("https://api.example.com").unwrap();
+        assert!(p.matches("https", "api.example.com", 443));
+        assert!(!p.matches("https", "api.example.com", 8443));
+        assert!(!p.matches("http", "api.example.com", 443));
+        let w = HostPattern::parse("https://*.example.com:*").unwrap();
+        assert!(w.matches("https", "a.b.example.com", 1));
+        assert!(!w.matches("https", "example.com", 443));
+        assert!(!w.matches("https", "evilexample.com", 443));
+        assert!(!w.is_exact());
+        let l = HostPattern::parse("http://127.0.0.1:*").unwrap();
+        assert!(l.is_exact() && l.matches("http", "127.0.0.1", 9));
+        let v6 = HostPattern::parse("http://[::1]:8080").unwrap();
+        assert!(v6.matches("http", "[::1]", 8080));
+        assert!(HostPattern::parse("ftp://x").is_err());
+        assert!(HostPattern::parse("https://a.*.com").is_err());
+        assert!(HostPattern::parse("https://x/path").is_err());
     }
 
     #[test]

@@ -5,7 +5,11 @@ use std::sync::{Arc, RwLock};
 
 use sqlx::PgPool;
 
+use std::collections::HashMap;
+
 use crate::auth::Directory;
+use crate::db::structured::Schema;
+use crate::plugin::{LoadedPlugin, Runtime};
 use crate::policy::PolicySet;
 use crate::ratelimit::RateLimits;
 
@@ -32,12 +36,34 @@ impl Deref for Routing {
 pub struct AppState {
     pub pool: PgPool,
     pub directory: Directory,
+    pub runtime: Arc<Runtime>,
+    /// Tenant tables and their columns, as plugins may address them.
+    pub schema: Arc<Schema>,
     routing: RwLock<Arc<Routing>>,
+    plugins: RwLock<Arc<HashMap<String, Arc<LoadedPlugin>>>>,
 }
 
 impl AppState {
-    pub fn new(pool: PgPool, policies: PolicySet) -> AppState {
-        AppState { pool, directory: Directory::default(), routing: RwLock::new(Arc::new(Routing::new(policies))) }
+    pub fn new(
+        pool: PgPool,
+        policies: PolicySet,
+        runtime: Arc<Runtime>,
+        schema: Arc<Schema>,
+        plugins: HashMap<String, Arc<LoadedPlugin>>,
+    ) -> AppState {
+        AppState {
+            pool,
+            directory: Directory::default(),
+            runtime,
+            schema,
+            routing: RwLock::new(Arc::new(Routing::new(policies))),
+            plugins: RwLock::new(Arc::new(plugins)),
+        }
+    }
+
+    /// The active version of a plugin; a request keeps the version it started with.
+    pub fn plugin(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
+        self.plugins.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }
 
     /// The current policies; a request keeps the set it started with.

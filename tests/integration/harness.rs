@@ -89,6 +89,11 @@ impl TestDb {
     }
 }
 
+/// Where `cargo xtask plugins` puts the built components.
+pub fn plugin_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/wasm32-wasip2/release")
+}
+
 /// The repository's `policies/` directory.
 pub fn repo_policies() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
@@ -130,6 +135,7 @@ pub fn gateway_command(opts: &GatewayOptions) -> Command {
         .env("GATEWAY_LISTEN", "127.0.0.1:0")
         .env("GATEWAY_DATA_DIR", &opts.data_dir)
         .env("GATEWAY_POLICIES", &opts.policies)
+        .env("GATEWAY_PLUGIN_DIR", plugin_dir())
         .env("GATEWAY_LOG_FORMAT", "json")
         .env("GATEWAY_LOG", "info");
     if let Some(url) = &opts.database_url {

@@ -9,6 +9,7 @@
 //! Queries on tenant tables also filter by `tenant_id` themselves: RLS is defence in depth.
 
 pub mod businesses;
+pub mod structured;
 pub mod orgs;
 pub mod tokens;
 pub mod users;

@@ -62,14 +62,44 @@ impl Reply {
 pub async fn dispatch(call: Call<'_>) -> Result<Reply, ApiError> {
     match &call.route.target {
         Target::Native(name) => native::call(name, call).await,
-        Target::Plugin(name) => Err(ApiError::new(
-            Code::Unavailable,
-            format!("plugin {name:?} is not loaded"),
-        )),
+        Target::Plugin(name) => plugin(name, call).await,
     }
 }
 
 pub async fn readyz(state: &AppState) -> Result<Reply, ApiError> {
     crate::db::ping(&state.pool).await?;
     Ok(Reply::json(StatusCode::OK, serde_json::json!({"ready": true, "routes": state.policies().routes.len()})))
+}
+
+async fn plugin(name: &str, call: Call<'_>) -> Result<Reply, ApiError> {
+    use crate::plugin::bindings::types::{Header, Request};
+    let Some(loaded) = call.state.plugin(name) else {
+        return Err(ApiError::new(Code::Unavailable, format!("plugin {name:?} is not loaded")));
+    };
+    let org = call.caller.org.ok_or_else(|| ApiError::new(Code::Internal, "plugin route without an org"))?;
+    let headers = call
+        .headers
+        .iter()
+        .filter(|(k, _)| *k != http::header::AUTHORIZATION)
+        .map(|(k, v)| Header { name: k.as_str().to_string(), value: String::from_utf8_lossy(v.as_bytes()).into_owned() })
+        .collect();
+    let request = Request {
+        method: call.method.as_str().to_string(),
+        path: call.path.clone(),
+        params: call.params.clone(),
+        query: call.query.clone().unwrap_or_default(),
+        headers,
+        body: call.body.to_vec(),
+    };
+    let inv = crate::plugin::Invocation {
+        route: call.route,
+        pool: &call.state.pool,
+        schema: call.state.schema.clone(),
+        org,
+        user: call.caller.user,
+        role: call.caller.role,
+        request_id: call.request_id,
+        request,
+    };
+    call.state.runtime.invoke(&loaded, inv).await
 }

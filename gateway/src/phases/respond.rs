@@ -23,7 +23,7 @@ pub fn request_id(headers: &HeaderMap) -> String {
 }
 
 pub fn error_body(e: &ApiError, request_id: &str) -> Bytes {
-    let mut v = json!({ "error": e.message, "error_code": e.code.as_str(), "request_id": request_id });
+    let mut v = json!({ "error": e.message, "error_code": e.code_str(), "request_id": request_id });
     if let Some(d) = &e.details {
         v["details"] = d.clone();
     }

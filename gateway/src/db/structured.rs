@@ -1,0 +1,436 @@
+//! Structured queries from plugins (`tenant-db`), turned into SQL.
+//!
+//! A plugin never writes SQL. It names a table, columns, filters and values; this module checks
+//! them against the live schema, quotes every identifier (all of which come from the schema,
+//! not from the plugin), binds every value as a parameter, and adds `tenant_id = $1` to every
+//! statement and every written row. Grant checks happen in the host before this is called.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::{Arguments, PgExecutor, Row};
+use uuid::Uuid;
+
+use crate::error::Result;
+use crate::plugin::bindings::tenant_db::{
+    ColumnRef, Comparison, ConflictAction, DbError, DeleteQuery, Filter, InsertQuery, Rows, SelectQuery,
+    UpdateQuery, Value,
+};
+
+pub const TENANT_COLUMN: &str = "tenant_id";
+
+/// How a column's values travel: the SQL type to cast to, and how to decode results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Bool,
+    Int,
+    Float,
+    Text,
+    Json,
+    Uuid,
+    Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub kind: Kind,
+    /// The SQL type name used in casts (`int4`, `jsonb`, `timestamptz`, …).
+    pub sql_type: String,
+}
+
+/// Tenant tables (those with a `tenant_id` column) and their columns, read at start-up.
+#[derive(Debug, Default, Clone)]
+pub struct Schema {
+    pub tables: HashMap<String, HashMap<String, Column>>,
+}
+
+impl Schema {
+    pub async fn load<'e>(exec: impl PgExecutor<'e>) -> Result<Schema> {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT c.table_name::text, c.column_name::text, c.udt_name::text \
+             FROM information_schema.columns c \
+             JOIN information_schema.tables t ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
+             WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE' \
+               AND EXISTS (SELECT 1 FROM information_schema.columns k WHERE k.table_schema = 'public' \
+                           AND k.table_name = c.table_name AND k.column_name = 'tenant_id')",
+        )
+        .fetch_all(exec)
+        .await?;
+        let mut tables: HashMap<String, HashMap<String, Column>> = HashMap::new();
+        for (table, column, udt) in rows {
+            let kind = match udt.as_str() {
+                "bool" => Kind::Bool,
+                "int2" | "int4" | "int8" => Kind::Int,
+                "float4" | "float8" | "numeric" => Kind::Float,
+                "json" | "jsonb" => Kind::Json,
+                "uuid" => Kind::Uuid,
+                "timestamptz" | "timestamp" | "date" => Kind::Timestamp,
+                _ => Kind::Text,
+            };
+            tables.entry(table).or_default().insert(column, Column { kind, sql_type: udt });
+        }
+        Ok(Schema { tables })
+    }
+
+    pub fn has_table(&self, t: &str) -> bool {
+        self.tables.contains_key(t)
+    }
+}
+
+/// A statement ready to run: SQL, arguments, and how to decode the returned columns.
+pub struct Statement {
+    pub sql: String,
+    pub args: PgArguments,
+    pub returns: Vec<(String, Kind)>,
+}
+
+struct Builder<'s> {
+    table: &'s str,
+    columns: &'s HashMap<String, Column>,
+    sql: String,
+    args: PgArguments,
+    n: usize,
+}
+
+type Check<T> = std::result::Result<T, DbError>;
+
+fn quote(ident: &str) -> String {
+    // Identifiers come from the schema; quoting is still applied so no name is ever parsed.
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+impl<'s> Builder<'s> {
+    fn new(schema: &'s Schema, table: &'s str, tenant: Uuid) -> Check<Builder<'s>> {
+        let columns = schema.tables.get(table).ok_or_else(|| DbError::UnknownTable(table.to_string()))?;
+        let mut args = PgArguments::default();
+        args.add(tenant).map_err(|e| DbError::Invalid(e.to_string()))?;
+        Ok(Builder { table, columns, sql: String::new(), args, n: 1 })
+    }
+
+    fn column(&self, name: &str) -> Check<&'s Column> {
+        if name == TENANT_COLUMN {
+            return Err(DbError::TenantColumnReserved);
+        }
+        self.columns.get(name).ok_or_else(|| DbError::UnknownColumn(format!("{}.{name}", self.table)))
+    }
+
+    /// Binds `v` and returns the placeholder, cast to the column's type.
+    fn bind(&mut self, v: &Value, col: &Column) -> Check<String> {
+        let compatible = match (v, col.kind) {
+            (Value::Null, _) => true,
+            (Value::Boolean(_), Kind::Bool) => true,
+            (Value::Integer(_), Kind::Int | Kind::Float) => true,
+            (Value::Float(_), Kind::Float) => true,
+            (Value::Json(_), Kind::Json) => true,
+            (Value::Uuid(_), Kind::Uuid | Kind::Text) => true,
+            (Value::Timestamp(_), Kind::Timestamp | Kind::Text) => true,
+            (Value::Text(_), Kind::Text | Kind::Uuid | Kind::Timestamp | Kind::Json) => true,
+            _ => false,
+        };
+        if !compatible {
+            return Err(DbError::Invalid(format!("value kind does not fit a {} column", col.sql_type)));
+        }
+        let r = match v {
+            Value::Null => self.args.add(None::<String>),
+            Value::Boolean(b) => self.args.add(*b),
+            Value::Integer(i) => self.args.add(*i),
+            Value::Float(f) => self.args.add(*f),
+            Value::Text(s) | Value::Json(s) | Value::Uuid(s) | Value::Timestamp(s) => self.args.add(s.clone()),
+        };
+        r.map_err(|e| DbError::Invalid(e.to_string()))?;
+        self.n += 1;
+        Ok(format!("${}::{}", self.n, quote(&col.sql_type)))
+    }
+
+    fn bind_text(&mut self, s: &str) -> Check<String> {
+        self.args.add(s.to_string()).map_err(|e| DbError::Invalid(e.to_string()))?;
+        self.n += 1;
+        Ok(format!("${}::text", self.n))
+    }
+
+    /// The SQL for a column reference: the column, or `col #>> $n::text[]` for a JSON path.
+    fn target(&mut self, r: &ColumnRef) -> Check<(String, Option<&'s Column>)> {
+        let col = self.column(&r.column)?;
+        if r.path.is_empty() {
+            return Ok((quote(&r.column), Some(col)));
+        }
+        if col.kind != Kind::Json {
+            return Err(DbError::Invalid(format!("{} is not a JSON column", r.column)));
+        }
+        if r.path.iter().any(|p| p.is_empty() || p.len() > 128) || r.path.len() > 8 {
+            return Err(DbError::Invalid("bad JSON path".into()));
+        }
+        self.args.add(r.path.clone()).map_err(|e| DbError::Invalid(e.to_string()))?;
+        self.n += 1;
+        Ok((format!("({} #>> ${}::text[])", quote(&r.column), self.n), None))
+    }
+
+    fn filters(&mut self, filters: &[Filter]) -> Check<()> {
+        write!(self.sql, " WHERE {} = $1", quote(TENANT_COLUMN)).unwrap();
+        for f in filters {
+            let (expr, col) = self.target(&f.target)?;
+            let op = match f.op {
+                Comparison::IsNull => {
+                    write!(self.sql, " AND {expr} IS NULL").unwrap();
+                    continue;
+                }
+                Comparison::IsNotNull => {
+                    write!(self.sql, " AND {expr} IS NOT NULL").unwrap();
+                    continue;
+                }
+                Comparison::Eq => "=",
+                Comparison::Ne => "<>",
+                Comparison::Lt => "<",
+                Comparison::Le => "<=",
+                Comparison::Gt => ">",
+                Comparison::Ge => ">=",
+            };
+            if matches!(f.value, Value::Null) {
+                return Err(DbError::Invalid("compare with null using is-null / is-not-null".into()));
+            }
+            let placeholder = match col {
+                Some(c) => self.bind(&f.value, c)?,
+                None => match &f.value {
+                    Value::Text(s) | Value::Uuid(s) | Value::Timestamp(s) | Value::Json(s) => self.bind_text(s)?,
+                    Value::Integer(i) => self.bind_text(&i.to_string())?,
+                    Value::Float(x) => self.bind_text(&x.to_string())?,
+                    Value::Boolean(b) => self.bind_text(&b.to_string())?,
+                    Value::Null => unreachable!(),
+                },
+            };
+            write!(self.sql, " AND {expr} {op} {placeholder}").unwrap();
+        }
+        Ok(())
+    }
+
+    /// `RETURNING`/select list: each column cast to how we decode it.
+    fn output(&self, cols: &[String]) -> Check<(String, Vec<(String, Kind)>)> {
+        let mut list = Vec::with_capacity(cols.len());
+        let mut kinds = Vec::with_capacity(cols.len());
+        for c in cols {
+            let col = self.column(c)?;
+            let cast = match col.kind {
+                Kind::Bool => "",
+                Kind::Int => "::int8",
+                Kind::Float => "::float8",
+                Kind::Text | Kind::Json | Kind::Uuid => "::text",
+                Kind::Timestamp => "",
+            };
+            let expr = if col.kind == Kind::Timestamp {
+                // RFC 3339 in UTC, whatever the session time zone.
+                format!("to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')", quote(c))
+            } else {
+                format!("{}{cast}", quote(c))
+            };
+            list.push(expr);
+            kinds.push((c.clone(), col.kind));
+        }
+        Ok((list.join(", "), kinds))
+    }
+
+    fn finish(self, returns: Vec<(String, Kind)>) -> Statement {
+        Statement { sql: self.sql, args: self.args, returns }
+    }
+}
+
+pub fn select(schema: &Schema, tenant: Uuid, q: &SelectQuery, cap: u32) -> Check<Statement> {
+    if q.columns.is_empty() {
+        return Err(DbError::Invalid("select needs at least one column".into()));
+    }
+    let mut b = Builder::new(schema, &q.table, tenant)?;
+    let (list, returns) = b.output(&q.columns)?;
+    b.sql = format!("SELECT {list} FROM {}", quote(&q.table));
+    b.filters(&q.filters)?;
+    if !q.order_by.is_empty() {
+        let mut parts = Vec::new();
+        for o in &q.order_by {
+            let (expr, _) = b.target(&o.target)?;
+            parts.push(format!("{expr} {}", if o.descending { "DESC" } else { "ASC" }));
+        }
+        write!(b.sql, " ORDER BY {}", parts.join(", ")).unwrap();
+    }
+    // One row past the cap tells "too many" from "exactly the cap".
+    let limit = q.limit.map(|l| l.min(cap)).unwrap_or(cap + 1);
+    write!(b.sql, " LIMIT {limit}").unwrap();
+    if q.for_update {
+        b.sql.push_str(" FOR UPDATE");
+    }
+    Ok(b.finish(returns))
+}
+
+pub fn insert(schema: &Schema, tenant: Uuid, q: &InsertQuery) -> Check<Statement> {
+    if q.columns.is_empty() || q.rows.is_empty() {
+        return Err(DbError::Invalid("insert needs columns and at least one row".into()));
+    }
+    let mut b = Builder::new(schema, &q.table, tenant)?;
+    let mut cols = Vec::with_capacity(q.columns.len());
+    for c in &q.columns {
+        cols.push(b.column(c)?);
+    }
+    let mut names = vec![quote(TENANT_COLUMN)];
+    names.extend(q.columns.iter().map(|c| quote(c)));
+    let mut values = Vec::with_capacity(q.rows.len());
+    for row in &q.rows {
+        if row.len() != cols.len() {
+            return Err(DbError::Invalid(format!("row has {} values for {} columns", row.len(), cols.len())));
+        }
+        let mut ph = vec!["$1".to_string()];
+        for (v, col) in row.iter().zip(&cols) {
+            ph.push(b.bind(v, col)?);
+        }
+        values.push(format!("({})", ph.join(", ")));
+    }
+    b.sql = format!("INSERT INTO {} ({}) VALUES {}", quote(&q.table), names.join(", "), values.join(", "));
+    if let Some(oc) = &q.on_conflict {
+        if oc.target.is_empty() {
+            return Err(DbError::Invalid("on-conflict needs a target".into()));
+        }
+        let mut target = vec![quote(TENANT_COLUMN)];
+        for c in &oc.target {
+            b.column(c)?;
+            target.push(quote(c));
+        }
+        write!(b.sql, " ON CONFLICT ({})", target.join(", ")).unwrap();
+        match &oc.action {
+            ConflictAction::DoNothing => b.sql.push_str(" DO NOTHING"),
+            ConflictAction::DoUpdate(set) => {
+                if set.is_empty() {
+                    return Err(DbError::Invalid("do-update needs columns".into()));
+                }
+                let mut parts = Vec::new();
+                for c in set {
+                    b.column(c)?;
+                    parts.push(format!("{} = EXCLUDED.{}", quote(c), quote(c)));
+                }
+                write!(b.sql, " DO UPDATE SET {}", parts.join(", ")).unwrap();
+            }
+        }
+    }
+    returning(b, &q.returning)
+}
+
+pub fn update(schema: &Schema, tenant: Uuid, q: &UpdateQuery) -> Check<Statement> {
+    if q.set.is_empty() {
+        return Err(DbError::Invalid("update needs at least one assignment".into()));
+    }
+    let mut b = Builder::new(schema, &q.table, tenant)?;
+    let mut parts = Vec::new();
+    for a in &q.set {
+        let col = b.column(&a.column)?;
+        let ph = b.bind(&a.value, col)?;
+        parts.push(format!("{} = {ph}", quote(&a.column)));
+    }
+    b.sql = format!("UPDATE {} SET {}", quote(&q.table), parts.join(", "));
+    b.filters(&q.filters)?;
+    returning(b, &q.returning)
+}
+
+pub fn delete(schema: &Schema, tenant: Uuid, q: &DeleteQuery) -> Check<Statement> {
+    let mut b = Builder::new(schema, &q.table, tenant)?;
+    b.sql = format!("DELETE FROM {}", quote(&q.table));
+    b.filters(&q.filters)?;
+    returning(b, &q.returning)
+}
+
+fn returning(mut b: Builder<'_>, cols: &[String]) -> Check<Statement> {
+    if cols.is_empty() {
+        return Ok(b.finish(Vec::new()));
+    }
+    let (list, returns) = b.output(cols)?;
+    write!(b.sql, " RETURNING {list}").unwrap();
+    Ok(b.finish(returns))
+}
+
+/// Decodes rows by the kinds the statement promised.
+pub fn decode(rows: &[PgRow], returns: &[(String, Kind)]) -> std::result::Result<Vec<Vec<Value>>, sqlx::Error> {
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut vals = Vec::with_capacity(returns.len());
+        for (i, (_, kind)) in returns.iter().enumerate() {
+            let v = match kind {
+                Kind::Bool => row.try_get::<Option<bool>, _>(i)?.map(Value::Boolean),
+                Kind::Int => row.try_get::<Option<i64>, _>(i)?.map(Value::Integer),
+                Kind::Float => row.try_get::<Option<f64>, _>(i)?.map(Value::Float),
+                Kind::Text => row.try_get::<Option<String>, _>(i)?.map(Value::Text),
+                Kind::Json => row.try_get::<Option<String>, _>(i)?.map(Value::Json),
+                Kind::Uuid => row.try_get::<Option<String>, _>(i)?.map(Value::Uuid),
+                Kind::Timestamp => row.try_get::<Option<String>, _>(i)?.map(Value::Timestamp),
+            };
+            vals.push(v.unwrap_or(Value::Null));
+        }
+        out.push(vals);
+    }
+    Ok(out)
+}
+
+/// Runs a statement in the invocation's transaction.
+pub async fn run<'e>(exec: impl PgExecutor<'e>, st: Statement) -> std::result::Result<Rows, sqlx::Error> {
+    let columns: Vec<String> = st.returns.iter().map(|(c, _)| c.clone()).collect();
+    if st.returns.is_empty() {
+        let r = sqlx::query_with(&st.sql, st.args).execute(exec).await?;
+        return Ok(Rows { columns, rows: Vec::new(), affected: r.rows_affected() });
+    }
+    let rows = sqlx::query_with(&st.sql, st.args).fetch_all(exec).await?;
+    let values = decode(&rows, &st.returns)?;
+    Ok(Rows { columns, affected: values.len() as u64, rows: values })
+}
+
+/// `pg_advisory_xact_lock` on a 64-bit hash of tenant and key.
+pub async fn lock<'e>(exec: impl PgExecutor<'e>, tenant: Uuid, key: &str) -> std::result::Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || $2::text, 0))")
+        .bind(tenant.to_string())
+        .bind(key)
+        .execute(exec)
+        .await?;
+    Ok(())
+}
+
+/// Opens a plugin invocation's transaction: restricted role, tenant, caller role and a
+/// statement timeout, all local to the transaction.
+pub async fn begin(
+    pool: &sqlx::PgPool,
+    tenant: Uuid,
+    role: &str,
+    statement_timeout_ms: u64,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true), \
+         set_config('app.role', $3, true), set_config('statement_timeout', $4, true)",
+    )
+    .bind(super::APP_ROLE)
+    .bind(tenant.to_string())
+    .bind(role)
+    .bind(statement_timeout_ms.to_string())
+    .execute(&mut *tx)
+    .await?;
+    Ok(tx)
+}
+
+/// Maps a database error to what the plugin is told.
+pub fn classify(e: &sqlx::Error) -> DbError {
+    if crate::error::is_unavailable(e) {
+        if let sqlx::Error::Database(d) = e {
+            if d.code().as_deref() == Some("57014") {
+                return DbError::Timeout;
+            }
+        }
+        return DbError::Unavailable;
+    }
+    match e {
+        sqlx::Error::Database(d) => {
+            let code = d.code().map(|c| c.to_string()).unwrap_or_default();
+            let name = d.constraint().unwrap_or("").to_string();
+            match code.as_str() {
+                "23505" => DbError::UniqueViolation(name),
+                c if c.starts_with("23") => DbError::ConstraintViolation(name),
+                "42P10" => DbError::Invalid("on-conflict target matches no unique constraint".into()),
+                c if c.starts_with("22") => DbError::Invalid("a value does not fit its column".into()),
+                "40P01" | "40001" => DbError::Unavailable,
+                _ => DbError::Invalid(format!("rejected by the database ({code})")),
+            }
+        }
+        _ => DbError::Unavailable,
+    }
+}

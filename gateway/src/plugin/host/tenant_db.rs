@@ -1,0 +1,127 @@
+//! `tenant-db`: grants first, then the structured query is built by `db::structured` and run
+//! in the invocation's transaction (opened on first use).
+
+use wasmtime::component::HasData;
+
+use crate::db::structured as sql;
+use crate::plugin::bindings::tenant_db::{DbError, DeleteQuery, Host, InsertQuery, Rows, SelectQuery, UpdateQuery};
+use crate::plugin::state::DbState;
+use crate::policy::Access;
+
+pub struct Data;
+
+impl HasData for Data {
+    type Data<'a> = &'a mut DbState;
+}
+
+/// Statements per invocation, so a runaway plugin cannot hold a connection forever.
+const MAX_STATEMENTS: u32 = 1_000;
+
+impl DbState {
+    fn check_grant(&self, table: &str, need: Access) -> Result<(), DbError> {
+        match self.grants.tables.get(table) {
+            Some(have) if *have >= need => Ok(()),
+            _ => Err(DbError::NotGranted(table.to_string())),
+        }
+    }
+
+    async fn run(&mut self, st: Result<sql::Statement, DbError>) -> Result<Rows, DbError> {
+        let st = st?;
+        let tx = self.transaction().await?;
+        match sql::run(&mut **tx, st).await {
+            Ok(rows) => Ok(rows),
+            Err(e) => Err(self.failed(&e)),
+        }
+    }
+
+    /// The invocation's transaction, opened on first use.
+    async fn transaction(&mut self) -> Result<&mut sqlx::Transaction<'static, sqlx::Postgres>, DbError> {
+        if self.aborted {
+            return Err(DbError::Aborted);
+        }
+        self.statements += 1;
+        if self.statements > MAX_STATEMENTS {
+            self.aborted = true;
+            return Err(DbError::Invalid(format!("more than {MAX_STATEMENTS} statements in one invocation")));
+        }
+        if self.tx.is_none() {
+            let tx = sql::begin(&self.pool, self.tenant, self.role, self.grants.db_statement_timeout_ms)
+                .await
+                .map_err(|e| match e {
+                    crate::Error::Db(d) => sql::classify(&d),
+                    _ => DbError::Unavailable,
+                })?;
+            self.tx = Some(tx);
+        }
+        Ok(self.tx.as_mut().expect("opened above"))
+    }
+
+    fn failed(&mut self, e: &sqlx::Error) -> DbError {
+        self.aborted = true;
+        let mapped = sql::classify(e);
+        if matches!(mapped, DbError::Invalid(_)) {
+            tracing::warn!(org_id = %self.tenant, error = %e, "plugin statement rejected by the database");
+        }
+        mapped
+    }
+}
+
+impl Host for DbState {
+    async fn select(&mut self, q: SelectQuery) -> Result<Rows, DbError> {
+        let need = if q.for_update { Access::Write } else { Access::Read };
+        self.check_grant(&q.table, need)?;
+        let cap = self.grants.db_max_rows;
+        let rows = self.run(sql::select(&self.schema, self.tenant, &q, cap)).await?;
+        if rows.rows.len() > cap as usize {
+            return Err(DbError::TooManyRows(cap));
+        }
+        Ok(rows)
+    }
+
+    async fn insert(&mut self, q: InsertQuery) -> Result<Rows, DbError> {
+        self.check_grant(&q.table, Access::Write)?;
+        if q.rows.len() > self.grants.db_max_rows as usize {
+            return Err(DbError::TooManyRows(self.grants.db_max_rows));
+        }
+        let st = sql::insert(&self.schema, self.tenant, &q);
+        self.run(st).await
+    }
+
+    async fn update(&mut self, q: UpdateQuery) -> Result<Rows, DbError> {
+        self.check_grant(&q.table, Access::Write)?;
+        let st = sql::update(&self.schema, self.tenant, &q);
+        self.capped(st).await
+    }
+
+    async fn delete(&mut self, q: DeleteQuery) -> Result<Rows, DbError> {
+        self.check_grant(&q.table, Access::Write)?;
+        let st = sql::delete(&self.schema, self.tenant, &q);
+        self.capped(st).await
+    }
+
+    async fn lock(&mut self, key: String) -> Result<(), DbError> {
+        if key.is_empty() || key.len() > 512 {
+            return Err(DbError::Invalid("lock key must be 1 to 512 bytes".into()));
+        }
+        let tenant = self.tenant;
+        let tx = self.transaction().await?;
+        match sql::lock(&mut **tx, tenant, &key).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.failed(&e)),
+        }
+    }
+}
+
+impl DbState {
+    /// Update/delete cannot be limited in SQL: more returned rows than the cap aborts the
+    /// invocation, so a plugin never commits work it could not see.
+    async fn capped(&mut self, st: Result<sql::Statement, DbError>) -> Result<Rows, DbError> {
+        let cap = self.grants.db_max_rows;
+        let rows = self.run(st).await?;
+        if rows.rows.len() > cap as usize {
+            self.aborted = true;
+            return Err(DbError::TooManyRows(cap));
+        }
+        Ok(rows)
+    }
+}

@@ -1,0 +1,299 @@
+//! The plugin runtime: one wasmtime engine, one pre-linked `InstancePre` per loaded plugin,
+//! and a fresh store and instance per request.
+//!
+//! A plugin reaches nothing but its imports (`host`), each of which checks the route's grants
+//! before any side effect. An invocation is one database transaction: committed when the
+//! handler returns a response, rolled back on a handler error, trap, CPU deadline, memory cap
+//! or wall-clock timeout. A failing plugin fails its own request and nothing else.
+
+pub mod bindings;
+pub mod host;
+pub mod state;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+use crate::db::structured::Schema;
+use crate::error::{ApiError, Code, Error, Result};
+use crate::phases::Reply;
+use crate::policy::{Role, Route};
+use bindings::context::{self as wit_ctx, CallContext};
+use bindings::types::{HandlerError, Header, Request, Response};
+use bindings::HandlerPre;
+use state::{DbState, HttpState, LogState, MemoryLimiter, StoreState};
+
+/// The epoch ticks this often; CPU deadlines are counted in ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// The WIT package versions this gateway serves.
+pub const WIT_VERSIONS: &[&str] = &["gateway:plugin@0.1.0"];
+
+/// A compiled, linked plugin, ready to instantiate.
+pub struct LoadedPlugin {
+    pub name: String,
+    pub version: String,
+    pub sha256: String,
+    pre: HandlerPre<StoreState>,
+}
+
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<StoreState>,
+}
+
+impl Runtime {
+    /// Builds the engine (pooling allocator, copy-on-write images, epoch interruption) and
+    /// starts the epoch ticker.
+    pub fn new() -> Result<Arc<Runtime>> {
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(512)
+            .total_core_instances(2048)
+            .total_memories(512)
+            .total_tables(1024)
+            .max_memory_size(crate::policy::MAX_PLUGIN_MEMORY)
+            .max_core_instances_per_component(32)
+            .max_memories_per_component(4)
+            .table_elements(100_000);
+        let mut config = Config::new();
+        config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .memory_init_cow(true)
+            .epoch_interruption(true)
+            .wasm_component_model(true)
+            // Plenty for the pool's slots without reserving 4 GiB of address space each.
+            .memory_reservation(crate::policy::MAX_PLUGIN_MEMORY as u64)
+            .memory_guard_size(64 * 1024 * 1024)
+            .max_wasm_stack(1024 * 1024);
+        let engine = Engine::new(&config).map_err(|e| plugin_err("engine", e))?;
+        let mut linker = Linker::new(&engine);
+        host::add_to_linker(&mut linker).map_err(|e| plugin_err("linker", e))?;
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| Error::io("epoch thread", e))?;
+        Ok(Arc::new(Runtime { engine, linker }))
+    }
+
+    /// Compiles and links a component. Refuses anything that is not a component of the
+    /// `handler` world, or that imports what we do not provide.
+    pub fn load(&self, name: &str, version: &str, bytes: &[u8]) -> Result<LoadedPlugin> {
+        let fail = |what: &str, e: wasmtime::Error| Error::Plugin { plugin: name.to_string(), reason: format!("{what}: {e:#}") };
+        let component = Component::new(&self.engine, bytes).map_err(|e| fail("not a valid component", e))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| fail("imports something this gateway does not provide", e))?;
+        let pre = HandlerPre::new(pre).map_err(|e| fail("does not export the handler world's http-handler", e))?;
+        Ok(LoadedPlugin {
+            name: name.to_string(),
+            version: version.to_string(),
+            sha256: hex::encode(Sha256::digest(bytes)),
+            pre,
+        })
+    }
+}
+
+fn plugin_err(what: &str, e: wasmtime::Error) -> Error {
+    Error::Plugin { plugin: "-".into(), reason: format!("{what}: {e:#}") }
+}
+
+/// Everything one invocation needs from the request.
+pub struct Invocation<'a> {
+    pub route: &'a Route,
+    pub pool: &'a PgPool,
+    pub schema: Arc<Schema>,
+    pub org: Uuid,
+    pub user: Option<Uuid>,
+    pub role: Role,
+    pub request_id: &'a str,
+    pub request: Request,
+}
+
+/// How an invocation ended.
+enum Outcome {
+    Response(Response),
+    HandlerError(HandlerError),
+    Trap(wasmtime::Error),
+    WallTimeout,
+}
+
+impl Runtime {
+    pub async fn invoke(&self, plugin: &LoadedPlugin, inv: Invocation<'_>) -> std::result::Result<Reply, ApiError> {
+        let route = inv.route;
+        let sandbox = route.sandbox;
+        let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
+        // No preopens, no environment, no network, no inherited stdio.
+        wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        let state = StoreState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter { max_memory: sandbox.memory, hit: false },
+            context: CallContext {
+                org_id: inv.org.to_string(),
+                user_id: inv.user.map(|u| u.to_string()),
+                role: match inv.role {
+                    Role::Member => wit_ctx::Role::Member,
+                    Role::Admin => wit_ctx::Role::Admin,
+                    Role::SuperAdmin => wit_ctx::Role::SuperAdmin,
+                },
+                request_id: inv.request_id.to_string(),
+                route_id: route.id.clone(),
+                plugin_name: plugin.name.clone(),
+                plugin_version: plugin.version.clone(),
+            },
+            db: DbState {
+                pool: inv.pool.clone(),
+                schema: inv.schema.clone(),
+                grants: route.grants.clone(),
+                tenant: inv.org,
+                role: inv.role.as_str(),
+                tx: None,
+                aborted: false,
+                statements: 0,
+            },
+            http: HttpState { grants: route.grants.clone(), requests: 0 },
+            log: LogState { request_id: inv.request_id.to_string(), org: inv.org, plugin: plugin.name.clone(), lines: 0 },
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let ticks = (sandbox.cpu.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let call = async {
+            let handler = plugin.pre.instantiate_async(&mut store).await?;
+            handler.gateway_plugin_http_handler().call_handle(&mut store, &inv.request).await
+        };
+        let outcome = match tokio::time::timeout(sandbox.timeout, call).await {
+            Ok(Ok(Ok(resp))) => Outcome::Response(resp),
+            Ok(Ok(Err(e))) => Outcome::HandlerError(e),
+            Ok(Err(trap)) => Outcome::Trap(trap),
+            Err(_) => Outcome::WallTimeout,
+        };
+        let memory_hit = store.data().limiter.hit;
+        let db = &mut store.data_mut().db;
+        let (tx, aborted) = (db.tx.take(), db.aborted);
+        let log_fail = |code: Code, detail: &str| {
+            tracing::warn!(request_id = %inv.request_id, org_id = %inv.org, plugin = %plugin.name,
+                version = %plugin.version, code = code.as_str(), detail, "plugin_failed");
+        };
+        match outcome {
+            Outcome::Response(resp) => {
+                if let Some(tx) = tx {
+                    if aborted {
+                        let _ = tx.rollback().await;
+                        log_fail(Code::PluginFailed, "returned a response after a failed statement");
+                        return Err(ApiError::new(Code::PluginFailed, "plugin failed"));
+                    }
+                    if let Err(e) = tx.commit().await {
+                        return Err(ApiError::from(e));
+                    }
+                }
+                reply(plugin, resp)
+            }
+            other => {
+                if let Some(tx) = tx {
+                    let _ = tx.rollback().await;
+                }
+                Err(match other {
+                    Outcome::HandlerError(e) => handler_error(e),
+                    Outcome::Trap(e) => {
+                        let code = if memory_hit {
+                            Code::PluginResourceExhausted
+                        } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                            Code::PluginTimeout
+                        } else {
+                            Code::PluginFailed
+                        };
+                        log_fail(code, &format!("{e:#}"));
+                        ApiError::new(code, match code {
+                            Code::PluginTimeout => "plugin exceeded its CPU deadline",
+                            Code::PluginResourceExhausted => "plugin exceeded its memory limit",
+                            _ => "plugin failed",
+                        })
+                    }
+                    Outcome::WallTimeout => {
+                        log_fail(Code::PluginTimeout, "wall-clock timeout");
+                        ApiError::new(Code::PluginTimeout, "plugin exceeded its time limit")
+                    }
+                    Outcome::Response(_) => unreachable!(),
+                })
+            }
+        }
+    }
+}
+
+/// Response headers a plugin may not set: framing and the gateway's own.
+const RESERVED_RESPONSE: &[&str] = &["content-length", "transfer-encoding", "connection", "x-request-id", "x-plugin-version"];
+
+fn reply(plugin: &LoadedPlugin, r: Response) -> std::result::Result<Reply, ApiError> {
+    let status = StatusCode::from_u16(r.status)
+        .ok()
+        .filter(|s| s.as_u16() >= 200)
+        .ok_or_else(|| ApiError::new(Code::PluginFailed, "plugin returned an invalid status"))?;
+    let mut content_type = HeaderValue::from_static("application/octet-stream");
+    let mut headers = Vec::new();
+    for Header { name, value } in r.headers.into_iter().take(64) {
+        let name = name.to_ascii_lowercase();
+        if RESERVED_RESPONSE.contains(&name.as_str()) {
+            continue;
+        }
+        let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) else {
+            return Err(ApiError::new(Code::PluginFailed, "plugin returned an invalid header"));
+        };
+        if n == http::header::CONTENT_TYPE {
+            content_type = v;
+        } else {
+            headers.push((n, v));
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&plugin.version) {
+        headers.push((HeaderName::from_static("x-plugin-version"), v));
+    }
+    Ok(Reply { status, content_type, headers, body: Bytes::from(r.body) })
+}
+
+fn handler_error(e: HandlerError) -> ApiError {
+    use bindings::types::Problem;
+    let with = |code: Code, p: Problem| {
+        let mut err = ApiError::new(code, p.message);
+        if let Some(c) = p.code.filter(|c| valid_code(c)) {
+            err = err.with_code(c);
+        }
+        if let Some(d) = p.details {
+            err = err.with_details(serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d)));
+        }
+        err
+    };
+    match e {
+        HandlerError::Invalid(p) => with(Code::ValidationFailed, p),
+        HandlerError::Forbidden(p) => with(Code::Forbidden, p),
+        HandlerError::NotFound(_) => ApiError::not_found(),
+        HandlerError::Conflict(p) => with(Code::Conflict, p),
+        HandlerError::Unprocessable(p) => with(Code::Unprocessable, p),
+        HandlerError::Unavailable(m) => ApiError::new(Code::Unavailable, m),
+        HandlerError::Failed(m) => ApiError::new(Code::PluginFailed, m),
+    }
+}
+
+/// Plugin-chosen codes: `SCREAMING_SNAKE_CASE`, 3 to 64 characters.
+fn valid_code(c: &str) -> bool {
+    (3..=64).contains(&c.len())
+        && c.as_bytes()[0].is_ascii_uppercase()
+        && c.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+}

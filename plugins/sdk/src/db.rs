@@ -1,0 +1,261 @@
+//! A query builder over `tenant-db`. The host scopes every statement to the caller's org;
+//! these helpers only make the structured queries pleasant to write.
+//!
+//! ```ignore
+//! let rows = db::select("crm_contacts")
+//!     .columns(&["id", "name"])
+//!     .eq("id", Value::Uuid(id))
+//!     .fetch()?;
+//! ```
+
+pub use crate::bindings::gateway::plugin::tenant_db::{
+    ColumnRef, Comparison, ConflictAction, DbError, Filter, OnConflict, Order, Rows, Value,
+};
+use crate::bindings::gateway::plugin::tenant_db::{
+    self as raw, Assignment, DeleteQuery, InsertQuery, SelectQuery, UpdateQuery,
+};
+use crate::HandlerError;
+
+fn col(c: &str) -> ColumnRef {
+    ColumnRef { column: c.to_string(), path: Vec::new() }
+}
+
+fn strings(cols: &[&str]) -> Vec<String> {
+    cols.iter().map(|c| c.to_string()).collect()
+}
+
+/// Filters shared by select, update and delete.
+pub trait Filtered: Sized {
+    fn filters(&mut self) -> &mut Vec<Filter>;
+
+    fn filter(mut self, target: ColumnRef, op: Comparison, value: Value) -> Self {
+        self.filters().push(Filter { target, op, value });
+        self
+    }
+    fn eq(self, column: &str, value: Value) -> Self {
+        self.filter(col(column), Comparison::Eq, value)
+    }
+    /// `column->'a'->>'b' = value` (text comparison).
+    fn json_eq(self, column: &str, path: &[&str], value: &str) -> Self {
+        let target = ColumnRef { column: column.to_string(), path: strings(path) };
+        self.filter(target, Comparison::Eq, Value::Text(value.to_string()))
+    }
+    fn is_null(self, column: &str) -> Self {
+        self.filter(col(column), Comparison::IsNull, Value::Null)
+    }
+}
+
+pub struct Select(SelectQuery);
+
+/// `SELECT` from a table the route grants `read` on.
+pub fn select(table: &str) -> Select {
+    Select(SelectQuery {
+        table: table.to_string(),
+        columns: Vec::new(),
+        filters: Vec::new(),
+        order_by: Vec::new(),
+        limit: None,
+        for_update: false,
+    })
+}
+
+impl Filtered for Select {
+    fn filters(&mut self) -> &mut Vec<Filter> {
+        &mut self.0.filters
+    }
+}
+
+impl Select {
+    pub fn columns(mut self, cols: &[&str]) -> Self {
+        self.0.columns = strings(cols);
+        self
+    }
+    pub fn order_by(mut self, column: &str, descending: bool) -> Self {
+        self.0.order_by.push(Order { target: col(column), descending });
+        self
+    }
+    pub fn limit(mut self, n: u32) -> Self {
+        self.0.limit = Some(n);
+        self
+    }
+    pub fn for_update(mut self) -> Self {
+        self.0.for_update = true;
+        self
+    }
+    pub fn fetch(self) -> Result<Rows, DbError> {
+        raw::select(&self.0)
+    }
+    /// The first row, if any.
+    pub fn fetch_one(self) -> Result<Option<Row>, DbError> {
+        let rows = self.limit(1).fetch()?;
+        Ok(Row::all(rows).into_iter().next())
+    }
+}
+
+pub struct Insert(InsertQuery);
+
+/// `INSERT` into a table the route grants `write` on; the host sets `tenant_id`.
+pub fn insert(table: &str) -> Insert {
+    Insert(InsertQuery {
+        table: table.to_string(),
+        columns: Vec::new(),
+        rows: Vec::new(),
+        on_conflict: None,
+        returning: Vec::new(),
+    })
+}
+
+impl Insert {
+    pub fn columns(mut self, cols: &[&str]) -> Self {
+        self.0.columns = strings(cols);
+        self
+    }
+    pub fn row(mut self, values: Vec<Value>) -> Self {
+        self.0.rows.push(values);
+        self
+    }
+    pub fn on_conflict_do_nothing(mut self, target: &[&str]) -> Self {
+        self.0.on_conflict = Some(OnConflict { target: strings(target), action: ConflictAction::DoNothing });
+        self
+    }
+    pub fn on_conflict_update(mut self, target: &[&str], set: &[&str]) -> Self {
+        self.0.on_conflict =
+            Some(OnConflict { target: strings(target), action: ConflictAction::DoUpdate(strings(set)) });
+        self
+    }
+    pub fn returning(mut self, cols: &[&str]) -> Self {
+        self.0.returning = strings(cols);
+        self
+    }
+    pub fn execute(self) -> Result<Rows, DbError> {
+        raw::insert(&self.0)
+    }
+}
+
+pub struct Update(UpdateQuery);
+
+pub fn update(table: &str) -> Update {
+    Update(UpdateQuery { table: table.to_string(), set: Vec::new(), filters: Vec::new(), returning: Vec::new() })
+}
+
+impl Filtered for Update {
+    fn filters(&mut self) -> &mut Vec<Filter> {
+        &mut self.0.filters
+    }
+}
+
+impl Update {
+    pub fn set(mut self, column: &str, value: Value) -> Self {
+        self.0.set.push(Assignment { column: column.to_string(), value });
+        self
+    }
+    pub fn returning(mut self, cols: &[&str]) -> Self {
+        self.0.returning = strings(cols);
+        self
+    }
+    pub fn execute(self) -> Result<Rows, DbError> {
+        raw::update(&self.0)
+    }
+}
+
+pub struct Delete(DeleteQuery);
+
+pub fn delete(table: &str) -> Delete {
+    Delete(DeleteQuery { table: table.to_string(), filters: Vec::new(), returning: Vec::new() })
+}
+
+impl Filtered for Delete {
+    fn filters(&mut self) -> &mut Vec<Filter> {
+        &mut self.0.filters
+    }
+}
+
+impl Delete {
+    pub fn returning(mut self, cols: &[&str]) -> Self {
+        self.0.returning = strings(cols);
+        self
+    }
+    pub fn execute(self) -> Result<Rows, DbError> {
+        raw::delete(&self.0)
+    }
+}
+
+/// Takes the org-scoped advisory lock on `key` for the rest of the invocation.
+pub fn lock(key: &str) -> Result<(), DbError> {
+    raw::lock(key)
+}
+
+/// One returned row, addressable by column name.
+pub struct Row {
+    columns: std::rc::Rc<Vec<String>>,
+    values: Vec<Value>,
+}
+
+impl Row {
+    pub fn all(rows: Rows) -> Vec<Row> {
+        let columns = std::rc::Rc::new(rows.columns);
+        rows.rows.into_iter().map(|values| Row { columns: columns.clone(), values }).collect()
+    }
+    pub fn get(&self, column: &str) -> Option<&Value> {
+        self.columns.iter().position(|c| c == column).and_then(|i| self.values.get(i))
+    }
+    /// Text-like values (text, uuid, json, timestamp) as `&str`.
+    pub fn str(&self, column: &str) -> Option<&str> {
+        match self.get(column)? {
+            Value::Text(s) | Value::Uuid(s) | Value::Json(s) | Value::Timestamp(s) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn int(&self, column: &str) -> Option<i64> {
+        match self.get(column)? {
+            Value::Integer(i) => Some(*i),
+            _ => None,
+        }
+    }
+    /// The row as a JSON object (JSON columns embedded as documents).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        for (c, v) in self.columns.iter().zip(&self.values) {
+            m.insert(c.clone(), value_to_json(v));
+        }
+        serde_json::Value::Object(m)
+    }
+}
+
+pub fn value_to_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Null => serde_json::Value::Null,
+        Value::Boolean(b) => (*b).into(),
+        Value::Integer(i) => (*i).into(),
+        Value::Float(f) => serde_json::Number::from_f64(*f).map(Into::into).unwrap_or(serde_json::Value::Null),
+        Value::Text(s) | Value::Uuid(s) | Value::Timestamp(s) => s.clone().into(),
+        Value::Json(s) => serde_json::from_str(s).unwrap_or(serde_json::Value::Null),
+    }
+}
+
+impl From<DbError> for HandlerError {
+    /// Database failures end the invocation: unavailability is a 503, anything else a 502.
+    fn from(e: DbError) -> HandlerError {
+        match e {
+            DbError::Unavailable | DbError::Timeout => HandlerError::Unavailable("database unavailable".into()),
+            other => HandlerError::Failed(format!("database: {}", describe(&other))),
+        }
+    }
+}
+
+/// A short description of a database error, for logs and messages.
+pub fn describe(e: &DbError) -> String {
+    match e {
+        DbError::NotGranted(t) => format!("not granted: {t}"),
+        DbError::UnknownTable(t) => format!("unknown table {t}"),
+        DbError::UnknownColumn(c) => format!("unknown column {c}"),
+        DbError::TenantColumnReserved => "tenant_id is reserved".into(),
+        DbError::Invalid(m) => format!("invalid query: {m}"),
+        DbError::UniqueViolation(c) => format!("unique violation {c}"),
+        DbError::ConstraintViolation(c) => format!("constraint violation {c}"),
+        DbError::Timeout => "timeout".into(),
+        DbError::TooManyRows(n) => format!("more than {n} rows"),
+        DbError::Unavailable => "unavailable".into(),
+        DbError::Aborted => "transaction aborted".into(),
+    }
+}

@@ -1,0 +1,78 @@
+//! Project tasks, so that nobody runs a build step by hand:
+//!
+//! - `cargo xtask plugins`: build every plugin in `plugins/` for `wasm32-wasip2` (installing
+//!   the target with rustup when it is missing).
+//! - `cargo xtask run [ARGS]`: plugins, then `cargo run --release -p gateway -- serve ARGS`.
+//! - `cargo xtask test [ARGS]`: plugins, then the whole test suite (`cargo test --workspace`).
+
+use std::path::{Path, PathBuf};
+use std::process::{exit, Command};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn run(mut cmd: Command) {
+    let shown = format!("{cmd:?}");
+    match cmd.status() {
+        Ok(s) if s.success() => {}
+        Ok(s) => {
+            eprintln!("xtask: {shown} failed ({s})");
+            exit(s.code().unwrap_or(1));
+        }
+        Err(e) => {
+            eprintln!("xtask: cannot run {shown}: {e}");
+            exit(1);
+        }
+    }
+}
+
+fn ensure_wasm_target() {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == "wasm32-wasip2"))
+        .unwrap_or(false);
+    if !installed {
+        let mut c = Command::new("rustup");
+        c.args(["target", "add", "wasm32-wasip2"]);
+        run(c);
+    }
+}
+
+fn plugins() {
+    ensure_wasm_target();
+    let mut c = cargo();
+    c.current_dir(root().join("plugins"))
+        .args(["build", "--release", "--target", "wasm32-wasip2"]);
+    run(c);
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let task = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.collect();
+    match task.as_str() {
+        "plugins" => plugins(),
+        "run" => {
+            plugins();
+            let mut c = cargo();
+            c.current_dir(root()).args(["run", "--release", "-p", "gateway", "--", "serve"]).args(&rest);
+            run(c);
+        }
+        "test" => {
+            plugins();
+            let mut c = cargo();
+            c.current_dir(root()).args(["test", "--workspace"]).args(&rest);
+            run(c);
+        }
+        _ => {
+            eprintln!("usage: cargo xtask plugins | run [ARGS] | test [ARGS]");
+            exit(2);
+        }
+    }
+}
