@@ -3,6 +3,7 @@
 mod harness;
 
 mod contract;
+mod contract_wit;
 mod lifecycle;
 mod limits;
 mod rls;

@@ -1,1 +1,240 @@
-use gateway_plugin_sdk as sdk; struct P; impl sdk::Guest for P { fn handle(_r: sdk::Request) -> Result<sdk::Response, sdk::HandlerError> { sdk::json(200, &1) } } sdk::export_plugin!(P);
+//! `contract-probe`: exercises every import from inside the sandbox, driven by its request
+//! body. The contract suite (`tests/integration/contract_wit.rs`) sends it programs such as
+//!
+//! ```json
+//! {"steps": [{"insert": {"table": "probe_items", "columns": ["name"], "rows": [[{"text": "a"}]],
+//!             "returning": ["id"]}}],
+//!  "then": "ok"}
+//! ```
+//!
+//! and reads back one result per step: `{"ok": …}` or `{"err": "<variant>", "detail": "…"}`.
+//! `then` decides how the invocation ends: `ok` (respond), `error` (handler error), `trap`
+//! (panic), `loop` (spin forever), `alloc` (grow memory without bound).
+
+use gateway_plugin_sdk::bindings::gateway::plugin::tenant_db::{
+    self as db, Assignment, ColumnRef, Comparison, ConflictAction, DbError, DeleteQuery, Filter, InsertQuery,
+    OnConflict, Order, SelectQuery, UpdateQuery, Value,
+};
+use gateway_plugin_sdk::db::value_to_json;
+use gateway_plugin_sdk::http::{self, HttpError, OutgoingRequest};
+use gateway_plugin_sdk::serde_json::{json, Value as J};
+use gateway_plugin_sdk::{self as sdk, context, Header, HandlerError, Request, Response};
+
+struct Probe;
+
+fn s(v: &J, k: &str) -> String {
+    v.get(k).and_then(J::as_str).unwrap_or_default().to_string()
+}
+
+fn strings(v: &J, k: &str) -> Vec<String> {
+    v.get(k).and_then(J::as_array).map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect()).unwrap_or_default()
+}
+
+fn value(v: &J) -> Value {
+    match v {
+        J::Null => Value::Null,
+        J::Object(m) => {
+            let (k, x) = m.iter().next().unwrap();
+            match k.as_str() {
+                "bool" => Value::Boolean(x.as_bool().unwrap_or(false)),
+                "int" => Value::Integer(x.as_i64().unwrap_or(0)),
+                "float" => Value::Float(x.as_f64().unwrap_or(0.0)),
+                "json" => Value::Json(x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())),
+                "uuid" => Value::Uuid(x.as_str().unwrap_or_default().to_string()),
+                "timestamp" => Value::Timestamp(x.as_str().unwrap_or_default().to_string()),
+                _ => Value::Text(x.as_str().unwrap_or_default().to_string()),
+            }
+        }
+        other => Value::Text(other.as_str().unwrap_or_default().to_string()),
+    }
+}
+
+fn column_ref(v: &J) -> ColumnRef {
+    ColumnRef { column: s(v, "column"), path: strings(v, "path") }
+}
+
+fn filters(v: &J) -> Vec<Filter> {
+    v.get("filters")
+        .and_then(J::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|f| Filter {
+                    target: column_ref(f),
+                    op: match s(f, "op").as_str() {
+                        "ne" => Comparison::Ne,
+                        "lt" => Comparison::Lt,
+                        "le" => Comparison::Le,
+                        "gt" => Comparison::Gt,
+                        "ge" => Comparison::Ge,
+                        "is-null" => Comparison::IsNull,
+                        "is-not-null" => Comparison::IsNotNull,
+                        _ => Comparison::Eq,
+                    },
+                    value: value(f.get("value").unwrap_or(&J::Null)),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn db_err(e: DbError) -> J {
+    let (name, detail) = match e {
+        DbError::NotGranted(t) => ("not-granted", t),
+        DbError::UnknownTable(t) => ("unknown-table", t),
+        DbError::UnknownColumn(c) => ("unknown-column", c),
+        DbError::TenantColumnReserved => ("tenant-column-reserved", String::new()),
+        DbError::Invalid(m) => ("invalid", m),
+        DbError::UniqueViolation(c) => ("unique-violation", c),
+        DbError::ConstraintViolation(c) => ("constraint-violation", c),
+        DbError::Timeout => ("timeout", String::new()),
+        DbError::TooManyRows(n) => ("too-many-rows", n.to_string()),
+        DbError::Unavailable => ("unavailable", String::new()),
+        DbError::Aborted => ("aborted", String::new()),
+    };
+    json!({ "err": name, "detail": detail })
+}
+
+fn http_err(e: HttpError) -> J {
+    let (name, detail) = match e {
+        HttpError::NotAllowed(m) => ("not-allowed", m),
+        HttpError::ForbiddenAddress(m) => ("forbidden-address", m),
+        HttpError::InvalidRequest(m) => ("invalid-request", m),
+        HttpError::DnsFailed(m) => ("dns-failed", m),
+        HttpError::ConnectFailed(m) => ("connect-failed", m),
+        HttpError::Timeout => ("timeout", String::new()),
+        HttpError::ResponseTooLarge(n) => ("response-too-large", n.to_string()),
+        HttpError::Protocol(m) => ("protocol", m),
+    };
+    json!({ "err": name, "detail": detail })
+}
+
+fn rows(r: Result<db::Rows, DbError>) -> J {
+    match r {
+        Ok(r) => json!({ "ok": {
+            "columns": r.columns,
+            "rows": r.rows.iter().map(|row| row.iter().map(value_to_json).collect::<Vec<_>>()).collect::<Vec<_>>(),
+            "affected": r.affected,
+        }}),
+        Err(e) => db_err(e),
+    }
+}
+
+fn step(st: &J) -> J {
+    if let Some(q) = st.get("select") {
+        return rows(db::select(&SelectQuery {
+            table: s(q, "table"),
+            columns: strings(q, "columns"),
+            filters: filters(q),
+            order_by: q
+                .get("order_by")
+                .and_then(J::as_array)
+                .map(|a| a.iter().map(|o| Order { target: column_ref(o), descending: o.get("desc").and_then(J::as_bool).unwrap_or(false) }).collect())
+                .unwrap_or_default(),
+            limit: q.get("limit").and_then(J::as_u64).map(|l| l as u32),
+            for_update: q.get("for_update").and_then(J::as_bool).unwrap_or(false),
+        }));
+    }
+    if let Some(q) = st.get("insert") {
+        let on_conflict = q.get("on_conflict").map(|oc| OnConflict {
+            target: strings(oc, "target"),
+            action: match oc.get("update") {
+                Some(_) => ConflictAction::DoUpdate(strings(oc, "update")),
+                None => ConflictAction::DoNothing,
+            },
+        });
+        return rows(db::insert(&InsertQuery {
+            table: s(q, "table"),
+            columns: strings(q, "columns"),
+            rows: q
+                .get("rows")
+                .and_then(J::as_array)
+                .map(|a| a.iter().map(|r| r.as_array().map(|r| r.iter().map(value).collect()).unwrap_or_default()).collect())
+                .unwrap_or_default(),
+            on_conflict,
+            returning: strings(q, "returning"),
+        }));
+    }
+    if let Some(q) = st.get("update") {
+        let set = q
+            .get("set")
+            .and_then(J::as_object)
+            .map(|m| m.iter().map(|(k, v)| Assignment { column: k.clone(), value: value(v) }).collect())
+            .unwrap_or_default();
+        return rows(db::update(&UpdateQuery { table: s(q, "table"), set, filters: filters(q), returning: strings(q, "returning") }));
+    }
+    if let Some(q) = st.get("delete") {
+        return rows(db::delete(&DeleteQuery { table: s(q, "table"), filters: filters(q), returning: strings(q, "returning") }));
+    }
+    if let Some(k) = st.get("lock") {
+        return match db::lock(k.as_str().unwrap_or_default()) {
+            Ok(()) => json!({ "ok": null }),
+            Err(e) => db_err(e),
+        };
+    }
+    if let Some(h) = st.get("http") {
+        let req = OutgoingRequest {
+            method: h.get("method").and_then(J::as_str).unwrap_or("GET").to_string(),
+            url: s(h, "url"),
+            headers: h
+                .get("headers")
+                .and_then(J::as_object)
+                .map(|m| m.iter().map(|(k, v)| Header { name: k.clone(), value: v.as_str().unwrap_or_default().to_string() }).collect())
+                .unwrap_or_default(),
+            body: s(h, "body").into_bytes(),
+        };
+        return match http::send(&req) {
+            Ok(r) => json!({ "ok": {
+                "status": r.status,
+                "headers": r.headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect::<Vec<_>>(),
+                "body": String::from_utf8_lossy(&r.body),
+            }}),
+            Err(e) => http_err(e),
+        };
+    }
+    if let Some(m) = st.get("log") {
+        sdk::log::info(m.as_str().unwrap_or_default(), &[("probe", "1")]);
+        return json!({ "ok": null });
+    }
+    if st.get("context").is_some() {
+        let c = context::get();
+        return json!({ "ok": {
+            "org_id": c.org_id, "user_id": c.user_id, "request_id": c.request_id,
+            "route_id": c.route_id, "plugin_name": c.plugin_name, "plugin_version": c.plugin_version,
+            "role": format!("{:?}", c.role),
+        }});
+    }
+    if st.get("env").is_some() {
+        // What WASI lets us see: nothing.
+        let vars: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+        let fs = std::fs::read_dir("/").is_ok() || std::fs::read_to_string("/etc/passwd").is_ok();
+        return json!({ "ok": { "env": vars, "fs": fs } });
+    }
+    json!({ "err": "unknown-step" })
+}
+
+impl sdk::Guest for Probe {
+    fn handle(req: Request) -> Result<Response, HandlerError> {
+        let program = req.json_value()?;
+        let results: Vec<J> = program.get("steps").and_then(J::as_array).map(|a| a.iter().map(step).collect()).unwrap_or_default();
+        match program.get("then").and_then(J::as_str).unwrap_or("ok") {
+            "trap" => panic!("probe asked to trap"),
+            "loop" => {
+                let mut x: u64 = 0;
+                loop {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "alloc" => {
+                let mut hog: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hog.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hog);
+                }
+            }
+            "error" => Err(sdk::conflict("PROBE_CONFLICT", "probe asked for an error")),
+            _ => sdk::json(200, &json!({ "results": results })),
+        }
+    }
+}
+
+sdk::export_plugin!(Probe);

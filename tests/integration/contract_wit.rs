@@ -1,0 +1,499 @@
+//! The WIT contract suite: every import of `gateway:plugin@0.1.0`, exercised from inside the
+//! sandbox by the `contract-probe` plugin, through the real gateway. For each import: the happy
+//! path, another tenant's rows, ungranted tables and columns, identifiers carrying SQL, and the
+//! outbound restrictions; then containment: loops, memory bombs and traps mid-transaction.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+use crate::harness::{assert_error, plugin_dir, repo_policies, tempdir, Gateway, GatewayOptions, TestDb};
+
+const PROBE_POLICY: &str = r#"
+[plugins.contract-probe]
+file = "contract_probe.wasm"
+version = "probe-1"
+
+[[route]]
+id = "probe"
+method = "POST"
+path = "/v1/probe"
+target = "plugin:contract-probe"
+roles = ["member", "admin"]
+
+[route.sandbox]
+memory = "32MiB"
+cpu_ms = 300
+timeout_ms = 5000
+
+[route.grants]
+tables = { probe_items = "write", businesses = "read" }
+hosts = ["http://127.0.0.1:*", "http://*:*"]
+http_timeout_ms = 2000
+http_max_response = "64KiB"
+db_max_rows = 5
+"#;
+
+/// The probe's tables: one granted, one tenant table that is not granted.
+const PROBE_SCHEMA: &str = r#"
+CREATE TABLE probe_items (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id uuid NOT NULL,
+    name text NOT NULL,
+    qty integer,
+    props jsonb NOT NULL DEFAULT '{}',
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT probe_items_name_key UNIQUE (tenant_id, name),
+    CONSTRAINT probe_items_qty_positive CHECK (qty IS NULL OR qty >= 0)
+);
+CREATE TABLE probe_private (
+    id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id uuid NOT NULL,
+    secret text
+);
+DO $$
+DECLARE t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['probe_items', 'probe_private'] LOOP
+        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
+        EXECUTE format('CREATE POLICY tenant_isolation ON %I USING (tenant_id = app_current_tenant()) WITH CHECK (tenant_id = app_current_tenant())', t);
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I TO gateway_app', t);
+    END LOOP;
+END $$;
+"#;
+
+pub struct Probe {
+    pub pool: PgPool,
+    pub gw: Gateway,
+    pub org_a: String,
+    pub org_b: String,
+    pub a: String,
+    pub b: String,
+}
+
+fn probe_policies(extra: &str) -> PathBuf {
+    let dir = tempdir("gwp");
+    for e in std::fs::read_dir(repo_policies()).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(dir.join("probe.toml"), format!("{PROBE_POLICY}\n{extra}")).unwrap();
+    dir
+}
+
+async fn probe_db() -> (TestDb, PgPool) {
+    let db = TestDb::new().await;
+    let pool = db.owner_pool().await;
+    gateway::db::migrate(&pool).await.unwrap();
+    sqlx::raw_sql(PROBE_SCHEMA).execute(&pool).await.unwrap();
+    (db, pool)
+}
+
+impl Probe {
+    pub async fn start() -> Probe {
+        let (db, pool) = probe_db().await;
+        let mut opts = GatewayOptions::new(&db);
+        opts.policies = probe_policies("");
+        let gw = Gateway::start_with(opts).await;
+        let org_a = gw.create_org("A", Some("unmetered")).await;
+        let org_b = gw.create_org("B", Some("unmetered")).await;
+        let (a, _, _) = gw.create_token(&org_a, "admin", "a@a.test").await;
+        let (b, _, _) = gw.create_token(&org_b, "admin", "b@b.test").await;
+        Probe { pool, gw, org_a, org_b, a, b }
+    }
+
+    /// Runs a probe program as `token`; returns the response.
+    pub async fn run(&self, token: &str, steps: Value, then: &str) -> crate::harness::Resp {
+        self.gw.req("POST", "/v1/probe").token(token).json(&json!({ "steps": steps, "then": then })).send().await
+    }
+
+    /// Runs steps that must complete; returns one result per step.
+    pub async fn results(&self, token: &str, steps: Value) -> Vec<Value> {
+        let r = self.run(token, steps, "ok").await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json["results"].as_array().unwrap().clone()
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
+    }
+}
+
+fn insert(name: &str) -> Value {
+    json!({"insert": {"table": "probe_items", "columns": ["name", "qty", "props"],
+        "rows": [[{"text": name}, {"int": 1}, {"json": "{\"idemKey\": \"k-1\"}"}]], "returning": ["id", "name"]}})
+}
+
+#[track_caller]
+fn err(v: &Value, variant: &str) {
+    assert_eq!(v["err"], variant, "{v}");
+}
+
+#[tokio::test]
+async fn context_reports_the_callers_facts() {
+    let p = Probe::start().await;
+    let r = p.gw.req("POST", "/v1/probe").token(&p.a).header("x-request-id", "ctx-1")
+        .json(&json!({"steps": [{"context": true}]})).send().await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("x-plugin-version"), Some("probe-1"));
+    let c = &r.json["results"][0]["ok"];
+    assert_eq!(c["org_id"], p.org_a.as_str());
+    assert_eq!(c["request_id"], "ctx-1");
+    assert_eq!(c["route_id"], "probe");
+    assert_eq!(c["plugin_name"], "contract-probe");
+    assert_eq!(c["plugin_version"], "probe-1");
+    assert!(c["role"].as_str().unwrap().ends_with("Admin"), "{c}");
+    assert!(c["user_id"].as_str().is_some());
+}
+
+#[tokio::test]
+async fn tenant_db_happy_path_select_insert_update_delete_lock() {
+    let p = Probe::start().await;
+    let r = p.results(&p.a, json!([
+        insert("alpha"),
+        insert("beta"),
+        {"lock": "contact:alpha"},
+        {"select": {"table": "probe_items", "columns": ["name", "qty", "props", "created_at"],
+            "filters": [{"column": "props", "path": ["idemKey"], "op": "eq", "value": {"text": "k-1"}}],
+            "order_by": [{"column": "name", "desc": true}], "limit": 10}},
+        {"update": {"table": "probe_items", "set": {"qty": {"int": 7}},
+            "filters": [{"column": "name", "op": "eq", "value": {"text": "alpha"}}], "returning": ["name", "qty"]}},
+        {"delete": {"table": "probe_items", "filters": [{"column": "name", "op": "eq", "value": {"text": "beta"}}], "returning": ["name"]}},
+        {"select": {"table": "probe_items", "columns": ["name", "qty"], "for_update": true}},
+    ])).await;
+    assert_eq!(r[0]["ok"]["rows"][0][1], "alpha");
+    assert_eq!(r[2]["ok"], Value::Null);
+    let sel = &r[3]["ok"];
+    assert_eq!(sel["columns"], json!(["name", "qty", "props", "created_at"]));
+    assert_eq!(sel["rows"][0][0], "beta");
+    assert_eq!(sel["rows"][1][0], "alpha");
+    assert_eq!(sel["rows"][0][2], json!({"idemKey": "k-1"}));
+    assert!(sel["rows"][0][3].as_str().unwrap().ends_with('Z'));
+    assert_eq!(r[4]["ok"]["rows"], json!([["alpha", 7]]));
+    assert_eq!(r[5]["ok"]["affected"], 1);
+    assert_eq!(r[6]["ok"]["rows"], json!([["alpha", 7]]));
+    // Committed, with the caller's tenant set by the host.
+    let n = p.count(&format!("SELECT count(*) FROM probe_items WHERE tenant_id = '{}' AND name = 'alpha' AND qty = 7", p.org_a)).await;
+    assert_eq!(n, 1);
+}
+
+#[tokio::test]
+async fn tenant_db_on_conflict_do_nothing_and_do_update() {
+    let p = Probe::start().await;
+    p.results(&p.a, json!([insert("same")])).await;
+    let r = p.results(&p.a, json!([
+        {"insert": {"table": "probe_items", "columns": ["name", "qty"], "rows": [[{"text": "same"}, {"int": 5}]],
+            "on_conflict": {"target": ["name"]}, "returning": ["name"]}},
+        {"insert": {"table": "probe_items", "columns": ["name", "qty"], "rows": [[{"text": "same"}, {"int": 9}]],
+            "on_conflict": {"target": ["name"], "update": ["qty"]}, "returning": ["name", "qty"]}},
+    ])).await;
+    assert_eq!(r[0]["ok"]["affected"], 0);
+    assert_eq!(r[1]["ok"]["rows"], json!([["same", 9]]));
+    // The same name in another tenant is another row: uniqueness is per tenant.
+    let r = p.results(&p.b, json!([insert("same")])).await;
+    assert_eq!(r[0]["ok"]["affected"], 1);
+}
+
+#[tokio::test]
+async fn tenant_db_another_tenants_rows_are_invisible_and_untouchable() {
+    let p = Probe::start().await;
+    let r = p.results(&p.b, json!([insert("b-secret")])).await;
+    let b_id = r[0]["ok"]["rows"][0][0].as_str().unwrap().to_string();
+    let by_id = json!([{"column": "id", "op": "eq", "value": {"uuid": b_id}}]);
+    let r = p.results(&p.a, json!([
+        {"select": {"table": "probe_items", "columns": ["id", "name"]}},
+        {"select": {"table": "probe_items", "columns": ["id"], "filters": by_id}},
+        {"update": {"table": "probe_items", "set": {"name": {"text": "stolen"}}, "filters": by_id}},
+        {"delete": {"table": "probe_items", "filters": by_id}},
+    ])).await;
+    assert_eq!(r[0]["ok"]["rows"], json!([]));
+    assert_eq!(r[1]["ok"]["rows"], json!([]));
+    assert_eq!(r[2]["ok"]["affected"], 0);
+    assert_eq!(r[3]["ok"]["affected"], 0);
+    // Naming tenant_id at all is refused, in columns, filters and values alike.
+    let r = p.results(&p.a, json!([
+        {"insert": {"table": "probe_items", "columns": ["tenant_id", "name"], "rows": [[{"uuid": p.org_b}, {"text": "x"}]]}},
+        {"select": {"table": "probe_items", "columns": ["name"], "filters": [{"column": "tenant_id", "op": "eq", "value": {"uuid": p.org_b}}]}},
+        {"select": {"table": "probe_items", "columns": ["tenant_id"]}},
+        {"update": {"table": "probe_items", "set": {"tenant_id": {"uuid": p.org_b}}}},
+    ])).await;
+    for v in &r {
+        err(v, "tenant-column-reserved");
+    }
+    let n = p.count(&format!("SELECT count(*) FROM probe_items WHERE tenant_id = '{}' AND name = 'b-secret'", p.org_b)).await;
+    assert_eq!(n, 1, "B's row changed");
+    // And RLS says the same, independently of the host's filter.
+    let mut tx = gateway::db::begin_tenant(&p.pool, p.org_a.parse().unwrap(), "admin").await.unwrap();
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM probe_items").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(seen, 0);
+}
+
+#[tokio::test]
+async fn tenant_db_ungranted_tables_and_unknown_columns_are_refused() {
+    let p = Probe::start().await;
+    let r = p.results(&p.a, json!([
+        {"select": {"table": "probe_private", "columns": ["secret"]}},
+        {"select": {"table": "orgs", "columns": ["name"]}},
+        {"select": {"table": "api_tokens", "columns": ["token_sha256"]}},
+        {"insert": {"table": "businesses", "columns": ["name"], "rows": [[{"text": "x"}]]}},
+        {"select": {"table": "businesses", "columns": ["name"], "for_update": true}},
+        {"select": {"table": "businesses", "columns": ["name"]}},
+        {"select": {"table": "probe_items", "columns": ["nope"]}},
+        {"select": {"table": "probe_items", "columns": []}},
+        {"insert": {"table": "probe_items", "columns": ["name", "qty"], "rows": [[{"text": "x"}]]}},
+        {"insert": {"table": "probe_items", "columns": ["name", "qty"], "rows": [[{"text": "x"}, {"text": "seven"}]]}},
+    ])).await;
+    for i in 0..5 {
+        err(&r[i], "not-granted");
+    }
+    assert_eq!(r[5]["ok"]["rows"], json!([]));
+    err(&r[6], "unknown-column");
+    err(&r[7], "invalid");
+    err(&r[8], "invalid");
+    err(&r[9], "invalid");
+}
+
+#[tokio::test]
+async fn tenant_db_identifiers_carrying_sql_are_rejected_and_values_are_bound() {
+    let p = Probe::start().await;
+    let nasty = "'); DROP TABLE probe_items; --";
+    let r = p.results(&p.a, json!([
+        {"select": {"table": "probe_items; DROP TABLE orgs", "columns": ["name"]}},
+        {"select": {"table": "probe_items", "columns": ["name\"; DROP TABLE orgs; --"]}},
+        {"select": {"table": "probe_items", "columns": ["n\u{0430}me"]}},
+        {"select": {"table": "\"probe_items\"", "columns": ["name"]}},
+        {"select": {"table": "probe_items", "columns": ["name"], "order_by": [{"column": "name DESC; DROP TABLE orgs"}]}},
+        {"select": {"table": "probe_items", "columns": ["name"],
+            "filters": [{"column": "props", "path": ["a'; DROP TABLE orgs; --"], "op": "eq", "value": {"text": "x"}}]}},
+        {"insert": {"table": "probe_items", "columns": ["name"], "rows": [[{"text": nasty}]], "returning": ["name"]}},
+        {"select": {"table": "probe_items", "columns": ["name"], "filters": [{"column": "name", "op": "eq", "value": {"text": nasty}}]}},
+    ])).await;
+    err(&r[0], "not-granted");
+    err(&r[1], "unknown-column");
+    err(&r[2], "unknown-column");
+    err(&r[3], "not-granted");
+    err(&r[4], "unknown-column");
+    assert_eq!(r[5]["ok"]["rows"], json!([]));
+    assert_eq!(r[6]["ok"]["rows"], json!([[nasty]]));
+    assert_eq!(r[7]["ok"]["rows"], json!([[nasty]]));
+    assert_eq!(p.count("SELECT count(*) FROM pg_tables WHERE tablename IN ('orgs', 'probe_items')").await, 2);
+}
+
+#[tokio::test]
+async fn tenant_db_row_cap_per_call() {
+    let p = Probe::start().await;
+    let rows: Vec<Value> = (0..5).map(|i| json!([{"text": format!("r{i}")}])).collect();
+    let r = p.results(&p.a, json!([{"insert": {"table": "probe_items", "columns": ["name"], "rows": rows}}])).await;
+    assert_eq!(r[0]["ok"]["affected"], 5);
+    let r = p.results(&p.a, json!([
+        {"select": {"table": "probe_items", "columns": ["name"], "limit": 3}},
+        {"select": {"table": "probe_items", "columns": ["name"]}},
+    ])).await;
+    assert_eq!(r[0]["ok"]["rows"].as_array().unwrap().len(), 3);
+    assert_eq!(r[1]["ok"]["rows"].as_array().unwrap().len(), 5);
+    let r = p.results(&p.a, json!([insert("sixth"), {"select": {"table": "probe_items", "columns": ["name"]}}])).await;
+    err(&r[1], "too-many-rows");
+}
+
+#[tokio::test]
+async fn tenant_db_a_failed_statement_aborts_the_invocation() {
+    let p = Probe::start().await;
+    p.results(&p.a, json!([insert("dup")])).await;
+    // The violation is reported, later calls see `aborted`, and the invocation fails as a
+    // whole: the first insert of this program is not committed.
+    let r = p.run(&p.a, json!([insert("fresh"), insert("dup"), insert("later")]), "ok").await;
+    assert_error(&r, 502, "PLUGIN_FAILED");
+    assert_eq!(p.count("SELECT count(*) FROM probe_items").await, 1);
+    let r = p.run(&p.a, json!([
+        {"insert": {"table": "probe_items", "columns": ["name", "qty"], "rows": [[{"text": "neg"}, {"int": -1}]]}}
+    ]), "ok").await;
+    assert_error(&r, 502, "PLUGIN_FAILED");
+}
+
+#[tokio::test]
+async fn trap_mid_transaction_writes_nothing() {
+    let p = Probe::start().await;
+    let r = p.run(&p.a, json!([insert("t1"), insert("t2")]), "trap").await;
+    assert_error(&r, 502, "PLUGIN_FAILED");
+    let r = p.run(&p.a, json!([insert("e1")]), "error").await;
+    assert_error(&r, 409, "PROBE_CONFLICT");
+    assert_eq!(p.count("SELECT count(*) FROM probe_items").await, 0);
+    // The gateway goes on serving.
+    let r = p.results(&p.a, json!([insert("after")])).await;
+    assert_eq!(r[0]["ok"]["affected"], 1);
+}
+
+#[tokio::test]
+async fn infinite_loop_is_stopped_at_its_deadline_and_the_next_request_is_served() {
+    let p = Probe::start().await;
+    let started = Instant::now();
+    let r = p.run(&p.a, json!([insert("looped")]), "loop").await;
+    assert_error(&r, 504, "PLUGIN_TIMEOUT");
+    // cpu_ms = 300; the wall-clock timeout (5 s) is not what stopped it.
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    assert_eq!(p.count("SELECT count(*) FROM probe_items").await, 0);
+    let r = p.results(&p.a, json!([{"context": true}])).await;
+    assert_eq!(r[0]["ok"]["org_id"], p.org_a.as_str());
+}
+
+#[tokio::test]
+async fn memory_bomb_is_resource_exhausted() {
+    let p = Probe::start().await;
+    let r = p.run(&p.a, json!([insert("bomb")]), "alloc").await;
+    assert_error(&r, 502, "PLUGIN_RESOURCE_EXHAUSTED");
+    assert_eq!(p.count("SELECT count(*) FROM probe_items").await, 0);
+    assert_eq!(p.run(&p.a, json!([]), "ok").await.status, 200);
+}
+
+#[tokio::test]
+async fn wasi_exposes_no_environment_and_no_filesystem() {
+    let p = Probe::start().await;
+    let r = p.results(&p.a, json!([{"env": true}, {"log": "hello from the sandbox"}])).await;
+    assert_eq!(r[0]["ok"], json!({"env": [], "fs": false}));
+}
+
+/// A loopback HTTP server that records the paths it is asked for.
+struct Upstream {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+async fn upstream() -> Upstream {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let log = log.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let log = log.clone();
+                    async move {
+                        let path = req.uri().path().to_string();
+                        log.lock().unwrap().push(path.clone());
+                        let resp = match path.as_str() {
+                            "/redirect" => http::Response::builder().status(302).header("location", "/secret").body(String::new()),
+                            "/big" => http::Response::builder().body("x".repeat(200 * 1024)),
+                            _ => http::Response::builder().header("x-upstream", "yes").body(format!("hello {path}")),
+                        };
+                        Ok::<_, std::convert::Infallible>(resp.unwrap().map(|s| http_body_util::Full::new(bytes::Bytes::from(s))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Upstream { addr, seen }
+}
+
+fn get(url: String) -> Value {
+    json!({"http": {"method": "GET", "url": url}})
+}
+
+#[tokio::test]
+async fn outbound_http_reaches_an_allowed_host() {
+    let p = Probe::start().await;
+    let up = upstream().await;
+    let r = p.results(&p.a, json!([{"http": {"method": "POST", "url": format!("http://{}/hello?x=1", up.addr),
+        "headers": {"x-test": "1"}, "body": "ping"}}])).await;
+    assert_eq!(r[0]["ok"]["status"], 200, "{}", r[0]);
+    assert_eq!(r[0]["ok"]["body"], "hello /hello");
+    assert_eq!(up.seen.lock().unwrap().as_slice(), ["/hello"]);
+}
+
+#[tokio::test]
+async fn outbound_http_refuses_private_loopback_and_metadata_addresses() {
+    let p = Probe::start().await;
+    let up = upstream().await;
+    let port = up.addr.port();
+    let r = p.results(&p.a, json!([
+        get(format!("http://10.0.0.1:{port}/")),
+        get("http://169.254.169.254/latest/meta-data/".into()),
+        get(format!("http://[::1]:{port}/")),
+        get(format!("http://localhost:{port}/")),
+        get(format!("http://0.0.0.0:{port}/")),
+        get(format!("http://192.168.1.1:{port}/")),
+        get(format!("https://127.0.0.1:{port}/")),
+        get(format!("ftp://127.0.0.1:{port}/")),
+        get(format!("http://user:pw@127.0.0.1:{port}/")),
+    ])).await;
+    for v in &r[..6] {
+        err(v, "forbidden-address");
+    }
+    err(&r[6], "not-allowed");
+    err(&r[7], "not-allowed");
+    err(&r[8], "invalid-request");
+    assert!(up.seen.lock().unwrap().is_empty(), "a refused request reached the upstream");
+}
+
+#[tokio::test]
+async fn outbound_http_returns_redirects_without_following_them_and_caps_responses() {
+    let p = Probe::start().await;
+    let up = upstream().await;
+    let r = p.results(&p.a, json!([get(format!("http://{}/redirect", up.addr)), get(format!("http://{}/big", up.addr))])).await;
+    assert_eq!(r[0]["ok"]["status"], 302);
+    err(&r[1], "response-too-large");
+    assert_eq!(up.seen.lock().unwrap().as_slice(), ["/redirect", "/big"]);
+}
+
+#[tokio::test]
+async fn start_up_refuses_grants_on_missing_tables_and_non_components() {
+    let (db, _pool) = probe_db().await;
+    let extra = r#"
+[[route]]
+id = "probe.bad"
+method = "POST"
+path = "/v1/probe-bad"
+target = "plugin:contract-probe"
+roles = ["member"]
+[route.grants]
+tables = { no_such_table = "read" }
+"#;
+    let mut opts = GatewayOptions::new(&db);
+    opts.policies = probe_policies(extra);
+    let out = crate::harness::gateway_command(&opts).arg("serve").output().unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("probe.toml:") && e.contains("no_such_table"), "{e}");
+
+    // A file that is not a component of the handler world.
+    let dir = tempdir("gwx");
+    std::fs::write(dir.join("contract_probe.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let mut opts = GatewayOptions::new(&db);
+    opts.policies = probe_policies("");
+    opts.extra_env.push(("GATEWAY_PLUGIN_DIR".into(), dir.display().to_string()));
+    let out = crate::harness::gateway_command(&opts).arg("serve").output().unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("probe.toml") && e.contains("contract-probe"), "{e}");
+    let _ = plugin_dir();
+}
+
+#[tokio::test]
+async fn echo_answers_through_the_gateway_with_its_context_and_body() {
+    let db = TestDb::new().await;
+    let gw = Gateway::start(&db).await;
+    let org = gw.create_org("Acme", None).await;
+    let (t, user, _) = gw.create_token(&org, "member", "m@acme.test").await;
+    let r = gw.req("POST", "/v1/echo").token(&t).header("x-request-id", "echo-1").json(&json!({"hi": [1, 2]})).send().await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("x-plugin-version"), Some("0.1.0"));
+    assert_eq!(
+        r.json,
+        json!({"org_id": org, "user_id": user, "role": "member", "request_id": "echo-1", "body": {"hi": [1, 2]}})
+    );
+    // The native guards run before the plugin does.
+    assert_error(&gw.req("POST", "/v1/echo").json(&json!({})).send().await, 401, "UNAUTHENTICATED");
+    let r = gw.req("POST", "/v1/echo").token(&t).json(&json!({"org_id": uuid::Uuid::new_v4()})).send().await;
+    assert_error(&r, 403, "TENANT_MISMATCH");
+    assert_error(&gw.req("POST", "/v1/echo").token(&t).body("{nope").send().await, 400, "INVALID_JSON");
+}
