@@ -82,8 +82,23 @@ fn init_tracing(config: &Config, default_level: &str) {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Error values must not capture backtraces on the hot path (wasmtime builds one whenever a
+    // store is dropped, for instance); panics still honour RUST_BACKTRACE. Set before any
+    // thread exists.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(run()),
+        Err(e) => {
+            eprintln!("gateway: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> ExitCode {
     let cli = Cli::parse();
     let config = match Config::from_env() {
         Ok(c) => c,
