@@ -69,17 +69,24 @@ enum TokenCmd {
     },
 }
 
-fn init_tracing(config: &Config, default_level: &str) {
+/// Logs go to stderr through a writer thread, so a request never waits on the terminal or
+/// the log collector. The buffer is bounded and lossless: when it is full, writers wait.
+fn init_tracing(config: &Config, default_level: &str) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GATEWAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(65_536)
+        .thread_name("log-writer")
+        .finish(std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     if config.log_json {
         builder.json().flatten_event(true).init();
     } else {
         builder.init();
     }
+    guard
 }
 
 fn main() -> ExitCode {
@@ -108,7 +115,8 @@ async fn run() -> ExitCode {
         }
     };
     let is_serve = matches!(cli.command, Command::Serve);
-    init_tracing(&config, if is_serve { "info" } else { "warn" });
+    // Flushes buffered log lines when main returns.
+    let _log_guard = init_tracing(&config, if is_serve { "info" } else { "warn" });
     let result = match cli.command {
         Command::Serve => gateway::serve(config).await.map_err(anyhow::Error::from),
         Command::Org(cmd) => admin(config, |db, policies| Box::pin(org(cmd, db, policies))).await,

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# End-to-end benchmark (issue "WASM plugin runtime"): requests/s through the gateway's native
+# guards (tenant guard + rate limit) and the `echo` plugin, against a plain hyper server that
+# answers a fixed body, both driven by the same wrk settings, alternating, in one run.
+#
+# Usage: bench/e2e.sh [rounds] [seconds]      (needs wrk: apt-get install wrk)
+# Prints a markdown table of medians; numbers go into docs/benchmarks.md by hand.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-3}
+SECS=${2:-10}
+CONNS=32
+command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 1; }
+
+cargo xtask plugins >/dev/null
+cargo build --release -q -p gateway --bin gateway --example plain_hyper
+
+DATA=$(mktemp -d /tmp/gwbench.XXXXXX)
+ADMIN="bench-super-admin-$(date +%s%N)"
+cleanup() { kill "${GW:-}" "${PLAIN:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DATA"; }
+trap cleanup EXIT
+
+# The gateway keeps its access log on (one JSON line per request) as in production.
+RUST_BACKTRACE=0 GATEWAY_DATA_DIR="$DATA" GATEWAY_LISTEN=127.0.0.1:0 GATEWAY_BOOTSTRAP_TOKEN="$ADMIN" \
+  GATEWAY_LOG_FORMAT=json GATEWAY_LOG=info ./target/release/gateway serve >/dev/null 2>"$DATA/gateway.log" &
+GW=$!
+for _ in $(seq 1 600); do [ -s "$DATA/gateway.addr" ] && break; sleep 0.1; done
+GWADDR=$(cat "$DATA/gateway.addr")
+ORG=$(curl -sf -XPOST "http://$GWADDR/v1/admin/orgs" -H "authorization: Bearer $ADMIN" \
+  -d '{"name":"bench","plan":"unmetered"}' | sed -E 's/.*"org_id":"([^"]+)".*/\1/')
+export BENCH_TOKEN=$(curl -sf -XPOST "http://$GWADDR/v1/admin/orgs/$ORG/tokens" -H "authorization: Bearer $ADMIN" \
+  -d '{"role":"member","email":"bench@bench.test"}' | sed -E 's/.*"token":"([^"]+)".*/\1/')
+curl -sf -XPOST "http://$GWADDR/v1/echo" -H "authorization: Bearer $BENCH_TOKEN" -d '{}' >/dev/null
+
+./target/release/examples/plain_hyper 127.0.0.1:18182 &
+PLAIN=$!
+sleep 0.5
+
+run() { # url -> "rps p50_ms p99_ms"
+  wrk -t2 -c$CONNS -d${SECS}s --latency -s bench/post.lua "$1" | awk '
+    /Requests\/sec/ {rps=$2}
+    /^ +50%/ {p50=$2} /^ +99%/ {p99=$2}
+    END {print rps, p50, p99}'
+}
+declare -a P G
+for r in $(seq 1 "$ROUNDS"); do
+  P+=("$(run http://127.0.0.1:18182/v1/echo)")
+  G+=("$(run "http://$GWADDR/v1/echo")")
+  echo "round $r: plain ${P[-1]} | gateway ${G[-1]}" >&2
+done
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+col() { local i=$1; shift; for x in "$@"; do echo "$x" | awk -v i="$i" '{print $i}'; done; }
+PR=$(col 1 "${P[@]}" | median); GR=$(col 1 "${G[@]}" | median)
+echo
+echo "| target | req/s (median of $ROUNDS) | p50 | p99 |"
+echo "|---|---|---|---|"
+echo "| plain hyper, fixed body | $PR | $(col 2 "${P[@]}" | median) | $(col 3 "${P[@]}" | median) |"
+echo "| gateway: guard + limit + echo plugin | $GR | $(col 2 "${G[@]}" | median) | $(col 3 "${G[@]}" | median) |"
+echo
+awk -v g="$GR" -v p="$PR" 'BEGIN {printf "ratio gateway / plain: %.2f\n", g / p}'
