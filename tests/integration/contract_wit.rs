@@ -158,6 +158,7 @@ async fn tenant_db_happy_path_select_insert_update_delete_lock() {
         insert("alpha"),
         insert("beta"),
         {"lock": "contact:alpha"},
+        {"try_lock": "contact:alpha"},
         {"select": {"table": "probe_items", "columns": ["name", "qty", "props", "created_at"],
             "filters": [{"column": "props", "path": ["idemKey"], "op": "eq", "value": {"text": "k-1"}}],
             "order_by": [{"column": "name", "desc": true}], "limit": 10}},
@@ -168,15 +169,17 @@ async fn tenant_db_happy_path_select_insert_update_delete_lock() {
     ])).await;
     assert_eq!(r[0]["ok"]["rows"][0][1], "alpha");
     assert_eq!(r[2]["ok"], Value::Null);
-    let sel = &r[3]["ok"];
+    // Already ours in this transaction: advisory locks are re-entrant.
+    assert_eq!(r[3]["ok"], true);
+    let sel = &r[4]["ok"];
     assert_eq!(sel["columns"], json!(["name", "qty", "props", "created_at"]));
     assert_eq!(sel["rows"][0][0], "beta");
     assert_eq!(sel["rows"][1][0], "alpha");
     assert_eq!(sel["rows"][0][2], json!({"idemKey": "k-1"}));
     assert!(sel["rows"][0][3].as_str().unwrap().ends_with('Z'));
-    assert_eq!(r[4]["ok"]["rows"], json!([["alpha", 7]]));
-    assert_eq!(r[5]["ok"]["affected"], 1);
-    assert_eq!(r[6]["ok"]["rows"], json!([["alpha", 7]]));
+    assert_eq!(r[5]["ok"]["rows"], json!([["alpha", 7]]));
+    assert_eq!(r[6]["ok"]["affected"], 1);
+    assert_eq!(r[7]["ok"]["rows"], json!([["alpha", 7]]));
     // Committed, with the caller's tenant set by the host.
     let n = p.count(&format!("SELECT count(*) FROM probe_items WHERE tenant_id = '{}' AND name = 'alpha' AND qty = 7", p.org_a)).await;
     assert_eq!(n, 1);
@@ -278,7 +281,7 @@ async fn tenant_db_identifiers_carrying_sql_are_rejected_and_values_are_bound() 
     err(&r[2], "unknown-column");
     err(&r[3], "not-granted");
     err(&r[4], "unknown-column");
-    assert_eq!(r[5]["ok"]["rows"], json!([]));
+    err(&r[5], "invalid");
     assert_eq!(r[6]["ok"]["rows"], json!([[nasty]]));
     assert_eq!(r[7]["ok"]["rows"], json!([[nasty]]));
     assert_eq!(p.count("SELECT count(*) FROM pg_tables WHERE tablename IN ('orgs', 'probe_items')").await, 2);

@@ -41,6 +41,16 @@ async fn seeded() -> (TestDb, PgPool, Uuid, Uuid) {
             .execute(&pool)
             .await
             .unwrap();
+        let contact = Uuid::new_v4();
+        sqlx::raw_sql(&format!(
+            "INSERT INTO crm_contacts (id, tenant_id) VALUES ('{contact}', '{org}');
+             INSERT INTO contact_identities (tenant_id, type, value, contact_id) VALUES ('{org}', 'email', 'c@{name}.test', '{contact}');
+             INSERT INTO crm_events (tenant_id, contact_id, type) VALUES ('{org}', '{contact}', 'signup');
+             INSERT INTO crm_outbox (tenant_id, topic, payload) VALUES ('{org}', 'event.tracked.v1', '{{}}');"
+        ).to_lowercase())
+        .execute(&pool)
+        .await
+        .unwrap();
     }
     (db, pool, a, b)
 }

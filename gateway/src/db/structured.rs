@@ -158,12 +158,21 @@ impl<'s> Builder<'s> {
         if col.kind != Kind::Json {
             return Err(DbError::Invalid(format!("{} is not a JSON column", r.column)));
         }
-        if r.path.iter().any(|p| p.is_empty() || p.len() > 128) || r.path.len() > 8 {
-            return Err(DbError::Invalid("bad JSON path".into()));
+        let key_ok = |p: &String| {
+            (1..=64).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if r.path.len() > 8 || !r.path.iter().all(key_ok) {
+            return Err(DbError::Invalid("JSON path keys are 1-64 characters of [A-Za-z0-9_-]".into()));
         }
-        self.args.add(r.path.clone()).map_err(|e| DbError::Invalid(e.to_string()))?;
-        self.n += 1;
-        Ok((format!("({} #>> ${}::text[])", quote(&r.column), self.n), None))
+        // Keys are spliced as literals (their alphabet has no quote or backslash) so that the
+        // expression matches expression indexes like ((props->>'idemKey')); a bound parameter
+        // would hide it from the planner's generic plans.
+        let mut expr = quote(&r.column);
+        for (i, key) in r.path.iter().enumerate() {
+            let op = if i + 1 == r.path.len() { "->>" } else { "->" };
+            expr = format!("{expr} {op} '{key}'");
+        }
+        Ok((format!("({expr})"), None))
     }
 
     fn filters(&mut self, filters: &[Filter]) -> Check<()> {
@@ -374,6 +383,15 @@ pub async fn run<'e>(exec: impl PgExecutor<'e>, st: Statement) -> std::result::R
     let rows = sqlx::query_with(&st.sql, st.args).fetch_all(exec).await?;
     let values = decode(&rows, &st.returns)?;
     Ok(Rows { columns, affected: values.len() as u64, rows: values })
+}
+
+/// `pg_try_advisory_xact_lock` on the same hash as [`lock`].
+pub async fn try_lock<'e>(exec: impl PgExecutor<'e>, tenant: Uuid, key: &str) -> std::result::Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1::text || ':' || $2::text, 0))")
+        .bind(tenant.to_string())
+        .bind(key)
+        .fetch_one(exec)
+        .await
 }
 
 /// `pg_advisory_xact_lock` on a 64-bit hash of tenant and key.

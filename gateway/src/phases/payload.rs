@@ -72,15 +72,17 @@ pub async fn inspect(
             .get("business_id")
             .or_else(|| map.get("props").and_then(|p| p.get("business_id")));
         if let Some(b) = business.filter(|b| !b.is_null()) {
-            check_business(state, caller, org, b).await?;
+            check_business(state, &route.id, caller, org, b).await?;
         }
     }
     Ok(Some(json))
 }
 
-async fn check_business(state: &AppState, caller: &Caller, org: Uuid, b: &Value) -> Result<(), ApiError> {
+async fn check_business(state: &AppState, route_id: &str, caller: &Caller, org: Uuid, b: &Value) -> Result<(), ApiError> {
     let denied = || {
-        tracing::warn!(org_id = %org, "unauthorized_business");
+        // e.g. `crm_track_unauthorized_business` (seed 001's audit event name).
+        let event = format!("{}_unauthorized_business", route_id.replace('.', "_"));
+        tracing::warn!(org_id = %org, route = route_id, event = %event, "unauthorized_business");
         ApiError::new(Code::UnauthorizedBusiness, "business_id is not a business you belong to")
     };
     let business = b.as_str().and_then(|s| Uuid::parse_str(s).ok()).ok_or_else(denied)?;

@@ -171,6 +171,12 @@ fn step(st: &J) -> J {
             Err(e) => db_err(e),
         };
     }
+    if let Some(k) = st.get("try_lock") {
+        return match db::try_lock(k.as_str().unwrap_or_default()) {
+            Ok(got) => json!({ "ok": got }),
+            Err(e) => db_err(e),
+        };
+    }
     if let Some(h) = st.get("http") {
         let req = OutgoingRequest {
             method: h.get("method").and_then(J::as_str).unwrap_or("GET").to_string(),

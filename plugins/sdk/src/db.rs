@@ -185,6 +185,11 @@ pub fn lock(key: &str) -> Result<(), DbError> {
     raw::lock(key)
 }
 
+/// Tries the org-scoped advisory lock on `key` without waiting; `false` if it is held.
+pub fn try_lock(key: &str) -> Result<bool, DbError> {
+    raw::try_lock(key)
+}
+
 /// One returned row, addressable by column name.
 pub struct Row {
     columns: std::rc::Rc<Vec<String>>,

@@ -99,6 +99,18 @@ impl Host for DbState {
         self.capped(st).await
     }
 
+    async fn try_lock(&mut self, key: String) -> Result<bool, DbError> {
+        if key.is_empty() || key.len() > 512 {
+            return Err(DbError::Invalid("lock key must be 1 to 512 bytes".into()));
+        }
+        let tenant = self.tenant;
+        let tx = self.transaction().await?;
+        match sql::try_lock(&mut **tx, tenant, &key).await {
+            Ok(got) => Ok(got),
+            Err(e) => Err(self.failed(&e)),
+        }
+    }
+
     async fn lock(&mut self, key: String) -> Result<(), DbError> {
         if key.is_empty() || key.len() > 512 {
             return Err(DbError::Invalid("lock key must be 1 to 512 bytes".into()));
