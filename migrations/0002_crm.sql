@@ -46,9 +46,10 @@ CREATE TABLE crm_events (
     CONSTRAINT crm_events_contact_fkey FOREIGN KEY (tenant_id, contact_id)
         REFERENCES crm_contacts (tenant_id, id) ON DELETE CASCADE
 );
--- Seed 001's idempotency index, unique per tenant so a duplicate can never be stored.
-CREATE UNIQUE INDEX crm_events_idem_key ON crm_events (tenant_id, (props->>'idemKey'))
-    WHERE props ? 'idemKey';
+-- Seed 001's idempotency index, unique per tenant so a duplicate can never be stored. Not
+-- partial: the lookup `props->>'idemKey' = $key` does not imply `props ? 'idemKey'` to the
+-- planner, and keyless events (NULL) never conflict in a unique index.
+CREATE UNIQUE INDEX crm_events_idem_key ON crm_events (tenant_id, (props->>'idemKey'));
 CREATE INDEX crm_events_contact_recent ON crm_events (tenant_id, contact_id, created_at DESC);
 CREATE INDEX crm_events_recent ON crm_events (tenant_id, created_at DESC);
 

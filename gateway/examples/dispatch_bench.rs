@@ -103,10 +103,11 @@ async fn main() -> anyhow::Result<()> {
             },
             db: gateway::plugin::state::DbState {
                 pool: pool.clone(), schema: schema.clone(), grants: route.grants.clone(), tenant: org,
-                role: "member", tx: None, aborted: false, statements: 0,
+                role: "member", tx: None, aborted: false, statements: 0, host_time: Duration::ZERO,
             },
-            http: gateway::plugin::state::HttpState { grants: route.grants.clone(), requests: 0 },
+            http: gateway::plugin::state::HttpState { grants: route.grants.clone(), requests: 0, host_time: Duration::ZERO },
             log: gateway::plugin::state::LogState { request_id: "bench".into(), org, plugin: "echo".into(), lines: 0 },
+            started: Instant::now(),
         };
         let t = runtime.phase_times(&plugin, state, &request()).await;
         for (i, d) in t.into_iter().enumerate() {

@@ -4,6 +4,7 @@ mod harness;
 
 mod contract;
 mod contract_wit;
+mod crm;
 mod lifecycle;
 mod limits;
 mod rls;

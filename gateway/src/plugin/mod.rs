@@ -175,15 +175,26 @@ impl Runtime {
                 tx: None,
                 aborted: false,
                 statements: 0,
+                host_time: Duration::ZERO,
             },
-            http: HttpState { grants: route.grants.clone(), requests: 0 },
+            http: HttpState { grants: route.grants.clone(), requests: 0, host_time: Duration::ZERO },
             log: LogState { request_id: inv.request_id.to_string(), org: inv.org, plugin: plugin.name.clone(), lines: 0 },
+            started: std::time::Instant::now(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let ticks = (sandbox.cpu.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // The epoch fires every EPOCH_TICK; at each deadline we compare guest time (wall time
+        // minus time in host calls) with the CPU budget, and either trap or check again later.
+        let cpu = sandbox.cpu;
+        let ticks = |left: Duration| (left.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
+        store.set_epoch_deadline(ticks(cpu));
+        store.epoch_deadline_callback(move |ctx| {
+            let used = ctx.data().guest_time();
+            if used >= cpu {
+                return Err(wasmtime::Error::new(CpuDeadline));
+            }
+            Ok(wasmtime::UpdateDeadline::Continue(ticks(cpu - used)))
+        });
 
         let call = async {
             let handler = plugin.pre.instantiate_async(&mut store).await?;
@@ -225,7 +236,9 @@ impl Runtime {
                     Outcome::Trap(e) => {
                         let code = if memory_hit {
                             Code::PluginResourceExhausted
-                        } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                        } else if e.downcast_ref::<CpuDeadline>().is_some()
+                            || e.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
+                        {
                             Code::PluginTimeout
                         } else {
                             Code::PluginFailed
@@ -257,7 +270,6 @@ impl Runtime {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1000);
-        store.epoch_deadline_trap();
         let t1 = std::time::Instant::now();
         let h = plugin.pre.instantiate_async(&mut store).await.unwrap();
         let t2 = std::time::Instant::now();
@@ -269,6 +281,18 @@ impl Runtime {
         [t1 - t0, t2 - t1, t3 - t2, t4 - t3]
     }
 }
+
+/// The trap raised when a plugin's guest time passes its CPU deadline.
+#[derive(Debug)]
+struct CpuDeadline;
+
+impl std::fmt::Display for CpuDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CPU deadline exceeded")
+    }
+}
+
+impl std::error::Error for CpuDeadline {}
 
 /// Response headers a plugin may not set: framing and the gateway's own.
 const RESERVED_RESPONSE: &[&str] = &["content-length", "transfer-encoding", "connection", "x-request-id", "x-plugin-version"];

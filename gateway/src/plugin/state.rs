@@ -21,6 +21,16 @@ pub struct StoreState {
     pub db: DbState,
     pub http: HttpState,
     pub log: LogState,
+    /// When the invocation started; with the time spent in host calls, gives guest CPU time.
+    pub started: std::time::Instant,
+}
+
+impl StoreState {
+    /// Time spent running guest code: wall time minus time waiting in host calls (database,
+    /// HTTP). The CPU deadline counts this, so waiting for a lock is not "CPU".
+    pub fn guest_time(&self) -> std::time::Duration {
+        self.started.elapsed().saturating_sub(self.db.host_time + self.http.host_time)
+    }
 }
 
 impl WasiView for StoreState {
@@ -40,12 +50,16 @@ pub struct DbState {
     /// Set once a statement failed in the database: the transaction can only roll back.
     pub aborted: bool,
     pub statements: u32,
+    /// Time spent inside `tenant-db` calls.
+    pub host_time: std::time::Duration,
 }
 
 /// `outbound-http`: the allowlist and limits.
 pub struct HttpState {
     pub grants: Arc<Grants>,
     pub requests: u32,
+    /// Time spent inside `outbound-http` calls.
+    pub host_time: std::time::Duration,
 }
 
 /// `log`: the tags every line carries.

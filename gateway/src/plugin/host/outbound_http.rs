@@ -161,6 +161,15 @@ impl HttpState {
 
 impl Host for HttpState {
     async fn send(&mut self, req: OutgoingRequest) -> Result<IncomingResponse, HttpError> {
+        let started = std::time::Instant::now();
+        let r = self.send_inner(req).await;
+        self.host_time += started.elapsed();
+        r
+    }
+}
+
+impl HttpState {
+    async fn send_inner(&mut self, req: OutgoingRequest) -> Result<IncomingResponse, HttpError> {
         self.requests += 1;
         if self.requests > MAX_REQUESTS {
             return Err(HttpError::InvalidRequest(format!("more than {MAX_REQUESTS} requests in one invocation")));

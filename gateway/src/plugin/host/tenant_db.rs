@@ -66,8 +66,8 @@ impl DbState {
     }
 }
 
-impl Host for DbState {
-    async fn select(&mut self, q: SelectQuery) -> Result<Rows, DbError> {
+impl DbState {
+    async fn select_inner(&mut self, q: SelectQuery) -> Result<Rows, DbError> {
         let need = if q.for_update { Access::Write } else { Access::Read };
         self.check_grant(&q.table, need)?;
         let cap = self.grants.db_max_rows;
@@ -78,7 +78,7 @@ impl Host for DbState {
         Ok(rows)
     }
 
-    async fn insert(&mut self, q: InsertQuery) -> Result<Rows, DbError> {
+    async fn insert_inner(&mut self, q: InsertQuery) -> Result<Rows, DbError> {
         self.check_grant(&q.table, Access::Write)?;
         if q.rows.len() > self.grants.db_max_rows as usize {
             return Err(DbError::TooManyRows(self.grants.db_max_rows));
@@ -87,19 +87,19 @@ impl Host for DbState {
         self.run(st).await
     }
 
-    async fn update(&mut self, q: UpdateQuery) -> Result<Rows, DbError> {
+    async fn update_inner(&mut self, q: UpdateQuery) -> Result<Rows, DbError> {
         self.check_grant(&q.table, Access::Write)?;
         let st = sql::update(&self.schema, self.tenant, &q);
         self.capped(st).await
     }
 
-    async fn delete(&mut self, q: DeleteQuery) -> Result<Rows, DbError> {
+    async fn delete_inner(&mut self, q: DeleteQuery) -> Result<Rows, DbError> {
         self.check_grant(&q.table, Access::Write)?;
         let st = sql::delete(&self.schema, self.tenant, &q);
         self.capped(st).await
     }
 
-    async fn try_lock(&mut self, key: String) -> Result<bool, DbError> {
+    async fn try_lock_inner(&mut self, key: String) -> Result<bool, DbError> {
         if key.is_empty() || key.len() > 512 {
             return Err(DbError::Invalid("lock key must be 1 to 512 bytes".into()));
         }
@@ -111,7 +111,7 @@ impl Host for DbState {
         }
     }
 
-    async fn lock(&mut self, key: String) -> Result<(), DbError> {
+    async fn lock_inner(&mut self, key: String) -> Result<(), DbError> {
         if key.is_empty() || key.len() > 512 {
             return Err(DbError::Invalid("lock key must be 1 to 512 bytes".into()));
         }
@@ -135,5 +135,37 @@ impl DbState {
             return Err(DbError::TooManyRows(cap));
         }
         Ok(rows)
+    }
+}
+
+/// Every call is timed, so that waiting on the database does not count against the plugin's
+/// CPU deadline.
+macro_rules! timed {
+    ($self:ident, $e:expr) => {{
+        let started = std::time::Instant::now();
+        let r = $e.await;
+        $self.host_time += started.elapsed();
+        r
+    }};
+}
+
+impl Host for DbState {
+    async fn select(&mut self, q: SelectQuery) -> Result<Rows, DbError> {
+        timed!(self, self.select_inner(q))
+    }
+    async fn insert(&mut self, q: InsertQuery) -> Result<Rows, DbError> {
+        timed!(self, self.insert_inner(q))
+    }
+    async fn update(&mut self, q: UpdateQuery) -> Result<Rows, DbError> {
+        timed!(self, self.update_inner(q))
+    }
+    async fn delete(&mut self, q: DeleteQuery) -> Result<Rows, DbError> {
+        timed!(self, self.delete_inner(q))
+    }
+    async fn lock(&mut self, key: String) -> Result<(), DbError> {
+        timed!(self, self.lock_inner(key))
+    }
+    async fn try_lock(&mut self, key: String) -> Result<bool, DbError> {
+        timed!(self, self.try_lock_inner(key))
     }
 }
