@@ -13,19 +13,9 @@ command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"
 cargo xtask plugins >/dev/null
 cargo build --release -q -p gateway --bin gateway --example crm_native
 
-DATA=$(mktemp -d /tmp/gwcrm.XXXXXX)
-ADMIN="bench-super-admin-$(date +%s%N)"
-cleanup() { kill "${GW:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DATA"; }
-trap cleanup EXIT
-RUST_BACKTRACE=0 GATEWAY_DATA_DIR="$DATA" GATEWAY_LISTEN=127.0.0.1:0 GATEWAY_BOOTSTRAP_TOKEN="$ADMIN" \
-  GATEWAY_LOG_FORMAT=json GATEWAY_LOG=info ./target/release/gateway serve >/dev/null 2>"$DATA/gateway.log" &
-GW=$!
-for _ in $(seq 1 600); do [ -s "$DATA/gateway.addr" ] && break; sleep 0.1; done
-GWADDR=$(cat "$DATA/gateway.addr")
-ORG=$(curl -sf -XPOST "http://$GWADDR/v1/admin/orgs" -H "authorization: Bearer $ADMIN" \
-  -d '{"name":"bench","plan":"unmetered"}' | sed -E 's/.*"org_id":"([^"]+)".*/\1/')
-export BENCH_TOKEN=$(curl -sf -XPOST "http://$GWADDR/v1/admin/orgs/$ORG/tokens" -H "authorization: Bearer $ADMIN" \
-  -d '{"role":"admin","email":"bench@bench.test"}' | sed -E 's/.*"token":"([^"]+)".*/\1/')
+source bench/lib.sh
+trap 'stop_gateway; kill "${PLAIN:-}" 2>/dev/null || true' EXIT
+start_gateway admin
 DBURL="postgres://postgres@localhost:5432/postgres?host=$DATA/pg"
 
 declare -a G N
@@ -36,8 +26,6 @@ for r in $(seq 1 "$ROUNDS"); do
   N+=("$(./target/release/examples/crm_native "$DBURL" "$ORG" "$SECS" 32 16)")
   echo "round $r: gateway ${G[-1]} | native ${N[-1]}" >&2
 done
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-col() { local i=$1; shift; for x in "$@"; do echo "$x" | awk -v i="$i" '{print $i}'; done; }
 GR=$(col 1 "${G[@]}" | median); NR_=$(col 1 "${N[@]}" | median)
 echo
 echo "| path | events/s (median of $ROUNDS) | p50 | p99 |"

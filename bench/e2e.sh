@@ -15,21 +15,9 @@ command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)"
 cargo xtask plugins >/dev/null
 cargo build --release -q -p gateway --bin gateway --example plain_hyper
 
-DATA=$(mktemp -d /tmp/gwbench.XXXXXX)
-ADMIN="bench-super-admin-$(date +%s%N)"
-cleanup() { kill "${GW:-}" "${PLAIN:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$DATA"; }
-trap cleanup EXIT
-
-# The gateway keeps its access log on (one JSON line per request) as in production.
-RUST_BACKTRACE=0 GATEWAY_DATA_DIR="$DATA" GATEWAY_LISTEN=127.0.0.1:0 GATEWAY_BOOTSTRAP_TOKEN="$ADMIN" \
-  GATEWAY_LOG_FORMAT=json GATEWAY_LOG=info ./target/release/gateway serve >/dev/null 2>"$DATA/gateway.log" &
-GW=$!
-for _ in $(seq 1 600); do [ -s "$DATA/gateway.addr" ] && break; sleep 0.1; done
-GWADDR=$(cat "$DATA/gateway.addr")
-ORG=$(curl -sf -XPOST "http://$GWADDR/v1/admin/orgs" -H "authorization: Bearer $ADMIN" \
-  -d '{"name":"bench","plan":"unmetered"}' | sed -E 's/.*"org_id":"([^"]+)".*/\1/')
-export BENCH_TOKEN=$(curl -sf -XPOST "http://$GWADDR/v1/admin/orgs/$ORG/tokens" -H "authorization: Bearer $ADMIN" \
-  -d '{"role":"member","email":"bench@bench.test"}' | sed -E 's/.*"token":"([^"]+)".*/\1/')
+source bench/lib.sh
+trap 'stop_gateway; kill "${PLAIN:-}" 2>/dev/null || true' EXIT
+start_gateway member
 curl -sf -XPOST "http://$GWADDR/v1/echo" -H "authorization: Bearer $BENCH_TOKEN" -d '{}' >/dev/null
 
 ./target/release/examples/plain_hyper 127.0.0.1:18182 &
@@ -48,8 +36,6 @@ for r in $(seq 1 "$ROUNDS"); do
   G+=("$(run "http://$GWADDR/v1/echo")")
   echo "round $r: plain ${P[-1]} | gateway ${G[-1]}" >&2
 done
-median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-col() { local i=$1; shift; for x in "$@"; do echo "$x" | awk -v i="$i" '{print $i}'; done; }
 PR=$(col 1 "${P[@]}" | median); GR=$(col 1 "${G[@]}" | median)
 echo
 echo "| target | req/s (median of $ROUNDS) | p50 | p99 |"

@@ -1,5 +1,20 @@
 -- CRM event ingestion (seeds 000 and 001), used by the crm-track plugin through tenant-db.
 
+-- Makes a table a tenant table: RLS enabled and forced, the one policy shape (USING and
+-- WITH CHECK on app.tenant_id, closed when unset), and privileges for the restricted role.
+-- Every tenant table from here on goes through it.
+CREATE FUNCTION app_tenant_table(t regclass) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', t);
+    EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', t);
+    EXECUTE format(
+        'CREATE POLICY tenant_isolation ON %s AS PERMISSIVE FOR ALL TO PUBLIC '
+        'USING (tenant_id = app_current_tenant()) '
+        'WITH CHECK (tenant_id = app_current_tenant())', t);
+    EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO gateway_app', t);
+END
+$$;
+
 CREATE TABLE crm_contacts (
     id           uuid NOT NULL DEFAULT gen_random_uuid(),
     tenant_id    uuid NOT NULL REFERENCES orgs (id) ON DELETE CASCADE,
@@ -66,17 +81,7 @@ CREATE TABLE crm_outbox (
 );
 CREATE INDEX crm_outbox_unpublished ON crm_outbox (created_at) WHERE published_at IS NULL;
 
-DO $$
-DECLARE t text;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['crm_contacts', 'contact_identities', 'crm_events', 'crm_outbox'] LOOP
-        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
-        EXECUTE format(
-            'CREATE POLICY tenant_isolation ON %I AS PERMISSIVE FOR ALL TO PUBLIC '
-            'USING (tenant_id = app_current_tenant()) '
-            'WITH CHECK (tenant_id = app_current_tenant())', t);
-        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I TO gateway_app', t);
-    END LOOP;
-END
-$$;
+SELECT app_tenant_table('crm_contacts');
+SELECT app_tenant_table('contact_identities');
+SELECT app_tenant_table('crm_events');
+SELECT app_tenant_table('crm_outbox');

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::harness::{assert_error, plugin_dir, repo_policies, tempdir, Gateway, GatewayOptions, TestDb};
+use crate::harness::{assert_error, plugin_dir, policies_with, tempdir, Gateway, GatewayOptions, TestDb};
 
 const PROBE_POLICY: &str = r#"
 [plugins.contract-probe]
@@ -55,16 +55,8 @@ CREATE TABLE probe_private (
     tenant_id uuid NOT NULL,
     secret text
 );
-DO $$
-DECLARE t text;
-BEGIN
-    FOREACH t IN ARRAY ARRAY['probe_items', 'probe_private'] LOOP
-        EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);
-        EXECUTE format('ALTER TABLE %I FORCE ROW LEVEL SECURITY', t);
-        EXECUTE format('CREATE POLICY tenant_isolation ON %I USING (tenant_id = app_current_tenant()) WITH CHECK (tenant_id = app_current_tenant())', t);
-        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %I TO gateway_app', t);
-    END LOOP;
-END $$;
+SELECT app_tenant_table('probe_items');
+SELECT app_tenant_table('probe_private');
 "#;
 
 pub struct Probe {
@@ -77,13 +69,7 @@ pub struct Probe {
 }
 
 fn probe_policies(extra: &str) -> PathBuf {
-    let dir = tempdir("gwp");
-    for e in std::fs::read_dir(repo_policies()).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
-    }
-    std::fs::write(dir.join("probe.toml"), format!("{PROBE_POLICY}\n{extra}")).unwrap();
-    dir
+    policies_with("probe.toml", &format!("{PROBE_POLICY}\n{extra}"))
 }
 
 async fn probe_db() -> (TestDb, PgPool) {

@@ -99,6 +99,17 @@ pub fn repo_policies() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
 }
 
+/// A copy of the repository's policies plus one more file.
+pub fn policies_with(file: &str, text: &str) -> PathBuf {
+    let dir = tempdir("gwp");
+    for e in std::fs::read_dir(repo_policies()).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(dir.join(file), text).unwrap();
+    dir
+}
+
 pub struct GatewayOptions {
     pub database_url: Option<String>,
     pub data_dir: PathBuf,

@@ -4,21 +4,11 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use crate::harness::{assert_error, repo_policies, tempdir, Gateway, GatewayOptions, TestDb};
+use crate::harness::{assert_error, policies_with, Gateway, GatewayOptions, TestDb};
 
 /// The repository's policies plus a small plan whose org-wide quota is easy to exhaust.
 fn policies_with_small_plan() -> PathBuf {
-    let dir = tempdir("gwp");
-    for e in std::fs::read_dir(repo_policies()).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
-    }
-    std::fs::write(
-        dir.join("zz-test-plans.toml"),
-        "[plans.small]\nper_org = { rate = \"10/s\", burst = 10 }\n",
-    )
-    .unwrap();
-    dir
+    policies_with("zz-test-plans.toml", "[plans.small]\nper_org = { rate = \"10/s\", burst = 10 }\n")
 }
 
 #[tokio::test]
