@@ -342,8 +342,18 @@ async fn memory_bomb_is_resource_exhausted() {
 #[tokio::test]
 async fn wasi_exposes_no_environment_and_no_filesystem() {
     let p = Probe::start().await;
+    let mut p = p;
     let r = p.results(&p.a, json!([{"env": true}, {"log": "hello from the sandbox"}])).await;
     assert_eq!(r[0]["ok"], json!({"env": [], "fs": false}));
+    // log.emit and the guest's stdout both reach the gateway's log, tagged with the org.
+    p.gw.terminate().await;
+    let log = p.gw.stderr();
+    let lines: Vec<serde_json::Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    for needle in ["hello from the sandbox", "stdout says hello from the sandbox"] {
+        let line = lines.iter().find(|v| v["message"] == needle).unwrap_or_else(|| panic!("{needle} not logged"));
+        assert_eq!(line["org_id"], p.org_a.as_str());
+        assert_eq!(line["plugin"], "contract-probe");
+    }
 }
 
 /// A loopback HTTP server that records the paths it is asked for.

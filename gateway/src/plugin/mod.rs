@@ -20,6 +20,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use crate::db::structured::Schema;
 use crate::error::{ApiError, Code, Error, Result};
@@ -32,6 +33,9 @@ use state::{DbState, HttpState, LogState, MemoryLimiter, StoreState};
 
 /// The epoch ticks this often; CPU deadlines are counted in ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// Bytes of guest stdout / stderr kept per invocation (the rest is dropped).
+const STDIO_CAPTURE: usize = 8 * 1024;
 
 /// The WIT package versions this gateway serves.
 pub const WIT_VERSIONS: &[&str] = &["gateway:plugin@0.1.0"];
@@ -147,8 +151,15 @@ impl Runtime {
         let route = inv.route;
         let sandbox = route.sandbox;
         let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
-        // No preopens, no environment, no network, no inherited stdio.
-        wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        // No preopens, no environment, no network, no inherited stdio: what the guest prints
+        // is captured (bounded) and goes to the log, tagged like `log.emit` lines.
+        let stdout = MemoryOutputPipe::new(STDIO_CAPTURE);
+        let stderr = MemoryOutputPipe::new(STDIO_CAPTURE);
+        wasi.allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .stdout(stdout.clone())
+            .stderr(stderr.clone());
         let state = StoreState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
@@ -206,6 +217,13 @@ impl Runtime {
             Ok(Err(trap)) => Outcome::Trap(trap),
             Err(_) => Outcome::WallTimeout,
         };
+        for (stream, pipe) in [("stdout", &stdout), ("stderr", &stderr)] {
+            let bytes = pipe.contents();
+            for line in String::from_utf8_lossy(&bytes).lines().filter(|l| !l.trim().is_empty()).take(20) {
+                tracing::info!(target: "gateway::plugin", request_id = %inv.request_id, org_id = %inv.org,
+                    plugin = %plugin.name, stream, "{line}");
+            }
+        }
         let memory_hit = store.data().limiter.hit;
         let db = &mut store.data_mut().db;
         let (tx, aborted) = (db.tx.take(), db.aborted);

@@ -199,6 +199,7 @@ fn step(st: &J) -> J {
     }
     if let Some(m) = st.get("log") {
         sdk::log::info(m.as_str().unwrap_or_default(), &[("probe", "1")]);
+        println!("stdout says {}", m.as_str().unwrap_or_default());
         return json!({ "ok": null });
     }
     if st.get("context").is_some() {
