@@ -31,6 +31,35 @@ fn run(mut cmd: Command) {
     }
 }
 
+/// Runs the test command, passing its output through, and closes with one line that totals
+/// every test binary's result (`N passed, N failed`), so that the last word is the whole run.
+fn test_with_summary(mut cmd: Command) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap_or_else(|e| {
+        eprintln!("xtask: cannot run cargo test: {e}");
+        exit(1)
+    });
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok) {
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                rest.split(';')
+                    .find_map(|part| part.trim().strip_suffix(word).and_then(|n| n.trim().rsplit(' ').next()?.parse::<u64>().ok()))
+                    .unwrap_or(0)
+            };
+            passed += count(" passed");
+            failed += count(" failed");
+        }
+    }
+    let status = child.wait().expect("waiting for cargo test");
+    println!("{passed} passed, {failed} failed");
+    if !status.success() {
+        exit(status.code().unwrap_or(1));
+    }
+}
+
 fn ensure_wasm_target() {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
@@ -68,7 +97,7 @@ fn main() {
             plugins();
             let mut c = cargo();
             c.current_dir(root()).args(["test", "--workspace"]).args(&rest);
-            run(c);
+            test_with_summary(c);
         }
         _ => {
             eprintln!("usage: cargo xtask plugins | run [ARGS] | test [ARGS]");
