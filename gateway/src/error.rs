@@ -55,6 +55,7 @@ pub enum Code {
     PluginFailed,
     PluginTimeout,
     PluginResourceExhausted,
+    PluginRejected,
 }
 
 impl Code {
@@ -78,6 +79,7 @@ impl Code {
             Code::PluginFailed => "PLUGIN_FAILED",
             Code::PluginTimeout => "PLUGIN_TIMEOUT",
             Code::PluginResourceExhausted => "PLUGIN_RESOURCE_EXHAUSTED",
+            Code::PluginRejected => "PLUGIN_REJECTED",
         }
     }
 
@@ -95,7 +97,7 @@ impl Code {
             Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::Conflict => StatusCode::CONFLICT,
-            Code::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::Unprocessable | Code::PluginRejected => StatusCode::UNPROCESSABLE_ENTITY,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Code::PluginFailed | Code::PluginResourceExhausted => StatusCode::BAD_GATEWAY,

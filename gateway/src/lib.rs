@@ -29,6 +29,7 @@ pub mod phases;
 pub mod plugin;
 pub mod policy;
 pub mod ratelimit;
+pub mod registry;
 pub mod server;
 pub mod state;
 
@@ -109,10 +110,16 @@ pub async fn serve(config: Config) -> Result<()> {
     write_atomic(&config.data_dir.join("gateway.addr"), addr.to_string().as_bytes())?;
     tracing::info!(%addr, routes = state.policies().routes.len(), "gateway listening");
 
+    // Active registry versions override the files named in policies.
+    if let Err(e) = registry::sync(&state, None).await {
+        tracing::error!(error = %e, "loading active plugin versions failed");
+    }
     let sweeper = tokio::spawn(sweep_limits(state.clone()));
+    let resync = tokio::spawn(resync_plugins(state.clone()));
     let listener_task = tokio::spawn(listen_invalidations(state.clone()));
     server::serve(listener, state.clone(), server::shutdown_signal()).await;
     sweeper.abort();
+    resync.abort();
     listener_task.abort();
     drop(state);
     database.close().await;
@@ -195,16 +202,39 @@ async fn sweep_limits(state: Arc<AppState>) {
     }
 }
 
-/// Clears cached credentials and plans whenever any replica (or the CLI) changes them.
+/// The backstop for missed notifications: re-check active plugin versions periodically.
+async fn resync_plugins(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = registry::sync(&state, None).await {
+            tracing::debug!(error = %e, "plugin re-check failed");
+        }
+    }
+}
+
+/// Follows changes made by any replica (or the CLI): clears cached credentials and plans,
+/// and swaps in newly activated plugin versions.
 async fn listen_invalidations(state: Arc<AppState>) {
     loop {
         match sqlx::postgres::PgListener::connect_with(&state.pool).await {
             Ok(mut l) => {
-                if l.listen(db::INVALIDATE_CHANNEL).await.is_ok() {
+                if l.listen_all([db::INVALIDATE_CHANNEL, db::plugins::PLUGINS_CHANNEL]).await.is_ok() {
                     // Anything may have changed while we were not listening.
                     state.directory.invalidate_all();
-                    while l.recv().await.is_ok() {
-                        state.directory.invalidate_all();
+                    let _ = registry::sync(&state, None).await;
+                    while let Ok(n) = l.recv().await {
+                        if n.channel() == db::plugins::PLUGINS_CHANNEL {
+                            let (state, name) = (state.clone(), n.payload().to_string());
+                            tokio::spawn(async move {
+                                if let Err(e) = registry::sync(&state, Some(&name)).await {
+                                    tracing::warn!(plugin = %name, error = %e, "plugin sync failed");
+                                }
+                            });
+                        } else {
+                            state.directory.invalidate_all();
+                        }
                     }
                 }
             }

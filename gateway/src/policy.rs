@@ -168,6 +168,14 @@ pub enum Idempotency {
     Required,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyKind {
+    #[default]
+    Json,
+    Raw,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
@@ -201,6 +209,10 @@ struct RouteSpec {
     body_limit: Option<ByteSize>,
     #[serde(default)]
     idempotency: Idempotency,
+    /// `json` (default): a non-empty body must be JSON and is checked for tenant fields;
+    /// `raw`: passed through as bytes (e.g. component uploads).
+    #[serde(default)]
+    body: BodyKind,
     /// Per-plan overrides of the plan's own limits, for this route alone.
     #[serde(default)]
     rate_limit: HashMap<String, Limits>,
@@ -456,6 +468,7 @@ pub struct Route {
     pub scope: Scope,
     pub body_limit: usize,
     pub idempotency: Idempotency,
+    pub body: BodyKind,
     pub rate_limit: HashMap<String, Limits>,
     /// For plugin targets: grants and sandbox limits (defaults when not declared).
     pub grants: std::sync::Arc<Grants>,
@@ -497,6 +510,8 @@ pub enum Lookup<'a> {
 }
 
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// Upper bound for any route's `body_limit`.
+pub const MAX_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
 impl PolicySet {
     /// Loads every `*.toml` in `dir` (sorted by name). `known_native` names the native handlers.
@@ -594,6 +609,9 @@ impl PolicySet {
                         )));
                     }
                 }
+                if r.body_limit.is_some_and(|b| b.0 > MAX_BODY_LIMIT) {
+                    return Err(bad(format!("body_limit above {} MiB", MAX_BODY_LIMIT >> 20)));
+                }
                 let is_plugin = matches!(r.target, Target::Plugin(_));
                 if !is_plugin && (r.grants.is_some() || r.sandbox.is_some()) {
                     return Err(bad("grants and sandbox apply to plugin targets only".into()));
@@ -643,6 +661,7 @@ impl PolicySet {
                     scope: r.scope,
                     body_limit: r.body_limit.map(|b| b.0).unwrap_or(DEFAULT_BODY_LIMIT),
                     idempotency: r.idempotency,
+                    body: r.body,
                     rate_limit: r.rate_limit,
                     grants,
                     sandbox,

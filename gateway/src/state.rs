@@ -41,6 +41,8 @@ pub struct AppState {
     pub schema: Arc<Schema>,
     routing: RwLock<Arc<Routing>>,
     plugins: RwLock<Arc<HashMap<String, Arc<LoadedPlugin>>>>,
+    /// Serialises registry syncs (see `registry::sync`).
+    pub plugin_sync: tokio::sync::Mutex<()>,
 }
 
 impl AppState {
@@ -58,7 +60,17 @@ impl AppState {
             schema,
             routing: RwLock::new(Arc::new(Routing::new(policies))),
             plugins: RwLock::new(Arc::new(plugins)),
+            plugin_sync: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Swaps in a (compiled, linked) plugin: one pointer store; in-flight requests keep the
+    /// version they hold.
+    pub fn set_plugin(&self, name: &str, plugin: Arc<LoadedPlugin>) {
+        let mut guard = self.plugins.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = HashMap::clone(&guard);
+        next.insert(name.to_string(), plugin);
+        *guard = Arc::new(next);
     }
 
     /// The active version of a plugin; a request keeps the version it started with.

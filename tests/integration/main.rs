@@ -7,4 +7,5 @@ mod contract_wit;
 mod crm;
 mod lifecycle;
 mod limits;
+mod registry;
 mod rls;

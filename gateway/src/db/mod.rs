@@ -11,6 +11,7 @@
 pub mod businesses;
 pub mod structured;
 pub mod orgs;
+pub mod plugins;
 pub mod tokens;
 pub mod users;
 

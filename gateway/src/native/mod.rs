@@ -3,6 +3,7 @@
 
 mod admin;
 mod businesses;
+mod plugins;
 mod whoami;
 
 use serde_json::{Map, Value};
@@ -19,6 +20,10 @@ pub const NAMES: &[&str] = &[
     "revoke_token",
     "create_business",
     "add_business_member",
+    "upload_plugin",
+    "activate_plugin",
+    "rollback_plugin",
+    "list_plugins",
 ];
 
 pub async fn call(name: &str, call: Call<'_>) -> Result<Reply, ApiError> {
@@ -30,6 +35,10 @@ pub async fn call(name: &str, call: Call<'_>) -> Result<Reply, ApiError> {
         "revoke_token" => admin::revoke_token(call).await,
         "create_business" => businesses::create(call).await,
         "add_business_member" => businesses::add_member(call).await,
+        "upload_plugin" => plugins::upload(call).await,
+        "activate_plugin" => plugins::activate(call).await,
+        "rollback_plugin" => plugins::rollback(call).await,
+        "list_plugins" => plugins::list(call).await,
         other => Err(ApiError::new(Code::Internal, format!("no native handler {other:?}"))),
     }
 }

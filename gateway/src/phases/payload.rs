@@ -12,7 +12,7 @@ use uuid::Uuid;
 use crate::db;
 use crate::error::{ApiError, Code};
 use crate::phases::guard::Caller;
-use crate::policy::{Idempotency, Role, Route};
+use crate::policy::{BodyKind, Idempotency, Role, Route};
 use crate::state::AppState;
 
 fn too_large(limit: usize) -> ApiError {
@@ -47,7 +47,7 @@ pub async fn inspect(
     if route.idempotency == Idempotency::Required && !headers.contains_key("idempotency-key") {
         return Err(ApiError::invalid("Idempotency-Key", "this route requires an Idempotency-Key header"));
     }
-    if body.is_empty() {
+    if body.is_empty() || route.body == BodyKind::Raw {
         return Ok(None);
     }
     let json: Value = serde_json::from_slice(body).map_err(|e| {

@@ -51,7 +51,12 @@ pub struct LoadedPlugin {
 pub struct Runtime {
     engine: Engine,
     linker: Linker<StoreState>,
+    /// Compiled components by sha256: an upload compiles once, its activation (or a second
+    /// plugin name with the same bytes) reuses it.
+    compiled: std::sync::Mutex<std::collections::HashMap<String, Component>>,
 }
+
+const COMPILED_CACHE_MAX: usize = 64;
 
 impl Runtime {
     /// Builds the engine (pooling allocator, copy-on-write images, epoch interruption) and
@@ -100,25 +105,33 @@ impl Runtime {
                 }
             })
             .map_err(|e| Error::io("epoch thread", e))?;
-        Ok(Arc::new(Runtime { engine, linker }))
+        Ok(Arc::new(Runtime { engine, linker, compiled: Default::default() }))
     }
 
     /// Compiles and links a component. Refuses anything that is not a component of the
     /// `handler` world, or that imports what we do not provide.
     pub fn load(&self, name: &str, version: &str, bytes: &[u8]) -> Result<LoadedPlugin> {
         let fail = |what: &str, e: wasmtime::Error| Error::Plugin { plugin: name.to_string(), reason: format!("{what}: {e:#}") };
-        let component = Component::new(&self.engine, bytes).map_err(|e| fail("not a valid component", e))?;
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let cached = self.compiled.lock().unwrap_or_else(|p| p.into_inner()).get(&sha256).cloned();
+        let component = match cached {
+            Some(c) => c,
+            None => {
+                let c = Component::new(&self.engine, bytes).map_err(|e| fail("not a valid component", e))?;
+                let mut cache = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.len() >= COMPILED_CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(sha256.clone(), c.clone());
+                c
+            }
+        };
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| fail("imports something this gateway does not provide", e))?;
         let pre = HandlerPre::new(pre).map_err(|e| fail("does not export the handler world's http-handler", e))?;
-        Ok(LoadedPlugin {
-            name: name.to_string(),
-            version: version.to_string(),
-            sha256: hex::encode(Sha256::digest(bytes)),
-            pre,
-        })
+        Ok(LoadedPlugin { name: name.to_string(), version: version.to_string(), sha256, pre })
     }
 }
 

@@ -1,0 +1,131 @@
+//! The plugin registry: operators upload component versions, activate one, roll back; every
+//! replica keeps its loaded plugins in step with the database.
+//!
+//! A swap builds the new `InstancePre` first and then replaces the route table's entry in one
+//! pointer store: requests that started on the old version finish on it (they hold its
+//! `Arc`), new requests get the new one. Other replicas hear of it through
+//! `NOTIFY gateway_plugins` and a periodic re-check.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::db;
+use crate::error::{ApiError, Code};
+use crate::plugin::{LoadedPlugin, Runtime, WIT_VERSIONS};
+use crate::state::AppState;
+
+/// Names as in policies: lower-case letters, digits and `-`.
+fn check_name(name: &str) -> Result<(), ApiError> {
+    let ok = (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("name", "must be 1 to 64 of [a-z0-9-]"))
+    }
+}
+
+async fn compile(runtime: &Arc<Runtime>, name: &str, version: &str, bytes: Vec<u8>) -> crate::Result<LoadedPlugin> {
+    let (rt, name, version) = (runtime.clone(), name.to_string(), version.to_string());
+    tokio::task::spawn_blocking(move || rt.load(&name, &version, &bytes))
+        .await
+        .map_err(|e| crate::Error::Plugin { plugin: "-".into(), reason: e.to_string() })?
+}
+
+pub struct Uploaded {
+    pub name: String,
+    pub version: i32,
+    pub sha256: String,
+}
+
+/// Validates (a component of a served `handler` world, importing nothing else, that
+/// compiles) and stores a new version. Nothing changes when it is refused.
+pub async fn upload(pool: &PgPool, runtime: &Arc<Runtime>, name: &str, bytes: Vec<u8>, actor: Option<Uuid>) -> Result<Uploaded, ApiError> {
+    check_name(name)?;
+    if bytes.is_empty() {
+        return Err(ApiError::new(Code::PluginRejected, "empty body: send the component bytes"));
+    }
+    let loaded = compile(runtime, name, "candidate", bytes.clone()).await.map_err(|e| {
+        tracing::warn!(plugin = name, reason = %e, "plugin_rejected");
+        ApiError::new(Code::PluginRejected, format!("component rejected: {e}"))
+    })?;
+    let mut tx = pool.begin().await?;
+    db::plugins::lock_name(&mut *tx, name).await?;
+    let version = db::plugins::insert_version(&mut *tx, name, &loaded.sha256, &bytes, WIT_VERSIONS[0], actor).await?;
+    db::plugins::audit(&mut *tx, actor, "upload", name, None, Some(version)).await?;
+    tx.commit().await?;
+    tracing::info!(plugin = name, version, sha256 = %loaded.sha256, actor = ?actor, "plugin_uploaded");
+    Ok(Uploaded { name: name.to_string(), version, sha256: loaded.sha256 })
+}
+
+/// Makes `version` the active one; returns `(from, to)`.
+pub async fn activate(pool: &PgPool, name: &str, version: i32, actor: Option<Uuid>) -> Result<(Option<i32>, i32), ApiError> {
+    check_name(name)?;
+    let mut tx = pool.begin().await?;
+    db::plugins::lock_name(&mut *tx, name).await?;
+    if db::plugins::version(&mut *tx, name, version).await?.is_none() {
+        return Err(ApiError::not_found());
+    }
+    let current = db::plugins::active(&mut *tx, name).await?.map(|(v, _)| v);
+    if current == Some(version) {
+        return Ok((current, version));
+    }
+    db::plugins::set_active(&mut *tx, name, version, current, actor).await?;
+    db::plugins::audit(&mut *tx, actor, "activate", name, current, Some(version)).await?;
+    db::plugins::notify(&mut *tx, name).await?;
+    tx.commit().await?;
+    tracing::info!(plugin = name, from = ?current, to = version, actor = ?actor, "plugin_activated");
+    Ok((current, version))
+}
+
+/// Goes back to the previously active version; returns `(from, to)`.
+pub async fn rollback(pool: &PgPool, name: &str, actor: Option<Uuid>) -> Result<(i32, i32), ApiError> {
+    check_name(name)?;
+    let mut tx = pool.begin().await?;
+    db::plugins::lock_name(&mut *tx, name).await?;
+    let (current, previous) = db::plugins::active(&mut *tx, name).await?.ok_or_else(ApiError::not_found)?;
+    let previous = previous.ok_or_else(|| ApiError::new(Code::Conflict, "no previously active version to roll back to"))?;
+    db::plugins::set_active(&mut *tx, name, previous, Some(current), actor).await?;
+    db::plugins::audit(&mut *tx, actor, "rollback", name, Some(current), Some(previous)).await?;
+    db::plugins::notify(&mut *tx, name).await?;
+    tx.commit().await?;
+    tracing::info!(plugin = name, from = current, to = previous, actor = ?actor, "plugin_rolled_back");
+    Ok((current, previous))
+}
+
+pub async fn list(pool: &PgPool) -> Result<serde_json::Value, ApiError> {
+    let rows = db::plugins::list(pool).await?;
+    Ok(json!({ "plugins": rows.iter().map(|r| json!({
+        "name": r.name, "version": r.version, "sha256": r.sha256, "wit_world": r.wit_world,
+        "uploaded_by": r.uploaded_by, "uploaded_at": r.uploaded_at, "active": r.active,
+    })).collect::<Vec<_>>() }))
+}
+
+/// Brings this replica's loaded plugins in line with the active versions in the database
+/// (all of them, or one name). Compiles before swapping; a version that fails to load keeps
+/// the running one and is logged.
+pub async fn sync(state: &AppState, only: Option<&str>) -> crate::Result<()> {
+    // One sync at a time, each reading the database afresh under the lock: a slow sync that
+    // read an older activation can never swap in after a newer one.
+    let _serial = state.plugin_sync.lock().await;
+    for (name, version, sha) in db::plugins::all_active(&state.pool).await? {
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
+        let label = version.to_string();
+        if state.plugin(&name).is_some_and(|p| p.sha256 == sha && p.version == label) {
+            continue;
+        }
+        let Some((_, bytes)) = db::plugins::version(&state.pool, &name, version).await? else { continue };
+        match compile(&state.runtime, &name, &label, bytes).await {
+            Ok(loaded) => {
+                state.set_plugin(&name, Arc::new(loaded));
+                tracing::info!(plugin = %name, version, "plugin_swapped");
+            }
+            Err(e) => tracing::error!(plugin = %name, version, error = %e, "plugin_swap_failed"),
+        }
+    }
+    Ok(())
+}

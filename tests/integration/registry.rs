@@ -1,0 +1,169 @@
+//! The plugin registry: upload, activate, roll back, audit; swaps under load; replicas.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::harness::{assert_error, plugin_dir, Gateway, GatewayOptions, TestDb};
+
+fn wasm(file: &str) -> Vec<u8> {
+    std::fs::read(plugin_dir().join(file)).unwrap()
+}
+
+async fn upload(gw: &Gateway, name: &str, bytes: Vec<u8>, activate: bool) -> crate::harness::Resp {
+    let q = if activate { "?activate=true" } else { "" };
+    gw.req("PUT", &format!("/v1/admin/plugins/{name}{q}"))
+        .token(&gw.super_token)
+        .header("content-type", "application/wasm")
+        .body(bytes)
+        .send()
+        .await
+}
+
+async fn activate(gw: &Gateway, name: &str, version: i64) -> crate::harness::Resp {
+    gw.req("POST", &format!("/v1/admin/plugins/{name}/activate"))
+        .token(&gw.super_token)
+        .json(&json!({ "version": version }))
+        .send()
+        .await
+}
+
+async fn echo_version(gw: &Gateway, token: &str) -> String {
+    let r = gw.req("POST", "/v1/echo").token(token).json(&json!({})).send().await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.header("x-plugin-version").unwrap().to_string()
+}
+
+#[tokio::test]
+async fn upload_activate_rollback_list_and_audit() {
+    let db = TestDb::new().await;
+    let gw = Gateway::start(&db).await;
+    let org = gw.create_org("Acme", Some("unmetered")).await;
+    let (t, _, _) = gw.create_token(&org, "admin", "a@acme.test").await;
+    assert_eq!(echo_version(&gw, &t).await, "0.1.0");
+
+    // Refused uploads change nothing.
+    assert_error(&upload(&gw, "echo", b"not wasm".to_vec(), false).await, 422, "PLUGIN_REJECTED");
+    assert_error(&upload(&gw, "echo", b"\0asm\x01\0\0\0".to_vec(), false).await, 422, "PLUGIN_REJECTED");
+    assert_error(&upload(&gw, "Bad_Name", wasm("echo.wasm"), false).await, 400, "VALIDATION_FAILED");
+    let r = gw.req("PUT", "/v1/admin/plugins/echo").token(&t).body(wasm("echo.wasm")).send().await;
+    assert_error(&r, 403, "FORBIDDEN");
+
+    let r = upload(&gw, "echo", wasm("echo.wasm"), false).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["version"], 1);
+    assert_eq!(r.json["sha256"].as_str().unwrap().len(), 64);
+    // Uploading does not activate.
+    assert_eq!(echo_version(&gw, &t).await, "0.1.0");
+    let r = activate(&gw, "echo", 1).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(echo_version(&gw, &t).await, "1");
+
+    // Version 2 is another component (the probe) under the same name.
+    let r = upload(&gw, "echo", wasm("contract_probe.wasm"), true).await;
+    assert_eq!(r.json["version"], 2, "{}", r.text);
+    let r = gw.req("POST", "/v1/echo").token(&t).json(&json!({})).send().await;
+    assert_eq!(r.header("x-plugin-version"), Some("2"));
+    assert_eq!(r.json, json!({"results": []}));
+
+    let r = gw.req("POST", "/v1/admin/plugins/echo/rollback").token(&gw.super_token).send().await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!((r.json["from"].as_i64(), r.json["to"].as_i64()), (Some(2), Some(1)));
+    assert_eq!(echo_version(&gw, &t).await, "1");
+
+    assert_error(&activate(&gw, "echo", 9).await, 404, "NOT_FOUND");
+    let r = gw.req("POST", "/v1/admin/plugins/nothing/rollback").token(&gw.super_token).send().await;
+    assert_error(&r, 404, "NOT_FOUND");
+
+    let r = gw.req("GET", "/v1/admin/plugins").token(&gw.super_token).send().await;
+    let list = r.json["plugins"].as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["active"], true);
+    assert_eq!(list[1]["active"], false);
+    assert!(list[0]["uploaded_by"].is_string() && list[0]["uploaded_at"].is_string());
+
+    let pool = db.owner_pool().await;
+    let audit: Vec<(String, Option<i32>, Option<i32>)> =
+        sqlx::query_as("SELECT action, from_version, to_version FROM plugin_audit ORDER BY id").fetch_all(&pool).await.unwrap();
+    let expected: Vec<(String, Option<i32>, Option<i32>)> = vec![
+        ("upload".into(), None, Some(1)),
+        ("activate".into(), None, Some(1)),
+        ("upload".into(), None, Some(2)),
+        ("activate".into(), Some(1), Some(2)),
+        ("rollback".into(), Some(2), Some(1)),
+    ];
+    assert_eq!(audit, expected);
+}
+
+#[tokio::test]
+async fn twenty_swaps_under_constant_load_lose_nothing() {
+    let db = TestDb::new().await;
+    let gw = Gateway::start(&db).await;
+    let org = gw.create_org("Acme", Some("unmetered")).await;
+    let (t, _, _) = gw.create_token(&org, "member", "m@acme.test").await;
+    assert_eq!(upload(&gw, "echo", wasm("echo.wasm"), true).await.status, 201);
+    assert_eq!(upload(&gw, "echo", wasm("contract_probe.wasm"), false).await.status, 201);
+
+    let stop = AtomicBool::new(false);
+    let (gw, t, stop) = (&gw, &t, &stop);
+    let load = futures::future::join_all((0..32).map(|_| async move {
+        let (mut ok, mut bad) = (0u32, Vec::new());
+        while !stop.load(Ordering::Relaxed) {
+            let r = gw.req("POST", "/v1/echo").token(t).json(&json!({"n": 1})).send().await;
+            if r.status == 200 {
+                ok += 1;
+            } else {
+                bad.push(r.text);
+            }
+        }
+        (ok, bad)
+    }));
+    let swaps = async move {
+        for i in 0..20 {
+            let (want, r) = if i % 2 == 0 {
+                ("2", activate(gw, "echo", 2).await)
+            } else {
+                ("1", gw.req("POST", "/v1/admin/plugins/echo/rollback").token(&gw.super_token).send().await)
+            };
+            assert_eq!(r.status, 200, "{}", r.text);
+            // The very next request sees the new version.
+            let r = gw.req("POST", "/v1/echo").token(t).json(&json!({})).send().await;
+            assert_eq!(r.header("x-plugin-version"), Some(want), "swap {i}");
+        }
+        stop.store(true, Ordering::Relaxed);
+    };
+    let (results, ()) = tokio::join!(load, swaps);
+    let ok: u32 = results.iter().map(|r| r.0).sum();
+    let bad: Vec<&String> = results.iter().flat_map(|r| &r.1).collect();
+    assert!(bad.is_empty(), "{} non-2xx during swaps, e.g. {}", bad.len(), bad[0]);
+    assert!(ok > 100, "load barely ran: {ok}");
+}
+
+#[tokio::test]
+async fn replicas_follow_an_activation_within_a_second_and_late_starters_load_it() {
+    let db = TestDb::new().await;
+    let a = Gateway::start(&db).await;
+    let mut opts = GatewayOptions::new(&db);
+    opts.bootstrap_token = Some(a.super_token.clone());
+    let b = Gateway::start_with(opts).await;
+    let org = a.create_org("Acme", Some("unmetered")).await;
+    let (t, _, _) = a.create_token(&org, "member", "m@acme.test").await;
+    assert_eq!(echo_version(&b, &t).await, "0.1.0");
+
+    assert_eq!(upload(&a, "echo", wasm("echo.wasm"), false).await.status, 201);
+    let r = activate(&a, "echo", 1).await;
+    assert_eq!(r.status, 200);
+    let activated = Instant::now();
+    loop {
+        if echo_version(&b, &t).await == "1" {
+            break;
+        }
+        assert!(activated.elapsed() < Duration::from_secs(1), "replica b still on the old version after 1 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut opts = GatewayOptions::new(&db);
+    opts.bootstrap_token = Some(a.super_token.clone());
+    let c = Gateway::start_with(opts).await;
+    assert_eq!(echo_version(&c, &t).await, "1");
+}
