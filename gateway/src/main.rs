@@ -26,6 +26,40 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Ship and manage plugin versions through a running gateway's admin API.
+    Plugin {
+        #[command(subcommand)]
+        cmd: PluginCmd,
+        /// Gateway base URL (default: the address in $GATEWAY_DATA_DIR/gateway.addr, else
+        /// GATEWAY_LISTEN).
+        #[arg(long, global = true)]
+        url: Option<String>,
+        /// Super-admin token (default: $GATEWAY_TOKEN, else $GATEWAY_DATA_DIR/bootstrap-token).
+        #[arg(long, global = true, env = "GATEWAY_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Print the API's JSON answer.
+        #[arg(long, global = true)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCmd {
+    /// Upload a component as the next version of NAME.
+    Push {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        name: String,
+        /// Activate it at once.
+        #[arg(long)]
+        activate: bool,
+    },
+    /// List every version, which is active, who uploaded it and when.
+    List,
+    /// Make VERSION the active version of NAME.
+    Activate { name: String, version: i32 },
+    /// Go back to the previously active version of NAME.
+    Rollback { name: String },
 }
 
 #[derive(Subcommand)]
@@ -121,6 +155,7 @@ async fn run() -> ExitCode {
         Command::Serve => gateway::serve(config).await.map_err(anyhow::Error::from),
         Command::Org(cmd) => admin(config, |db, policies| Box::pin(org(cmd, db, policies))).await,
         Command::Token(cmd) => admin(config, |db, _| Box::pin(token(cmd, db))).await,
+        Command::Plugin { cmd, url, token, json } => plugin(&config, cmd, url, token, json).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -189,4 +224,77 @@ fn print(as_json: bool, v: serde_json::Value, text: String) {
     } else {
         println!("{text}");
     }
+}
+
+/// The plugin commands speak to the admin API of a running gateway, like any operator tool.
+async fn plugin(config: &Config, cmd: PluginCmd, url: Option<String>, token: Option<String>, json: bool) -> anyhow::Result<()> {
+    use http_body_util::{BodyExt, Full};
+    let base = match url {
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => match std::fs::read_to_string(config.data_dir.join("gateway.addr")) {
+            Ok(a) => format!("http://{}", a.trim()),
+            Err(_) => format!("http://{}", config.listen),
+        },
+    };
+    let token = match token {
+        Some(t) => t,
+        None => std::fs::read_to_string(config.data_dir.join("bootstrap-token"))
+            .context("no --token, GATEWAY_TOKEN or bootstrap-token file")?
+            .trim()
+            .to_string(),
+    };
+    let (method, path, body, ctype) = match &cmd {
+        PluginCmd::Push { file, name, activate } => {
+            let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let q = if *activate { "?activate=true" } else { "" };
+            ("PUT", format!("/v1/admin/plugins/{name}{q}"), bytes, "application/wasm")
+        }
+        PluginCmd::List => ("GET", "/v1/admin/plugins".to_string(), Vec::new(), "application/json"),
+        PluginCmd::Activate { name, version } => (
+            "POST",
+            format!("/v1/admin/plugins/{name}/activate"),
+            serde_json::to_vec(&json!({ "version": version }))?,
+            "application/json",
+        ),
+        PluginCmd::Rollback { name } => ("POST", format!("/v1/admin/plugins/{name}/rollback"), Vec::new(), "application/json"),
+    };
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let req = http::Request::builder()
+        .method(method)
+        .uri(format!("{base}{path}"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", ctype)
+        .body(Full::new(bytes::Bytes::from(body)))?;
+    let resp = client.request(req).await.with_context(|| format!("cannot reach the gateway at {base}"))?;
+    let status = resp.status();
+    let body: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await?.to_bytes()).unwrap_or(serde_json::Value::Null);
+    if !status.is_success() {
+        anyhow::bail!("{} ({}, HTTP {})", body["error"].as_str().unwrap_or("request failed"), body["error_code"].as_str().unwrap_or("-"), status.as_u16());
+    }
+    if json {
+        println!("{body}");
+        return Ok(());
+    }
+    match cmd {
+        PluginCmd::Push { .. } => println!(
+            "{} version {} uploaded (sha256 {}){}",
+            body["name"].as_str().unwrap_or(""), body["version"], body["sha256"].as_str().unwrap_or(""),
+            if body["active"] == true { ", active" } else { "" }
+        ),
+        PluginCmd::List => {
+            for p in body["plugins"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<20} v{:<4} {} {} {}",
+                    p["name"].as_str().unwrap_or(""), p["version"], if p["active"] == true { "ACTIVE" } else { "      " },
+                    &p["sha256"].as_str().unwrap_or("")[..12.min(p["sha256"].as_str().unwrap_or("").len())],
+                    p["uploaded_at"].as_str().unwrap_or("")
+                );
+            }
+        }
+        PluginCmd::Activate { .. } | PluginCmd::Rollback { .. } => {
+            println!("{}: {} -> {}", body["name"].as_str().unwrap_or(""), body["from"], body["to"])
+        }
+    }
+    Ok(())
 }

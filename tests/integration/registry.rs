@@ -167,3 +167,38 @@ async fn replicas_follow_an_activation_within_a_second_and_late_starters_load_it
     let c = Gateway::start_with(opts).await;
     assert_eq!(echo_version(&c, &t).await, "1");
 }
+
+#[tokio::test]
+async fn the_cli_ships_and_takes_back_versions_through_the_api() {
+    let db = TestDb::new().await;
+    let opts = GatewayOptions::new(&db);
+    let cli_opts = GatewayOptions { data_dir: opts.data_dir.clone(), ..GatewayOptions::new(&db) };
+    let gw = Gateway::start_with(opts).await;
+    let org = gw.create_org("Acme", Some("unmetered")).await;
+    let (t, _, _) = gw.create_token(&org, "member", "m@acme.test").await;
+    let url = format!("http://{}", gw.addr);
+    let cli = |args: &[&str]| {
+        let mut cmd = crate::harness::gateway_command(&cli_opts);
+        cmd.arg("plugin").args(args).args(["--url", &url, "--token", &gw.super_token, "--json"]);
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let echo = plugin_dir().join("echo.wasm");
+    let probe = plugin_dir().join("contract_probe.wasm");
+    assert_eq!(cli(&["push", echo.to_str().unwrap(), "--name", "echo", "--activate"])["version"], 1);
+    assert_eq!(cli(&["push", probe.to_str().unwrap(), "--name", "echo"])["version"], 2);
+    assert_eq!(echo_version(&gw, &t).await, "1");
+    assert_eq!(cli(&["activate", "echo", "2"])["to"], 2);
+    assert_eq!(echo_version(&gw, &t).await, "2");
+    assert_eq!(cli(&["rollback", "echo"])["to"], 1);
+    assert_eq!(echo_version(&gw, &t).await, "1");
+    assert_eq!(cli(&["list"])["plugins"].as_array().unwrap().len(), 2);
+    // Errors come back with the API's code and a non-zero exit.
+    let out = crate::harness::gateway_command(&cli_opts)
+        .args(["plugin", "activate", "echo", "7", "--url", &url, "--token", &gw.super_token])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NOT_FOUND"));
+}
