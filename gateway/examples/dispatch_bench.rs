@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
     let policies = PolicySet::load(std::path::Path::new(&args[2]), gateway::native::NAMES)?;
     let n: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(20_000);
     let route = policies.routes.iter().find(|r| r.id == "echo").expect("echo route").clone();
-    let runtime = Runtime::new()?;
+    let runtime = Runtime::new(None)?;
     let plugin = runtime.load("echo", "bench", &wasm)?;
     // Never connected: echo makes no database calls.
     let pool = sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://nobody@127.0.0.1:1/none")?;

@@ -146,7 +146,7 @@ async fn load_plugins(config: &Config, pool: &PgPool, policies: &PolicySet) -> R
             }
         }
     }
-    let runtime = plugin::Runtime::new()?;
+    let runtime = plugin::Runtime::new(Some(config.data_dir.join("compiled")))?;
     let mut plugins = HashMap::new();
     let mut decls: Vec<_> = policies.plugins.values().collect();
     decls.sort_by(|a, b| a.name.cmp(&b.name));
@@ -158,6 +158,7 @@ async fn load_plugins(config: &Config, pool: &PgPool, policies: &PolicySet) -> R
         })?;
         let started = std::time::Instant::now();
         let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        let from_cache = runtime.is_cached(&sha);
         let version = d.version.clone().unwrap_or_else(|| format!("sha256:{}", &sha[..12]));
         let rt = runtime.clone();
         let name = d.name.clone();
@@ -166,7 +167,7 @@ async fn load_plugins(config: &Config, pool: &PgPool, policies: &PolicySet) -> R
             .map_err(|e| Error::Plugin { plugin: d.name.clone(), reason: e.to_string() })?
             .map_err(|e| Error::Policy { file: d.source.clone(), reason: e.to_string() })?;
         tracing::info!(plugin = %d.name, version = %loaded.version, sha256 = %loaded.sha256,
-            compile_ms = started.elapsed().as_millis() as u64, "plugin_loaded");
+            from_cache, load_ms = started.elapsed().as_millis() as u64, "plugin_loaded");
         plugins.insert(d.name.clone(), Arc::new(loaded));
     }
     Ok((schema, plugins, runtime))

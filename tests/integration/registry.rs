@@ -202,3 +202,20 @@ async fn the_cli_ships_and_takes_back_versions_through_the_api() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("NOT_FOUND"));
 }
+
+#[tokio::test]
+async fn compiled_code_is_cached_on_disk_across_restarts() {
+    let db = TestDb::new().await;
+    let opts = GatewayOptions::new(&db);
+    let dir = opts.data_dir.clone();
+    let mut gw = Gateway::start_with(opts).await;
+    gw.terminate().await;
+    assert!(gw.stderr().contains("\"from_cache\":false"));
+    let cached = std::fs::read_dir(dir.join("compiled")).unwrap().filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm")).count();
+    assert!(cached >= 2, "{cached} cached components");
+    let mut again = Gateway::start_with(GatewayOptions { data_dir: dir, ..GatewayOptions::new(&db) }).await;
+    again.terminate().await;
+    let log = again.stderr();
+    assert!(log.contains("\"from_cache\":true") && !log.contains("\"from_cache\":false"), "{log}");
+}

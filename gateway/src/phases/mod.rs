@@ -59,10 +59,22 @@ async fn pipeline(state: &AppState, req: Request<Incoming>, entry: &mut log::Ent
         Lookup::NotFound => return Err(ApiError::not_found()),
     };
     entry.route = Some(route.id.clone());
-    let caller = guard::check(state, route, &parts.headers).await?;
+    let checked = async {
+        let caller = guard::check(state, route, &parts.headers).await?;
+        limit::check(state, route, &caller)?;
+        Ok::<_, ApiError>(caller)
+    };
+    let caller = match checked.await {
+        Ok(c) => c,
+        Err(e) => {
+            // Refused before reading the body: read (and drop) a small one anyway, so closing
+            // the connection with unread bytes does not reset it under the client's answer.
+            payload::discard(body, &parts.headers).await;
+            return Err(e);
+        }
+    };
     entry.org = caller.org;
     entry.role = Some(caller.role);
-    limit::check(state, route, &caller)?;
     let body = payload::read(body, &parts.headers, route.body_limit).await?;
     let json = payload::inspect(state, route, &caller, &parts.headers, &body).await?;
     let call = Call {

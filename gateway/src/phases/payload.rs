@@ -37,6 +37,22 @@ pub async fn read(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<B
     }
 }
 
+/// Bodies up to this size are read and dropped when a request is refused before its body
+/// was needed; larger ones are left unread (the connection closes).
+const DISCARD_LIMIT: u64 = 4 * 1024 * 1024;
+
+pub async fn discard(body: Incoming, headers: &HeaderMap) {
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n == 0 || n > DISCARD_LIMIT) {
+        return;
+    }
+    let limited = http_body_util::Limited::new(body, DISCARD_LIMIT as usize);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), limited.collect()).await;
+}
+
 pub async fn inspect(
     state: &AppState,
     route: &Route,

@@ -54,6 +54,10 @@ pub struct Runtime {
     /// Compiled components by sha256: an upload compiles once, its activation (or a second
     /// plugin name with the same bytes) reuses it.
     compiled: std::sync::Mutex<std::collections::HashMap<String, Component>>,
+    /// On-disk cache of compiled code, keyed by sha256 and the engine's compatibility hash,
+    /// so a restart or an activation does not recompile what was compiled before.
+    disk_cache: Option<std::path::PathBuf>,
+    engine_hash: String,
 }
 
 const COMPILED_CACHE_MAX: usize = 64;
@@ -61,7 +65,7 @@ const COMPILED_CACHE_MAX: usize = 64;
 impl Runtime {
     /// Builds the engine (pooling allocator, copy-on-write images, epoch interruption) and
     /// starts the epoch ticker.
-    pub fn new() -> Result<Arc<Runtime>> {
+    pub fn new(disk_cache: Option<std::path::PathBuf>) -> Result<Arc<Runtime>> {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(512)
             .total_core_instances(2048)
@@ -105,7 +109,18 @@ impl Runtime {
                 }
             })
             .map_err(|e| Error::io("epoch thread", e))?;
-        Ok(Arc::new(Runtime { engine, linker, compiled: Default::default() }))
+        let engine_hash = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut h);
+            format!("{:016x}", h.finish())
+        };
+        if let Some(dir) = &disk_cache {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
+        Ok(Arc::new(Runtime { engine, linker, compiled: Default::default(), disk_cache, engine_hash }))
     }
 
     /// Compiles and links a component. Refuses anything that is not a component of the
@@ -117,7 +132,14 @@ impl Runtime {
         let component = match cached {
             Some(c) => c,
             None => {
-                let c = Component::new(&self.engine, bytes).map_err(|e| fail("not a valid component", e))?;
+                let c = match self.from_disk(&sha256) {
+                    Some(c) => c,
+                    None => {
+                        let c = Component::new(&self.engine, bytes).map_err(|e| fail("not a valid component", e))?;
+                        self.to_disk(&sha256, &c);
+                        c
+                    }
+                };
                 let mut cache = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
                 if cache.len() >= COMPILED_CACHE_MAX {
                     cache.clear();
@@ -132,6 +154,50 @@ impl Runtime {
             .map_err(|e| fail("imports something this gateway does not provide", e))?;
         let pre = HandlerPre::new(pre).map_err(|e| fail("does not export the handler world's http-handler", e))?;
         Ok(LoadedPlugin { name: name.to_string(), version: version.to_string(), sha256, pre })
+    }
+}
+
+impl Runtime {
+    fn cache_path(&self, sha256: &str) -> Option<std::path::PathBuf> {
+        self.disk_cache.as_ref().map(|d| d.join(format!("{sha256}-{}.cwasm", self.engine_hash)))
+    }
+
+    fn from_disk(&self, sha256: &str) -> Option<Component> {
+        let path = self.cache_path(sha256)?;
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: files in the cache directory are written only by `to_disk` below, from our
+        // own compilation with this engine (the file name carries the engine's compatibility
+        // hash), in a directory only this user can write.
+        match unsafe { Component::deserialize_file(&self.engine, &path) } {
+            Ok(c) => {
+                tracing::debug!(sha256, "compiled component loaded from disk cache");
+                Some(c)
+            }
+            Err(e) => {
+                tracing::warn!(sha256, error = %e, "discarding unusable compiled cache entry");
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    fn to_disk(&self, sha256: &str, c: &Component) {
+        let Some(path) = self.cache_path(sha256) else { return };
+        let tmp = path.with_extension("tmp");
+        let written = c.serialize().map_err(|e| e.to_string()).and_then(|bytes| {
+            std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &path)).map_err(|e| e.to_string())
+        });
+        if let Err(e) = written {
+            tracing::warn!(sha256, error = %e, "could not write compiled cache entry");
+        }
+    }
+
+    /// Whether compiled code for these bytes is already cached (memory or disk).
+    pub fn is_cached(&self, sha256: &str) -> bool {
+        self.compiled.lock().unwrap_or_else(|p| p.into_inner()).contains_key(sha256)
+            || self.cache_path(sha256).is_some_and(|p| p.exists())
     }
 }
 
