@@ -29,6 +29,8 @@ pub struct Config {
     pub log_json: bool,
     /// `GATEWAY_DB_MAX_CONNECTIONS`, default 16.
     pub db_max_connections: u32,
+    /// `serve --watch` (development): reload changed policy and plugin files.
+    pub watch: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +90,7 @@ impl Config {
             bootstrap_token: env("GATEWAY_BOOTSTRAP_TOKEN").or(file.bootstrap_token),
             log_json,
             db_max_connections,
+            watch: false,
         })
     }
 }

@@ -116,10 +116,14 @@ pub async fn serve(config: Config) -> Result<()> {
     }
     let sweeper = tokio::spawn(sweep_limits(state.clone()));
     let resync = tokio::spawn(resync_plugins(state.clone()));
+    let watcher = config.watch.then(|| tokio::spawn(watch(config.clone(), state.clone())));
     let listener_task = tokio::spawn(listen_invalidations(state.clone()));
     server::serve(listener, state.clone(), server::shutdown_signal()).await;
     sweeper.abort();
     resync.abort();
+    if let Some(w) = watcher {
+        w.abort();
+    }
     listener_task.abort();
     drop(state);
     database.close().await;
@@ -134,6 +138,14 @@ type Loaded = (Arc<Schema>, HashMap<String, Arc<plugin::LoadedPlugin>>, Arc<plug
 /// plugin. Any failure names the policy file.
 async fn load_plugins(config: &Config, pool: &PgPool, policies: &PolicySet) -> Result<Loaded> {
     let schema = Arc::new(Schema::load(pool).await?);
+    check_grants(policies, &schema)?;
+    let runtime = plugin::Runtime::new(Some(config.data_dir.join("compiled")))?;
+    let plugins = load_plugin_files(config, &runtime, policies, &HashMap::new()).await?;
+    Ok((schema, plugins, runtime))
+}
+
+/// Every table a route grants must exist and be a tenant table.
+fn check_grants(policies: &PolicySet, schema: &Schema) -> Result<()> {
     for r in &policies.routes {
         let mut tables: Vec<_> = r.grants.tables.keys().collect();
         tables.sort();
@@ -146,11 +158,25 @@ async fn load_plugins(config: &Config, pool: &PgPool, policies: &PolicySet) -> R
             }
         }
     }
-    let runtime = plugin::Runtime::new(Some(config.data_dir.join("compiled")))?;
+    Ok(())
+}
+
+/// Compiles the plugin files policies declare; `keep` holds plugins to leave as they are
+/// (registry versions, which take precedence over files).
+async fn load_plugin_files(
+    config: &Config,
+    runtime: &Arc<plugin::Runtime>,
+    policies: &PolicySet,
+    keep: &HashMap<String, Arc<plugin::LoadedPlugin>>,
+) -> Result<HashMap<String, Arc<plugin::LoadedPlugin>>> {
     let mut plugins = HashMap::new();
     let mut decls: Vec<_> = policies.plugins.values().collect();
     decls.sort_by(|a, b| a.name.cmp(&b.name));
     for d in decls {
+        if let Some(k) = keep.get(&d.name) {
+            plugins.insert(d.name.clone(), k.clone());
+            continue;
+        }
         let path = config.plugin_dir.join(&d.file);
         let bytes = std::fs::read(&path).map_err(|e| Error::Policy {
             file: d.source.clone(),
@@ -170,7 +196,67 @@ async fn load_plugins(config: &Config, pool: &PgPool, policies: &PolicySet) -> R
             from_cache, load_ms = started.elapsed().as_millis() as u64, "plugin_loaded");
         plugins.insert(d.name.clone(), Arc::new(loaded));
     }
-    Ok((schema, plugins, runtime))
+    Ok(plugins)
+}
+
+/// What the watcher compares: every policy file and every plugin file they name, with
+/// modification time and size.
+fn watched_fingerprint(config: &Config, policies: &PolicySet) -> Vec<(std::path::PathBuf, Option<std::time::SystemTime>, u64)> {
+    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(&config.policies)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.extend(policies.plugins.values().map(|d| config.plugin_dir.join(&d.file)));
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let m = std::fs::metadata(&p).ok();
+            let (t, n) = (m.as_ref().and_then(|m| m.modified().ok()), m.map(|m| m.len()).unwrap_or(0));
+            (p, t, n)
+        })
+        .collect()
+}
+
+/// `serve --watch`: reloads changed policy and plugin files. A change that does not load
+/// (bad policy, grant on a missing table, not a component) is refused with a logged reason
+/// and the running set stays.
+async fn watch(config: Config, state: Arc<AppState>) {
+    let mut seen = watched_fingerprint(&config, &state.policies());
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let now = watched_fingerprint(&config, &state.policies());
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match reload(&config, &state).await {
+            Ok(routes) => tracing::info!(routes, "policies and plugins reloaded"),
+            Err(e) => tracing::warn!(error = %e, "reload refused; keeping the running policies and plugins"),
+        }
+    }
+}
+
+async fn reload(config: &Config, state: &AppState) -> Result<usize> {
+    let policies = PolicySet::load(&config.policies, native::NAMES)?;
+    check_grants(&policies, &state.schema)?;
+    // Registry versions stay; files are recompiled only when their bytes changed.
+    let active: std::collections::HashSet<String> =
+        db::plugins::all_active(&state.pool).await?.into_iter().map(|(n, _, _)| n).collect();
+    let mut keep = HashMap::new();
+    for name in policies.plugins.keys() {
+        if let Some(p) = state.plugin(name).filter(|_| active.contains(name)) {
+            keep.insert(name.clone(), p);
+        }
+    }
+    let plugins = load_plugin_files(config, &state.runtime, &policies, &keep).await?;
+    let routes = policies.routes.len();
+    state.replace(policies, plugins);
+    Ok(routes)
 }
 
 /// Shows a freshly generated super-admin token once, and keeps it in a 0600 file.

@@ -19,7 +19,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway (configured by GATEWAY_* and DATABASE_URL).
-    Serve,
+    Serve {
+        /// Development mode: reload changed policy and plugin files; an invalid change is
+        /// refused (logged) and the running set stays.
+        #[arg(long)]
+        watch: bool,
+    },
     /// Manage orgs.
     #[command(subcommand)]
     Org(OrgCmd),
@@ -148,11 +153,11 @@ async fn run() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let is_serve = matches!(cli.command, Command::Serve);
+    let is_serve = matches!(cli.command, Command::Serve { .. });
     // Flushes buffered log lines when main returns.
     let _log_guard = init_tracing(&config, if is_serve { "info" } else { "warn" });
     let result = match cli.command {
-        Command::Serve => gateway::serve(config).await.map_err(anyhow::Error::from),
+        Command::Serve { watch } => gateway::serve(Config { watch, ..config }).await.map_err(anyhow::Error::from),
         Command::Org(cmd) => admin(config, |db, policies| Box::pin(org(cmd, db, policies))).await,
         Command::Token(cmd) => admin(config, |db, _| Box::pin(token(cmd, db))).await,
         Command::Plugin { cmd, url, token, json } => plugin(&config, cmd, url, token, json).await,

@@ -64,6 +64,14 @@ impl AppState {
         }
     }
 
+    /// Replaces policies (and their rate limiters) and the plugin set together; requests in
+    /// flight keep what they started with.
+    pub fn replace(&self, policies: PolicySet, plugins: HashMap<String, Arc<LoadedPlugin>>) {
+        let routing = Arc::new(Routing::new(policies));
+        *self.routing.write().unwrap_or_else(|p| p.into_inner()) = routing;
+        *self.plugins.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(plugins);
+    }
+
     /// Swaps in a (compiled, linked) plugin: one pointer store; in-flight requests keep the
     /// version they hold.
     pub fn set_plugin(&self, name: &str, plugin: Arc<LoadedPlugin>) {

@@ -116,6 +116,8 @@ pub struct GatewayOptions {
     pub policies: PathBuf,
     pub bootstrap_token: Option<String>,
     pub extra_env: Vec<(String, String)>,
+    /// Extra arguments after `serve`.
+    pub extra_args: Vec<String>,
 }
 
 impl GatewayOptions {
@@ -126,6 +128,7 @@ impl GatewayOptions {
             policies: repo_policies(),
             bootstrap_token: Some(format!("{SUPER_TOKEN_PREFIX}{}", uuid::Uuid::new_v4().simple())),
             extra_env: Vec::new(),
+            extra_args: Vec::new(),
         }
     }
 }
@@ -171,6 +174,7 @@ impl Gateway {
         let err = std::fs::File::create(opts.data_dir.join("stderr.log")).unwrap();
         let child = gateway_command(&opts)
             .arg("serve")
+            .args(&opts.extra_args)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -16,6 +16,7 @@ fn embedded_options() -> GatewayOptions {
         policies: crate::harness::repo_policies(),
         bootstrap_token: None,
         extra_env: Vec::new(),
+        extra_args: Vec::new(),
     }
 }
 

@@ -219,3 +219,40 @@ async fn compiled_code_is_cached_on_disk_across_restarts() {
     let log = again.stderr();
     assert!(log.contains("\"from_cache\":true") && !log.contains("\"from_cache\":false"), "{log}");
 }
+
+#[tokio::test]
+async fn watch_mode_reloads_changed_policies_and_refuses_invalid_ones() {
+    let db = TestDb::new().await;
+    let mut opts = GatewayOptions::new(&db);
+    let dir = crate::harness::policies_with("zz-extra.toml", "");
+    opts.policies = dir.clone();
+    opts.extra_args.push("--watch".into());
+    let gw = Gateway::start_with(opts).await;
+    let org = gw.create_org("Acme", Some("unmetered")).await;
+    let (t, _, _) = gw.create_token(&org, "member", "m@acme.test").await;
+    assert_error(&gw.req("POST", "/v1/echo-again").token(&t).json(&json!({})).send().await, 404, "NOT_FOUND");
+
+    std::fs::write(
+        dir.join("zz-extra.toml"),
+        "[[route]]\nid = \"echo.again\"\nmethod = \"POST\"\npath = \"/v1/echo-again\"\ntarget = \"plugin:echo\"\nroles = [\"member\"]\n",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = gw.req("POST", "/v1/echo-again").token(&t).json(&json!({})).send().await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "new route never appeared: {}", r.text);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // An invalid change is refused and the running set stays.
+    std::fs::write(dir.join("zz-extra.toml"), "[[route]]\nid = \"broken\"\nmethod = \"NOPE NOPE\"\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.stderr().contains("reload refused") {
+        assert!(Instant::now() < deadline, "invalid policy not reported");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(gw.req("POST", "/v1/echo-again").token(&t).json(&json!({})).send().await.status, 200);
+}
