@@ -619,7 +619,7 @@ impl PolicySet {
                 let g = r.grants.clone().unwrap_or_default();
                 let mut hosts = Vec::new();
                 for h in &g.hosts {
-                    hosts.push(HostPattern::parse(h).map_err(|e| bad(e))?);
+                    hosts.push(HostPattern::parse(h).map_err(&bad)?);
                 }
                 for t in g.tables.keys() {
                     if !valid_identifier(t) {
@@ -636,7 +636,7 @@ impl PolicySet {
                 });
                 let sb = r.sandbox.clone().unwrap_or_default();
                 let memory = sb.memory.map(|b| b.0).unwrap_or(DEFAULT_PLUGIN_MEMORY);
-                if memory > MAX_PLUGIN_MEMORY || memory < 1024 * 1024 {
+                if !(1024 * 1024..=MAX_PLUGIN_MEMORY).contains(&memory) {
                     return Err(bad(format!("sandbox memory must be between 1MiB and {}MiB", MAX_PLUGIN_MEMORY >> 20)));
                 }
                 let sandbox = Sandbox {
@@ -699,7 +699,7 @@ impl PolicySet {
         let mut path_seen = false;
         for r in &self.routes {
             if let Some(params) = r.pattern.matches(path) {
-                if &r.method == method {
+                if r.method == *method {
                     return Lookup::Found(r, params);
                 }
                 path_seen = true;

@@ -253,7 +253,7 @@ async fn invalid_json_and_validation_failures_are_400_with_codes() {
     ] {
         let r = gw.req("POST", &path).token(st).json(&body).send().await;
         assert_error(&r, 400, "VALIDATION_FAILED");
-        assert_eq!(r.json["details"][0]["field"].as_str().is_some(), true, "{}", r.text);
+        assert!(r.json["details"][0]["field"].as_str().is_some(), "{}", r.text);
     }
 }
 

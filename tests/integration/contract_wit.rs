@@ -237,8 +237,8 @@ async fn tenant_db_ungranted_tables_and_unknown_columns_are_refused() {
         {"insert": {"table": "probe_items", "columns": ["name", "qty"], "rows": [[{"text": "x"}]]}},
         {"insert": {"table": "probe_items", "columns": ["name", "qty"], "rows": [[{"text": "x"}, {"text": "seven"}]]}},
     ])).await;
-    for i in 0..5 {
-        err(&r[i], "not-granted");
+    for v in &r[..5] {
+        err(v, "not-granted");
     }
     assert_eq!(r[5]["ok"]["rows"], json!([]));
     err(&r[6], "unknown-column");

@@ -117,17 +117,17 @@ impl<'s> Builder<'s> {
 
     /// Binds `v` and returns the placeholder, cast to the column's type.
     fn bind(&mut self, v: &Value, col: &Column) -> Check<String> {
-        let compatible = match (v, col.kind) {
-            (Value::Null, _) => true,
-            (Value::Boolean(_), Kind::Bool) => true,
-            (Value::Integer(_), Kind::Int | Kind::Float) => true,
-            (Value::Float(_), Kind::Float) => true,
-            (Value::Json(_), Kind::Json) => true,
-            (Value::Uuid(_), Kind::Uuid | Kind::Text) => true,
-            (Value::Timestamp(_), Kind::Timestamp | Kind::Text) => true,
-            (Value::Text(_), Kind::Text | Kind::Uuid | Kind::Timestamp | Kind::Json) => true,
-            _ => false,
-        };
+        let compatible = matches!(
+            (v, col.kind),
+            (Value::Null, _)
+                | (Value::Boolean(_), Kind::Bool)
+                | (Value::Integer(_), Kind::Int | Kind::Float)
+                | (Value::Float(_), Kind::Float)
+                | (Value::Json(_), Kind::Json)
+                | (Value::Uuid(_), Kind::Uuid | Kind::Text)
+                | (Value::Timestamp(_), Kind::Timestamp | Kind::Text)
+                | (Value::Text(_), Kind::Text | Kind::Uuid | Kind::Timestamp | Kind::Json)
+        );
         if !compatible {
             return Err(DbError::Invalid(format!("value kind does not fit a {} column", col.sql_type)));
         }

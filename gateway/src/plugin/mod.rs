@@ -132,11 +132,11 @@ impl Runtime {
         let component = match cached {
             Some(c) => c,
             None => {
-                let c = match self.from_disk(&sha256) {
+                let c = match self.load_cached(&sha256) {
                     Some(c) => c,
                     None => {
                         let c = Component::new(&self.engine, bytes).map_err(|e| fail("not a valid component", e))?;
-                        self.to_disk(&sha256, &c);
+                        self.store_cached(&sha256, &c);
                         c
                     }
                 };
@@ -162,12 +162,12 @@ impl Runtime {
         self.disk_cache.as_ref().map(|d| d.join(format!("{sha256}-{}.cwasm", self.engine_hash)))
     }
 
-    fn from_disk(&self, sha256: &str) -> Option<Component> {
+    fn load_cached(&self, sha256: &str) -> Option<Component> {
         let path = self.cache_path(sha256)?;
         if !path.exists() {
             return None;
         }
-        // SAFETY: files in the cache directory are written only by `to_disk` below, from our
+        // SAFETY: files in the cache directory are written only by `store_cached` below, from our
         // own compilation with this engine (the file name carries the engine's compatibility
         // hash), in a directory only this user can write.
         match unsafe { Component::deserialize_file(&self.engine, &path) } {
@@ -183,7 +183,7 @@ impl Runtime {
         }
     }
 
-    fn to_disk(&self, sha256: &str, c: &Component) {
+    fn store_cached(&self, sha256: &str, c: &Component) {
         let Some(path) = self.cache_path(sha256) else { return };
         let tmp = path.with_extension("tmp");
         let written = c.serialize().map_err(|e| e.to_string()).and_then(|bytes| {

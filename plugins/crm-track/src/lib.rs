@@ -84,10 +84,7 @@ fn track(req: &Request) -> Result<Response, HandlerError> {
         t.props.insert("idemKey".into(), J::String(key.clone()));
     }
 
-    let resolved = resolve_contact(&t).map_err(|e| {
-        log("crm_track_contact_resolve_failed", &[]);
-        e
-    })?;
+    let resolved = resolve_contact(&t).inspect_err(|_| log("crm_track_contact_resolve_failed", &[]))?;
 
     let conflicts = if resolved.conflicts.is_empty() {
         Value::Null
@@ -192,7 +189,7 @@ fn resolve_contact(t: &Track) -> Result<Resolved, HandlerError> {
             .set("name", text(t.name.as_deref().unwrap_or_default()))
             .set("updated_at", Value::Timestamp(String::from("now")))
             .eq("id", uuid(&contact_id))
-            .is_null("name")
+            .where_null("name")
             .execute()?;
     }
     Ok(Resolved { contact_id, created, linked, conflicts })

@@ -40,7 +40,7 @@ pub trait Filtered: Sized {
         let target = ColumnRef { column: column.to_string(), path: strings(path) };
         self.filter(target, Comparison::Eq, Value::Text(value.to_string()))
     }
-    fn is_null(self, column: &str) -> Self {
+    fn where_null(self, column: &str) -> Self {
         self.filter(col(column), Comparison::IsNull, Value::Null)
     }
 }
