@@ -65,6 +65,19 @@ enum PluginCmd {
     Activate { name: String, version: i32 },
     /// Go back to the previously active version of NAME.
     Rollback { name: String },
+    /// Check a component locally, without a gateway or database: it must be a component of
+    /// the handler world that imports nothing else and compiles; then one request is run in
+    /// a sandbox with default limits and no grants, and the outcome is printed.
+    Check {
+        file: std::path::PathBuf,
+        #[arg(long, default_value = "POST")]
+        method: String,
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// Request body (JSON).
+        #[arg(long, default_value = "{}")]
+        body: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -160,6 +173,7 @@ async fn run() -> ExitCode {
         Command::Serve { watch } => gateway::serve(Config { watch, ..config }).await.map_err(anyhow::Error::from),
         Command::Org(cmd) => admin(config, |db, policies| Box::pin(org(cmd, db, policies))).await,
         Command::Token(cmd) => admin(config, |db, _| Box::pin(token(cmd, db))).await,
+        Command::Plugin { cmd: PluginCmd::Check { file, method, path, body }, .. } => check(file, method, path, body).await,
         Command::Plugin { cmd, url, token, json } => plugin(&config, cmd, url, token, json).await,
     };
     match result {
@@ -262,6 +276,7 @@ async fn plugin(config: &Config, cmd: PluginCmd, url: Option<String>, token: Opt
             "application/json",
         ),
         PluginCmd::Rollback { name } => ("POST", format!("/v1/admin/plugins/{name}/rollback"), Vec::new(), "application/json"),
+        PluginCmd::Check { .. } => unreachable!("handled locally by `check`"),
     };
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     let req = http::Request::builder()
@@ -300,6 +315,64 @@ async fn plugin(config: &Config, cmd: PluginCmd, url: Option<String>, token: Opt
         PluginCmd::Activate { .. } | PluginCmd::Rollback { .. } => {
             println!("{}: {} -> {}", body["name"].as_str().unwrap_or(""), body["from"], body["to"])
         }
+        PluginCmd::Check { .. } => {}
     }
+    Ok(())
+}
+
+/// `gateway plugin check`: the host-side contract for a plugin author's own component.
+async fn check(file: std::path::PathBuf, method: String, path: String, body: String) -> anyhow::Result<()> {
+    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+    let runtime = gateway::plugin::Runtime::new(None)?;
+    let loaded = runtime.load("check", "check", &bytes).map_err(|e| anyhow::anyhow!("rejected: {e}"))?;
+    let policies = PolicySet::from_sources(
+        &[(
+            "check.toml".into(),
+            "[plans.standard]\ndefault = true\n[plugins.check]\nfile = \"-\"\n\
+             [[route]]\nid = \"check\"\nmethod = \"POST\"\npath = \"/\"\ntarget = \"plugin:check\"\nroles = [\"member\"]\n"
+                .into(),
+        )],
+        native::NAMES,
+    )?;
+    let route = &policies.routes[0];
+    // No grants: tenant-db and outbound-http calls are refused before touching anything, so
+    // no database is needed.
+    let pool = sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://check@127.0.0.1:1/none")?;
+    let request = gateway::plugin::bindings::types::Request {
+        method,
+        path,
+        params: vec![],
+        query: String::new(),
+        headers: vec![gateway::plugin::bindings::types::Header { name: "content-type".into(), value: "application/json".into() }],
+        body: body.into_bytes(),
+    };
+    let started = std::time::Instant::now();
+    let outcome = runtime
+        .invoke(
+            &loaded,
+            gateway::plugin::Invocation {
+                route,
+                pool: &pool,
+                schema: Default::default(),
+                org: Uuid::nil(),
+                user: Some(Uuid::nil()),
+                role: gateway::policy::Role::Member,
+                request_id: "check",
+                request,
+            },
+        )
+        .await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let report = match outcome {
+        Ok(reply) => json!({
+            "component": "ok", "sha256": loaded.sha256, "status": reply.status.as_u16(),
+            "body": String::from_utf8_lossy(&reply.body), "ms": ms,
+        }),
+        Err(e) => json!({
+            "component": "ok", "sha256": loaded.sha256, "status": e.code.status().as_u16(),
+            "error_code": e.code_str(), "error": e.message, "ms": ms,
+        }),
+    };
+    println!("{report}");
     Ok(())
 }

@@ -256,3 +256,32 @@ async fn watch_mode_reloads_changed_policies_and_refuses_invalid_ones() {
     }
     assert_eq!(gw.req("POST", "/v1/echo-again").token(&t).json(&json!({})).send().await.status, 200);
 }
+
+#[test]
+fn plugin_check_runs_a_component_locally_and_rejects_non_components() {
+    let bin = env!("CARGO_BIN_EXE_gateway");
+    let out = std::process::Command::new(bin)
+        .args(["plugin", "check"])
+        .arg(plugin_dir().join("echo.wasm"))
+        .args(["--body", r#"{"hi":1}"#])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], 200, "{v}");
+    assert!(v["body"].as_str().unwrap().contains("\"hi\":1"));
+    // The probe asked to loop is stopped at the default CPU deadline.
+    let out = std::process::Command::new(bin)
+        .args(["plugin", "check"])
+        .arg(plugin_dir().join("contract_probe.wasm"))
+        .args(["--body", r#"{"steps":[],"then":"loop"}"#])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error_code"], "PLUGIN_TIMEOUT", "{v}");
+    let dir = crate::harness::tempdir("gwk");
+    std::fs::write(dir.join("x.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let out = std::process::Command::new(bin).args(["plugin", "check"]).arg(dir.join("x.wasm")).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("rejected"));
+}
