@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
     let policies = PolicySet::load(std::path::Path::new(&args[2]), gateway::native::NAMES)?;
     let n: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(20_000);
     let route = policies.routes.iter().find(|r| r.id == "echo").expect("echo route").clone();
-    let runtime = Runtime::new(None)?;
+    let runtime = Runtime::new(None, gateway::plugin::tls_config(None)?)?;
     let plugin = runtime.load("echo", "bench", &wasm)?;
     // Never connected: echo makes no database calls.
     let pool = sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://nobody@127.0.0.1:1/none")?;
@@ -92,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Where an invocation's time goes.
     let mut phases: [Vec<Duration>; 4] = Default::default();
+    let tls = gateway::plugin::tls_config(None)?;
     for _ in 0..(n / 4).max(1000) {
         let state = gateway::plugin::state::StoreState {
             wasi: wasmtime_wasi::WasiCtxBuilder::new().build(),
@@ -105,7 +106,7 @@ async fn main() -> anyhow::Result<()> {
                 pool: pool.clone(), schema: schema.clone(), grants: route.grants.clone(), tenant: org,
                 role: "member", tx: None, aborted: false, statements: 0, host_time: Duration::ZERO,
             },
-            http: gateway::plugin::state::HttpState { grants: route.grants.clone(), requests: 0, host_time: Duration::ZERO },
+            http: gateway::plugin::state::HttpState { grants: route.grants.clone(), tls: tls.clone(), requests: 0, host_time: Duration::ZERO },
             log: gateway::plugin::state::LogState { request_id: "bench".into(), org, plugin: "echo".into(), lines: 0 },
             started: Instant::now(),
         };

@@ -29,6 +29,9 @@ pub struct Config {
     pub log_json: bool,
     /// `GATEWAY_DB_MAX_CONNECTIONS`, default 16.
     pub db_max_connections: u32,
+    /// `GATEWAY_EXTRA_CA_FILE`: PEM certificates trusted for plugins' outbound HTTPS in
+    /// addition to the web PKI roots (private CAs, tests).
+    pub extra_ca_file: Option<PathBuf>,
     /// `serve --watch` (development): reload changed policy and plugin files.
     pub watch: bool,
 }
@@ -44,6 +47,7 @@ struct FileConfig {
     bootstrap_token: Option<String>,
     log_format: Option<String>,
     db_max_connections: Option<u32>,
+    extra_ca_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -90,6 +94,7 @@ impl Config {
             bootstrap_token: env("GATEWAY_BOOTSTRAP_TOKEN").or(file.bootstrap_token),
             log_json,
             db_max_connections,
+            extra_ca_file: env("GATEWAY_EXTRA_CA_FILE").map(PathBuf::from).or(file.extra_ca_file),
             watch: false,
         })
     }

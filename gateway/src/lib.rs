@@ -139,7 +139,8 @@ type Loaded = (Arc<Schema>, HashMap<String, Arc<plugin::LoadedPlugin>>, Arc<plug
 async fn load_plugins(config: &Config, pool: &PgPool, policies: &PolicySet) -> Result<Loaded> {
     let schema = Arc::new(Schema::load(pool).await?);
     check_grants(policies, &schema)?;
-    let runtime = plugin::Runtime::new(Some(config.data_dir.join("compiled")))?;
+    let tls = plugin::tls_config(config.extra_ca_file.as_deref())?;
+    let runtime = plugin::Runtime::new(Some(config.data_dir.join("compiled")), tls)?;
     let plugins = load_plugin_files(config, &runtime, policies, &HashMap::new()).await?;
     Ok((schema, plugins, runtime))
 }

@@ -323,7 +323,7 @@ async fn plugin(config: &Config, cmd: PluginCmd, url: Option<String>, token: Opt
 /// `gateway plugin check`: the host-side contract for a plugin author's own component.
 async fn check(file: std::path::PathBuf, method: String, path: String, body: String) -> anyhow::Result<()> {
     let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-    let runtime = gateway::plugin::Runtime::new(None)?;
+    let runtime = gateway::plugin::Runtime::new(None, gateway::plugin::tls_config(None)?)?;
     let loaded = runtime.load("check", "check", &bytes).map_err(|e| anyhow::anyhow!("rejected: {e}"))?;
     let policies = PolicySet::from_sources(
         &[(

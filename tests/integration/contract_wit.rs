@@ -496,3 +496,71 @@ async fn echo_answers_through_the_gateway_with_its_context_and_body() {
     assert_error(&r, 403, "TENANT_MISMATCH");
     assert_error(&gw.req("POST", "/v1/echo").token(&t).body("{nope").send().await, 400, "INVALID_JSON");
 }
+
+#[tokio::test]
+async fn outbound_https_verifies_the_server_against_trusted_roots() {
+    // A loopback TLS server with a certificate for 127.0.0.1 from a throwaway CA.
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let dir = tempdir("gwt");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else { return };
+                let svc = hyper::service::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::from("secure hello"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tls), svc).await;
+            });
+        }
+    });
+
+    let extra = r#"
+[[route]]
+id = "probe.tls"
+method = "POST"
+path = "/v1/probe-tls"
+target = "plugin:contract-probe"
+roles = ["admin"]
+[route.grants]
+hosts = ["https://127.0.0.1:*"]
+"#;
+    let (db, _pool) = probe_db().await;
+    let url = format!("https://127.0.0.1:{}/", addr.port());
+    let program = json!({"steps": [{"http": {"method": "GET", "url": url}}]});
+
+    // Not trusted: the handshake fails and nothing is returned.
+    let mut opts = GatewayOptions::new(&db);
+    opts.policies = probe_policies(extra);
+    let gw = Gateway::start_with(opts).await;
+    let org = gw.create_org("A", Some("unmetered")).await;
+    let (t, _, _) = gw.create_token(&org, "admin", "a@a.test").await;
+    let r = gw.req("POST", "/v1/probe-tls").token(&t).json(&program).send().await;
+    err(&r.json["results"][0], "connect-failed");
+    drop(gw);
+
+    // Trusted through GATEWAY_EXTRA_CA_FILE.
+    let mut opts = GatewayOptions::new(&db);
+    opts.policies = probe_policies(extra);
+    opts.extra_env.push(("GATEWAY_EXTRA_CA_FILE".into(), ca.display().to_string()));
+    let gw = Gateway::start_with(opts).await;
+    let r = gw.req("POST", "/v1/probe-tls").token(&t).json(&program).send().await;
+    assert_eq!(r.json["results"][0]["ok"]["status"], 200, "{}", r.text);
+    assert_eq!(r.json["results"][0]["ok"]["body"], "secure hello");
+}

@@ -58,6 +58,29 @@ pub struct Runtime {
     /// so a restart or an activation does not recompile what was compiled before.
     disk_cache: Option<std::path::PathBuf>,
     engine_hash: String,
+    /// TLS for outbound HTTP: web PKI roots, plus `GATEWAY_EXTRA_CA_FILE` when set.
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+/// Builds the outbound TLS client configuration (ring provider, safe defaults).
+pub fn tls_config(extra_ca: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = extra_ca {
+        use rustls::pki_types::pem::PemObject;
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| Error::Config(format!("GATEWAY_EXTRA_CA_FILE {}: {e}", path.display())))?;
+        for c in certs {
+            let c = c.map_err(|e| Error::Config(format!("GATEWAY_EXTRA_CA_FILE {}: {e}", path.display())))?;
+            roots.add(c).map_err(|e| Error::Config(format!("GATEWAY_EXTRA_CA_FILE {}: {e}", path.display())))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 const COMPILED_CACHE_MAX: usize = 64;
@@ -65,7 +88,7 @@ const COMPILED_CACHE_MAX: usize = 64;
 impl Runtime {
     /// Builds the engine (pooling allocator, copy-on-write images, epoch interruption) and
     /// starts the epoch ticker.
-    pub fn new(disk_cache: Option<std::path::PathBuf>) -> Result<Arc<Runtime>> {
+    pub fn new(disk_cache: Option<std::path::PathBuf>, tls: Arc<rustls::ClientConfig>) -> Result<Arc<Runtime>> {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(512)
             .total_core_instances(2048)
@@ -120,7 +143,7 @@ impl Runtime {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
-        Ok(Arc::new(Runtime { engine, linker, compiled: Default::default(), disk_cache, engine_hash }))
+        Ok(Arc::new(Runtime { engine, linker, compiled: Default::default(), disk_cache, engine_hash, tls }))
     }
 
     /// Compiles and links a component. Refuses anything that is not a component of the
@@ -267,7 +290,7 @@ impl Runtime {
                 statements: 0,
                 host_time: Duration::ZERO,
             },
-            http: HttpState { grants: route.grants.clone(), requests: 0, host_time: Duration::ZERO },
+            http: HttpState { grants: route.grants.clone(), tls: self.tls.clone(), requests: 0, host_time: Duration::ZERO },
             log: LogState { request_id: inv.request_id.to_string(), org: inv.org, plugin: plugin.name.clone(), lines: 0 },
             started: std::time::Instant::now(),
         };

@@ -57,6 +57,8 @@ pub struct DbState {
 /// `outbound-http`: the allowlist and limits.
 pub struct HttpState {
     pub grants: Arc<Grants>,
+    /// TLS client settings, shared by every invocation.
+    pub tls: Arc<rustls::ClientConfig>,
     pub requests: u32,
     /// Time spent inside `outbound-http` calls.
     pub host_time: std::time::Duration,

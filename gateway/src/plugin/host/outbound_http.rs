@@ -1,6 +1,7 @@
 //! `outbound-http`: allowlist first, then DNS, then an address check, then one HTTP/1.1
-//! exchange on a connection to the address we checked (so a second DNS answer cannot swap
-//! in a private address). Redirects are returned to the plugin, never followed.
+//! exchange (TLS for `https://`, verified against the web PKI roots plus any configured
+//! extra CA) on a connection to the address we checked, so a second DNS answer cannot swap in
+//! a private address. Redirects are returned to the plugin, never followed.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -98,9 +99,6 @@ impl HttpState {
     }
 
     async fn exchange(&self, t: &Target, addrs: &[SocketAddr], req: OutgoingRequest) -> Result<IncomingResponse, HttpError> {
-        if t.scheme == "https" {
-            return Err(HttpError::InvalidRequest("https is not supported by this build yet".into()));
-        }
         let mut last = None;
         let mut stream = None;
         for a in addrs {
@@ -115,9 +113,29 @@ impl HttpState {
         let stream = stream.ok_or_else(|| {
             HttpError::ConnectFailed(last.map(|e| e.to_string()).unwrap_or_else(|| "no address".into()))
         })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| HttpError::Protocol(e.to_string()))?;
+        if t.scheme == "https" {
+            let literal = t.host.trim_start_matches('[').trim_end_matches(']');
+            let name = match literal.parse::<IpAddr>() {
+                Ok(ip) => rustls::pki_types::ServerName::IpAddress(ip.into()),
+                Err(_) => rustls::pki_types::ServerName::try_from(t.host.clone())
+                    .map_err(|_| HttpError::InvalidRequest(format!("bad TLS name {}", t.host)))?,
+            };
+            let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+                .connect(name, stream)
+                .await
+                .map_err(|e| HttpError::ConnectFailed(format!("TLS: {e}")))?;
+            return self.send_over(TokioIo::new(tls), t, req).await;
+        }
+        self.send_over(TokioIo::new(stream), t, req).await
+    }
+
+    /// One HTTP/1.1 exchange over an established (plain or TLS) connection.
+    async fn send_over<IO>(&self, io: IO, t: &Target, req: OutgoingRequest) -> Result<IncomingResponse, HttpError>
+    where
+        IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(io).await.map_err(|e| HttpError::Protocol(e.to_string()))?;
         let driver = tokio::spawn(async move {
             let _ = conn.await;
         });
