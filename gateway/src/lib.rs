@@ -82,7 +82,9 @@ impl Database {
 
 /// `gateway serve`: runs until SIGTERM/SIGINT, then drains and stops.
 pub async fn serve(config: Config) -> Result<()> {
-    // Policies first: a bad policy should fail before anything starts.
+    // Signals first, so that nothing after this point can be killed without draining.
+    let shutdown = server::shutdown_signal()?;
+    // Policies next: a bad policy should fail before anything starts.
     let policies = PolicySet::load(&config.policies, native::NAMES)?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Error::io(format!("creating {}", config.data_dir.display()), e))?;
@@ -118,7 +120,7 @@ pub async fn serve(config: Config) -> Result<()> {
     let resync = tokio::spawn(resync_plugins(state.clone()));
     let watcher = config.watch.then(|| tokio::spawn(watch(config.clone(), state.clone())));
     let listener_task = tokio::spawn(listen_invalidations(state.clone()));
-    server::serve(listener, state.clone(), server::shutdown_signal()).await;
+    server::serve(listener, state.clone(), shutdown).await;
     sweeper.abort();
     resync.abort();
     if let Some(w) = watcher {

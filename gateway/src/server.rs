@@ -58,12 +58,17 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-    }
+/// Installs the SIGTERM/SIGINT handlers now, and returns a future that resolves on either.
+/// Installing eagerly matters: a signal that arrives after we announced our address but
+/// before the future is first polled must not kill the process without draining.
+pub fn shutdown_signal() -> crate::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| crate::Error::io("installing SIGTERM handler", e))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| crate::Error::io("installing SIGINT handler", e))?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    })
 }
