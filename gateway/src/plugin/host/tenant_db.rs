@@ -60,7 +60,13 @@ impl DbState {
         self.aborted = true;
         let mapped = sql::classify(e);
         if matches!(mapped, DbError::Invalid(_)) {
-            tracing::warn!(org_id = %self.tenant, error = %e, "plugin statement rejected by the database");
+            // SQLSTATE only: PostgreSQL's message quotes the offending value, which may be an
+            // email or a phone number from the tenant's data.
+            let code = match e {
+                sqlx::Error::Database(d) => d.code().map(|c| c.to_string()).unwrap_or_default(),
+                _ => String::new(),
+            };
+            tracing::warn!(org_id = %self.tenant, sqlstate = %code, "plugin statement rejected by the database");
         }
         mapped
     }
