@@ -58,6 +58,10 @@ enum PluginCmd {
         /// Activate it at once.
         #[arg(long)]
         activate: bool,
+        /// Embed these contract fixtures (JSON) in the component before uploading it; the
+        /// gateway runs them and refuses the upload if one fails.
+        #[arg(long)]
+        fixtures: Option<std::path::PathBuf>,
     },
     /// List every version, which is active, who uploaded it and when.
     List,
@@ -67,9 +71,13 @@ enum PluginCmd {
     Rollback { name: String },
     /// Check a component locally, without a gateway or database: it must be a component of
     /// the handler world that imports nothing else and compiles; then one request is run in
-    /// a sandbox with default limits and no grants, and the outcome is printed.
+    /// a sandbox with default limits and no grants, and the outcome is printed. When the
+    /// component ships contract fixtures (or `--fixtures` names some), they are run instead,
+    /// exactly as an upload runs them.
     Check {
         file: std::path::PathBuf,
+        #[arg(long)]
+        fixtures: Option<std::path::PathBuf>,
         #[arg(long, default_value = "POST")]
         method: String,
         #[arg(long, default_value = "/")]
@@ -173,7 +181,9 @@ async fn run() -> ExitCode {
         Command::Serve { watch } => gateway::serve(Config { watch, ..config }).await.map_err(anyhow::Error::from),
         Command::Org(cmd) => admin(config, |db, policies| Box::pin(org(cmd, db, policies))).await,
         Command::Token(cmd) => admin(config, |db, _| Box::pin(token(cmd, db))).await,
-        Command::Plugin { cmd: PluginCmd::Check { file, method, path, body }, .. } => check(file, method, path, body).await,
+        Command::Plugin { cmd: PluginCmd::Check { file, fixtures, method, path, body }, .. } => {
+            check(file, fixtures, method, path, body).await
+        }
         Command::Plugin { cmd, url, token, json } => plugin(&config, cmd, url, token, json).await,
     };
     match result {
@@ -263,8 +273,8 @@ async fn plugin(config: &Config, cmd: PluginCmd, url: Option<String>, token: Opt
             .to_string(),
     };
     let (method, path, body, ctype) = match &cmd {
-        PluginCmd::Push { file, name, activate } => {
-            let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        PluginCmd::Push { file, name, activate, fixtures } => {
+            let bytes = read_component(file, fixtures.as_deref())?;
             let q = if *activate { "?activate=true" } else { "" };
             ("PUT", format!("/v1/admin/plugins/{name}{q}"), bytes, "application/wasm")
         }
@@ -320,24 +330,45 @@ async fn plugin(config: &Config, cmd: PluginCmd, url: Option<String>, token: Opt
     Ok(())
 }
 
+/// Reads a component, embedding the fixtures file when one is given.
+fn read_component(file: &std::path::Path, fixtures: Option<&std::path::Path>) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    match fixtures {
+        None => Ok(bytes),
+        Some(f) => {
+            let json = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+            Ok(gateway::plugin::fixtures::embed(&bytes, &json).with_context(|| format!("embedding {}", f.display()))?)
+        }
+    }
+}
+
 /// `gateway plugin check`: the host-side contract for a plugin author's own component.
-async fn check(file: std::path::PathBuf, method: String, path: String, body: String) -> anyhow::Result<()> {
-    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+async fn check(
+    file: std::path::PathBuf,
+    fixtures: Option<std::path::PathBuf>,
+    method: String,
+    path: String,
+    body: String,
+) -> anyhow::Result<()> {
+    use gateway::plugin::fixtures as fx;
+    let bytes = read_component(&file, fixtures.as_deref())?;
     let runtime = gateway::plugin::Runtime::new(None, gateway::plugin::tls_config(None)?)?;
     let loaded = runtime.load("check", "check", &bytes).map_err(|e| anyhow::anyhow!("rejected: {e}"))?;
-    let policies = PolicySet::from_sources(
-        &[(
-            "check.toml".into(),
-            "[plans.standard]\ndefault = true\n[plugins.check]\nfile = \"-\"\n\
-             [[route]]\nid = \"check\"\nmethod = \"POST\"\npath = \"/\"\ntarget = \"plugin:check\"\nroles = [\"member\"]\n"
-                .into(),
-        )],
-        native::NAMES,
-    )?;
-    let route = &policies.routes[0];
     // No grants: tenant-db and outbound-http calls are refused before touching anything, so
     // no database is needed.
     let pool = sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://check@127.0.0.1:1/none")?;
+    if let Some(list) = fx::extract(&bytes).map_err(|e| anyhow::anyhow!("rejected: {e}"))? {
+        let report = match fx::run(&runtime, &loaded, &pool, &list).await {
+            Ok(n) => json!({ "component": "ok", "sha256": loaded.sha256, "fixtures": n, "fixtures_passed": true }),
+            Err(reason) => json!({ "component": "ok", "sha256": loaded.sha256, "fixtures": list.len(),
+                "fixtures_passed": false, "error": reason }),
+        };
+        println!("{report}");
+        if report["fixtures_passed"] != true {
+            anyhow::bail!("a contract fixture failed: an upload of this component would be refused");
+        }
+        return Ok(());
+    }
     let request = gateway::plugin::bindings::types::Request {
         method,
         path,
@@ -347,32 +378,8 @@ async fn check(file: std::path::PathBuf, method: String, path: String, body: Str
         body: body.into_bytes(),
     };
     let started = std::time::Instant::now();
-    let outcome = runtime
-        .invoke(
-            &loaded,
-            gateway::plugin::Invocation {
-                route,
-                pool: &pool,
-                schema: Default::default(),
-                org: Uuid::nil(),
-                user: Some(Uuid::nil()),
-                role: gateway::policy::Role::Member,
-                request_id: "check",
-                request,
-            },
-        )
-        .await;
+    let seen = fx::run_one(&runtime, &loaded, &fx::sandbox_route(), &pool, request).await;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
-    let report = match outcome {
-        Ok(reply) => json!({
-            "component": "ok", "sha256": loaded.sha256, "status": reply.status.as_u16(),
-            "body": String::from_utf8_lossy(&reply.body), "ms": ms,
-        }),
-        Err(e) => json!({
-            "component": "ok", "sha256": loaded.sha256, "status": e.code.status().as_u16(),
-            "error_code": e.code_str(), "error": e.message, "ms": ms,
-        }),
-    };
-    println!("{report}");
+    println!("{}", json!({ "component": "ok", "sha256": loaded.sha256, "status": seen.status, "body": seen.body, "ms": ms }));
     Ok(())
 }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::db;
 use crate::error::{ApiError, Code};
-use crate::plugin::{LoadedPlugin, Runtime, WIT_VERSIONS};
+use crate::plugin::{fixtures, LoadedPlugin, Runtime, WIT_VERSIONS};
 use crate::state::AppState;
 
 /// Names as in policies: lower-case letters, digits and `-`.
@@ -41,7 +41,7 @@ pub struct Uploaded {
 }
 
 /// Validates (a component of a served `handler` world, importing nothing else, that
-/// compiles) and stores a new version. Nothing changes when it is refused.
+/// compiles, whose shipped contract fixtures pass) and stores a new version. Nothing changes when it is refused.
 pub async fn upload(pool: &PgPool, runtime: &Arc<Runtime>, name: &str, bytes: Vec<u8>, actor: Option<Uuid>) -> Result<Uploaded, ApiError> {
     check_name(name)?;
     if bytes.is_empty() {
@@ -51,6 +51,16 @@ pub async fn upload(pool: &PgPool, runtime: &Arc<Runtime>, name: &str, bytes: Ve
         tracing::warn!(plugin = name, reason = %e, "plugin_rejected");
         ApiError::new(Code::PluginRejected, format!("component rejected: {e}"))
     })?;
+    // Fixtures the plugin ships must pass before anything is stored (no grants: they cannot
+    // reach the database or the network).
+    let fixtures = fixtures::extract(&bytes).map_err(|e| ApiError::new(Code::PluginRejected, format!("component rejected: {e}")))?;
+    if let Some(fixtures) = fixtures {
+        let passed = fixtures::run(runtime, &loaded, pool, &fixtures).await.map_err(|reason| {
+            tracing::warn!(plugin = name, reason = %reason, "plugin_rejected");
+            ApiError::new(Code::PluginRejected, format!("contract fixture failed: {reason}"))
+        })?;
+        tracing::info!(plugin = name, fixtures = passed, "plugin_fixtures_passed");
+    }
     let mut tx = pool.begin().await?;
     db::plugins::lock_name(&mut *tx, name).await?;
     let version = db::plugins::insert_version(&mut *tx, name, &loaded.sha256, &bytes, WIT_VERSIONS[0], actor).await?;

@@ -97,6 +97,37 @@ async fn upload_activate_rollback_list_and_audit() {
 }
 
 #[tokio::test]
+async fn shipped_contract_fixtures_must_pass_before_an_upload_is_stored() {
+    use gateway::plugin::fixtures;
+    let db = TestDb::new().await;
+    let gw = Gateway::start(&db).await;
+    // echo.wasm ships passing fixtures (embedded by `cargo xtask plugins`).
+    assert!(fixtures::extract(&wasm("echo.wasm")).unwrap().is_some_and(|f| f.len() >= 3));
+    let r = upload(&gw, "echo", wasm("echo.wasm"), false).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    // The same component with one fixture that cannot hold is refused, naming the fixture.
+    let failing = br#"[{"name": "status is wrong on purpose", "request": {"body": {"a": 1}}, "expect": {"status": 201}}]"#;
+    let r = upload(&gw, "echo", fixtures::embed(&wasm("echo.wasm"), failing).unwrap(), true).await;
+    assert_error(&r, 422, "PLUGIN_REJECTED");
+    assert!(r.text.contains("status is wrong on purpose") && r.text.contains("expected status 201, got 200"), "{}", r.text);
+    // Fixtures run with no grants: a database call is refused before it touches anything.
+    let probe = br#"[{"name": "no grants in fixtures",
+                      "request": {"body": {"steps": [{"select": {"table": "probe_items", "columns": ["name"]}}]}},
+                      "expect": {"status": 200, "body": {"results": [{"err": "not-granted"}]}}}]"#;
+    let r = upload(&gw, "probe", fixtures::embed(&wasm("contract_probe.wasm"), probe).unwrap(), false).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // Unreadable fixtures are a refusal, not an absence.
+    let mut broken = fixtures::embed(&wasm("echo.wasm"), b"[]").unwrap();
+    *broken.last_mut().unwrap() = b'{';
+    assert_error(&upload(&gw, "echo", broken, false).await, 422, "PLUGIN_REJECTED");
+
+    // Nothing was stored by the refusals.
+    let r = gw.req("GET", "/v1/admin/plugins").token(&gw.super_token).send().await;
+    assert_eq!(r.json["plugins"].as_array().unwrap().len(), 2, "{}", r.text);
+}
+
+#[tokio::test]
 async fn twenty_swaps_under_constant_load_lose_nothing() {
     let db = TestDb::new().await;
     let gw = Gateway::start(&db).await;
@@ -260,16 +291,22 @@ async fn watch_mode_reloads_changed_policies_and_refuses_invalid_ones() {
 #[test]
 fn plugin_check_runs_a_component_locally_and_rejects_non_components() {
     let bin = env!("CARGO_BIN_EXE_gateway");
+    // echo ships contract fixtures (plugins/echo/fixtures.json): check runs them.
+    let out = std::process::Command::new(bin).args(["plugin", "check"]).arg(plugin_dir().join("echo.wasm")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["fixtures_passed"], true, "{v}");
+    assert!(v["fixtures"].as_u64().unwrap() >= 3, "{v}");
+    // A component without fixtures answers one request.
     let out = std::process::Command::new(bin)
         .args(["plugin", "check"])
-        .arg(plugin_dir().join("echo.wasm"))
-        .args(["--body", r#"{"hi":1}"#])
+        .arg(plugin_dir().join("contract_probe.wasm"))
+        .args(["--body", r#"{"steps":[]}"#])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["status"], 200, "{v}");
-    assert!(v["body"].as_str().unwrap().contains("\"hi\":1"));
     // The probe asked to loop is stopped at the default CPU deadline.
     let out = std::process::Command::new(bin)
         .args(["plugin", "check"])
@@ -278,7 +315,7 @@ fn plugin_check_runs_a_component_locally_and_rejects_non_components() {
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["error_code"], "PLUGIN_TIMEOUT", "{v}");
+    assert_eq!(v["body"]["error_code"], "PLUGIN_TIMEOUT", "{v}");
     let dir = crate::harness::tempdir("gwk");
     std::fs::write(dir.join("x.wasm"), b"\0asm\x01\0\0\0").unwrap();
     let out = std::process::Command::new(bin).args(["plugin", "check"]).arg(dir.join("x.wasm")).output().unwrap();

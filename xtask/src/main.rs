@@ -1,7 +1,7 @@
 //! Project tasks, so that nobody runs a build step by hand:
 //!
 //! - `cargo xtask plugins`: build every plugin in `plugins/` for `wasm32-wasip2` (installing
-//!   the target with rustup when it is missing).
+//!   the target with rustup when it is missing) and embed each plugin's `fixtures.json`.
 //! - `cargo xtask run [ARGS]`: plugins, then `cargo run --release -p gateway -- serve ARGS`.
 //! - `cargo xtask test [ARGS]`: plugins, then the whole test suite (`cargo test --workspace`).
 
@@ -79,6 +79,77 @@ fn plugins() {
     c.current_dir(root().join("plugins"))
         .args(["build", "--release", "--target", "wasm32-wasip2"]);
     run(c);
+    embed_fixtures();
+}
+
+/// Puts each plugin's `fixtures.json` into its component as the `gateway:fixtures` custom
+/// section (replacing the one a previous run added), so the fixtures ship with the bytes and
+/// the gateway runs them on upload. The format is in `docs/plugins.md`; the gateway's own
+/// reader is `gateway::plugin::fixtures`.
+fn embed_fixtures() {
+    const SECTION: &[u8] = b"gateway:fixtures";
+    let out_dir = root().join("plugins/target/wasm32-wasip2/release");
+    let Ok(dirs) = std::fs::read_dir(root().join("plugins")) else { return };
+    for dir in dirs.flatten() {
+        let fixtures = dir.path().join("fixtures.json");
+        let Ok(json) = std::fs::read(&fixtures) else { continue };
+        let wasm = out_dir.join(format!("{}.wasm", dir.file_name().to_string_lossy().replace('-', "_")));
+        let bytes = std::fs::read(&wasm).unwrap_or_else(|e| {
+            eprintln!("xtask: {}: {e}", wasm.display());
+            exit(1)
+        });
+        let mut out = bytes[..8].to_vec();
+        let mut rest = &bytes[8..];
+        while let Some((&id, tail)) = rest.split_first() {
+            let (size, tail) = leb(tail);
+            let (contents, tail) = tail.split_at(size);
+            let ours = id == 0 && {
+                let (n, name) = leb(contents);
+                name.get(..n) == Some(SECTION)
+            };
+            if !ours {
+                out.push(id);
+                push_leb(&mut out, size);
+                out.extend_from_slice(contents);
+            }
+            rest = tail;
+        }
+        let mut section = Vec::new();
+        push_leb(&mut section, SECTION.len());
+        section.extend_from_slice(SECTION);
+        section.extend_from_slice(&json);
+        out.push(0);
+        push_leb(&mut out, section.len());
+        out.extend_from_slice(&section);
+        if out != bytes {
+            // A new file, renamed over: cargo hard-links its output to `deps/`, which stays as built.
+            let tmp = wasm.with_extension("wasm.tmp");
+            std::fs::write(&tmp, out).and_then(|_| std::fs::rename(&tmp, &wasm)).expect("writing the component");
+        }
+    }
+}
+
+fn leb(bytes: &[u8]) -> (usize, &[u8]) {
+    let (mut value, mut shift) = (0usize, 0);
+    for (i, &b) in bytes.iter().enumerate() {
+        value |= usize::from(b & 0x7f) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            return (value, &bytes[i + 1..]);
+        }
+    }
+    panic!("malformed component");
+}
+
+fn push_leb(out: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            return out.push(b);
+        }
+        out.push(b | 0x80);
+    }
 }
 
 fn main() {

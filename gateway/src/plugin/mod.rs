@@ -7,6 +7,7 @@
 //! or wall-clock timeout. A failing plugin fails its own request and nothing else.
 
 pub mod bindings;
+pub mod fixtures;
 pub mod host;
 pub mod state;
 

@@ -1,0 +1,328 @@
+//! Contract fixtures a plugin ships inside its component, run before an upload is accepted.
+//!
+//! Fixtures travel with the bytes, in a top-level custom section named
+//! [`SECTION`] holding a JSON array (see `docs/plugins.md`):
+//!
+//! ```json
+//! [{"name": "rejects an empty event",
+//!   "request": {"method": "POST", "path": "/v1/crm/events", "body": {}},
+//!   "expect": {"status": 422, "error_code": "VALIDATION_ERROR"}}]
+//! ```
+//!
+//! Each fixture runs in a fresh instance in the same sandbox as `gateway plugin check`:
+//! default limits and **no grants**, so a `tenant-db` or `outbound-http` call is answered
+//! `denied` before it touches anything. Fixtures therefore pin down what a plugin decides on
+//! its own (validation, routing, pure logic); `expect.body` is matched as a subset (objects
+//! may have more keys, arrays must have the same length).
+//!
+//! Custom sections are ignored by wasmtime, so a component with fixtures runs like one
+//! without.
+
+use serde::Deserialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::bindings::types::{Header, Request};
+use super::{Invocation, LoadedPlugin, Runtime};
+use crate::error::{Error, Result};
+use crate::policy::{PolicySet, Role, Route};
+
+/// The name of the custom section that carries fixtures.
+pub const SECTION: &str = "gateway:fixtures";
+
+/// Fixtures beyond this many are refused: an upload must not become a long-running job.
+const MAX_FIXTURES: usize = 200;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fixture {
+    pub name: String,
+    pub request: FixtureRequest,
+    pub expect: Expect,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FixtureRequest {
+    #[serde(default = "post")]
+    pub method: String,
+    #[serde(default = "root")]
+    pub path: String,
+    #[serde(default)]
+    pub query: String,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Sent as JSON (with `content-type: application/json` unless a header says otherwise).
+    #[serde(default)]
+    pub body: Option<Value>,
+    /// Sent as these exact bytes instead of `body`.
+    #[serde(default)]
+    pub raw_body: Option<String>,
+}
+
+fn post() -> String {
+    "POST".into()
+}
+fn root() -> String {
+    "/".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    pub status: u16,
+    #[serde(default)]
+    pub error_code: Option<String>,
+    /// A JSON subset the response body must contain.
+    #[serde(default)]
+    pub body: Option<Value>,
+}
+
+/// Top-level sections of a component or module: `(id, contents)`. `None` when the bytes are
+/// not a well-formed binary (wasmtime reports that better when it compiles them).
+fn sections(bytes: &[u8]) -> Option<Vec<(u8, &[u8])>> {
+    let mut rest = bytes.get(8..)?;
+    let mut out = Vec::new();
+    while let Some((&id, tail)) = rest.split_first() {
+        let (size, tail) = leb_u32(tail)?;
+        let (contents, tail) = (tail.get(..size as usize)?, tail.get(size as usize..)?);
+        out.push((id, contents));
+        rest = tail;
+    }
+    Some(out)
+}
+
+fn leb_u32(bytes: &[u8]) -> Option<(u32, &[u8])> {
+    let mut value = 0u32;
+    for (i, &b) in bytes.iter().enumerate().take(5) {
+        value |= u32::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
+fn custom_section(contents: &[u8]) -> Option<(&str, &[u8])> {
+    let (len, tail) = leb_u32(contents)?;
+    let name = std::str::from_utf8(tail.get(..len as usize)?).ok()?;
+    Some((name, &tail[len as usize..]))
+}
+
+/// The fixtures embedded in `bytes`, if any. A section that is present but unreadable is
+/// an error: a plugin that meant to ship fixtures must not pass by shipping broken ones.
+pub fn extract(bytes: &[u8]) -> Result<Option<Vec<Fixture>>> {
+    let bad = |reason: String| Error::Plugin { plugin: "-".into(), reason };
+    let Some(sections) = sections(bytes) else { return Ok(None) };
+    let mut found = None;
+    for (id, contents) in sections {
+        if id != 0 {
+            continue;
+        }
+        match custom_section(contents) {
+            Some((SECTION, _)) if found.is_some() => return Err(bad(format!("more than one `{SECTION}` section"))),
+            Some((SECTION, data)) => {
+                let fixtures: Vec<Fixture> =
+                    serde_json::from_slice(data).map_err(|e| bad(format!("`{SECTION}` section is not valid fixtures JSON: {e}")))?;
+                if fixtures.len() > MAX_FIXTURES {
+                    return Err(bad(format!("{} fixtures; at most {MAX_FIXTURES}", fixtures.len())));
+                }
+                found = Some(fixtures);
+            }
+            _ => {}
+        }
+    }
+    Ok(found)
+}
+
+/// `bytes` with `fixtures_json` as its fixtures section (replacing any there was).
+pub fn embed(bytes: &[u8], fixtures_json: &[u8]) -> Result<Vec<u8>> {
+    let bad = |reason: String| Error::Plugin { plugin: "-".into(), reason };
+    // Refuse what `extract` would refuse, at embedding time rather than at upload.
+    serde_json::from_slice::<Vec<Fixture>>(fixtures_json).map_err(|e| bad(format!("fixtures: {e}")))?;
+    let sections = sections(bytes).ok_or_else(|| bad("not a WebAssembly binary".into()))?;
+    let mut out = bytes[..8].to_vec();
+    for (id, contents) in sections {
+        if id == 0 && custom_section(contents).is_some_and(|(n, _)| n == SECTION) {
+            continue;
+        }
+        out.push(id);
+        leb_push(&mut out, contents.len());
+        out.extend_from_slice(contents);
+    }
+    let mut section = Vec::new();
+    leb_push(&mut section, SECTION.len());
+    section.extend_from_slice(SECTION.as_bytes());
+    section.extend_from_slice(fixtures_json);
+    out.push(0);
+    leb_push(&mut out, section.len());
+    out.extend_from_slice(&section);
+    Ok(out)
+}
+
+fn leb_push(out: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// The route every sandboxed local run uses: default limits, member role, no grants.
+pub fn sandbox_route() -> Route {
+    let policies = PolicySet::from_sources(
+        &[(
+            "sandbox.toml".into(),
+            "[plans.standard]\ndefault = true\n[plugins.sandbox]\nfile = \"-\"\n\
+             [[route]]\nid = \"sandbox\"\nmethod = \"POST\"\npath = \"/\"\ntarget = \"plugin:sandbox\"\nroles = [\"member\"]\n"
+                .into(),
+        )],
+        crate::native::NAMES,
+    )
+    .expect("the built-in sandbox policy is valid");
+    policies.routes.into_iter().next().expect("one route")
+}
+
+/// The outcome of one sandboxed request, as a client would see it.
+pub struct Observed {
+    pub status: u16,
+    pub body: Value,
+}
+
+/// Runs one request in the no-grant sandbox. `pool` is never used for a query (no grants),
+/// it only satisfies the invocation's shape.
+pub async fn run_one(runtime: &Runtime, plugin: &LoadedPlugin, route: &Route, pool: &sqlx::PgPool, request: Request) -> Observed {
+    let outcome = runtime
+        .invoke(
+            plugin,
+            Invocation {
+                route,
+                pool,
+                schema: Default::default(),
+                org: Uuid::nil(),
+                user: Some(Uuid::nil()),
+                role: Role::Member,
+                request_id: "fixture",
+                request,
+            },
+        )
+        .await;
+    match outcome {
+        Ok(reply) => Observed {
+            status: reply.status.as_u16(),
+            body: serde_json::from_slice(&reply.body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&reply.body).into())),
+        },
+        Err(e) => {
+            let mut body = serde_json::json!({ "error": e.message, "error_code": e.code_str() });
+            if let Some(d) = e.details {
+                body["details"] = d;
+            }
+            Observed { status: e.code.status().as_u16(), body }
+        }
+    }
+}
+
+/// Runs every fixture; the first that fails is the error (`"fixture `name`: …"`).
+pub async fn run(runtime: &Runtime, plugin: &LoadedPlugin, pool: &sqlx::PgPool, fixtures: &[Fixture]) -> std::result::Result<usize, String> {
+    let route = sandbox_route();
+    for f in fixtures {
+        let r = &f.request;
+        let mut headers: Vec<Header> = r.headers.iter().map(|(n, v)| Header { name: n.to_ascii_lowercase(), value: v.clone() }).collect();
+        let body = match (&r.raw_body, &r.body) {
+            (Some(raw), _) => raw.clone().into_bytes(),
+            (None, Some(v)) => v.to_string().into_bytes(),
+            (None, None) => Vec::new(),
+        };
+        if r.raw_body.is_none() && r.body.is_some() && !headers.iter().any(|h| h.name == "content-type") {
+            headers.push(Header { name: "content-type".into(), value: "application/json".into() });
+        }
+        let request = Request { method: r.method.clone(), path: r.path.clone(), params: vec![], query: r.query.clone(), headers, body };
+        let seen = run_one(runtime, plugin, &route, pool, request).await;
+        let fail = |what: String| Err(format!("fixture `{}`: {what}", f.name));
+        if seen.status != f.expect.status {
+            return fail(format!("expected status {}, got {} ({})", f.expect.status, seen.status, brief(&seen.body)));
+        }
+        if let Some(code) = &f.expect.error_code {
+            if seen.body.get("error_code").and_then(Value::as_str) != Some(code) {
+                return fail(format!("expected error_code {code}, got {}", brief(&seen.body)));
+            }
+        }
+        if let Some(want) = &f.expect.body {
+            if let Some(path) = mismatch(want, &seen.body, String::new()) {
+                return fail(format!("body differs at `{path}` ({})", brief(&seen.body)));
+            }
+        }
+    }
+    Ok(fixtures.len())
+}
+
+fn brief(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 300 {
+        format!("{}…", &s[..s.floor_char_boundary(300)])
+    } else {
+        s
+    }
+}
+
+/// Where `got` fails to contain `want`: objects as subsets (recursively), arrays of the same
+/// length element by element, everything else exactly.
+fn mismatch(want: &Value, got: &Value, at: String) -> Option<String> {
+    match (want, got) {
+        (Value::Object(w), Value::Object(g)) => {
+            w.iter().find_map(|(k, wv)| match g.get(k) {
+                Some(gv) => mismatch(wv, gv, format!("{at}/{k}")),
+                None => Some(format!("{at}/{k}")),
+            })
+        }
+        (Value::Array(w), Value::Array(g)) if w.len() == g.len() => {
+            w.iter().zip(g).enumerate().find_map(|(i, (wv, gv))| mismatch(wv, gv, format!("{at}/{i}")))
+        }
+        _ if want == got => None,
+        _ => Some(if at.is_empty() { "/".into() } else { at }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    #[test]
+    fn embed_then_extract_round_trips_and_replaces() {
+        let one = br#"[{"name":"a","request":{},"expect":{"status":200}}]"#;
+        let two = br#"[{"name":"b","request":{"path":"/x"},"expect":{"status":422,"error_code":"VALIDATION_ERROR"}}]"#;
+        let first = embed(EMPTY_COMPONENT, one).unwrap();
+        let second = embed(&first, two).unwrap();
+        let got = extract(&second).unwrap().unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].name, "b");
+        assert_eq!(got[0].request.path, "/x");
+        assert!(extract(EMPTY_COMPONENT).unwrap().is_none());
+    }
+
+    #[test]
+    fn broken_fixtures_are_an_error_not_an_absence() {
+        let mut bytes = embed(EMPTY_COMPONENT, b"[]").unwrap();
+        // Corrupt the JSON in place (the last byte is `]`).
+        *bytes.last_mut().unwrap() = b'{';
+        assert!(extract(&bytes).is_err());
+        assert!(embed(EMPTY_COMPONENT, b"{\"not\": \"a list\"}").is_err());
+    }
+
+    #[test]
+    fn body_is_matched_as_a_subset() {
+        let got = serde_json::json!({"a": 1, "b": {"c": [1, 2], "d": "x"}});
+        assert_eq!(mismatch(&serde_json::json!({"b": {"d": "x"}}), &got, String::new()), None);
+        assert_eq!(mismatch(&serde_json::json!({"b": {"c": [1]}}), &got, String::new()).as_deref(), Some("/b/c"));
+        assert_eq!(mismatch(&serde_json::json!({"z": 1}), &got, String::new()).as_deref(), Some("/z"));
+        let list = serde_json::json!([{"err": "x", "detail": "d"}]);
+        assert_eq!(mismatch(&serde_json::json!([{"err": "x"}]), &list, String::new()), None);
+        assert_eq!(mismatch(&serde_json::json!([{"err": "y"}]), &list, String::new()).as_deref(), Some("/0/err"));
+    }
+}
