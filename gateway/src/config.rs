@@ -34,6 +34,17 @@ pub struct Config {
     pub extra_ca_file: Option<PathBuf>,
     /// `serve --watch` (development): reload changed policy and plugin files.
     pub watch: bool,
+    /// `GATEWAY_SECRET_KEY`: base64 of 32 bytes that seal webhook secrets at rest. Replicas
+    /// must share it. Unset: `data_dir/secret-key`, created on first start.
+    pub secret_key: Option<String>,
+    /// `GATEWAY_JOB_WORKERS`, default 16: jobs this replica runs at once (0: run none).
+    pub job_workers: usize,
+    /// `GATEWAY_JOB_ORG_CONCURRENCY`, default 4: jobs of one org running at once, across
+    /// replicas (checked at claim time).
+    pub job_org_concurrency: u32,
+    /// `GATEWAY_JOB_LEASE_SECS`, default 60: how long a claimed job is a worker's before
+    /// another may take it (a worker that died).
+    pub job_lease_secs: u32,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -48,6 +59,17 @@ struct FileConfig {
     log_format: Option<String>,
     db_max_connections: Option<u32>,
     extra_ca_file: Option<PathBuf>,
+    secret_key: Option<String>,
+    job_workers: Option<usize>,
+    job_org_concurrency: Option<u32>,
+    job_lease_secs: Option<u32>,
+}
+
+fn number<T: std::str::FromStr>(env: &impl Fn(&str) -> Option<String>, key: &str, file: Option<T>, default: T) -> Result<T> {
+    match env(key) {
+        Some(v) => v.parse().map_err(|_| Error::Config(format!("{key} {v:?} is not a number"))),
+        None => Ok(file.unwrap_or(default)),
+    }
 }
 
 impl Config {
@@ -96,6 +118,10 @@ impl Config {
             db_max_connections,
             extra_ca_file: env("GATEWAY_EXTRA_CA_FILE").map(PathBuf::from).or(file.extra_ca_file),
             watch: false,
+            secret_key: env("GATEWAY_SECRET_KEY").or(file.secret_key),
+            job_workers: number(&env, "GATEWAY_JOB_WORKERS", file.job_workers, 16)?,
+            job_org_concurrency: number(&env, "GATEWAY_JOB_ORG_CONCURRENCY", file.job_org_concurrency, 4)?.max(1),
+            job_lease_secs: number(&env, "GATEWAY_JOB_LEASE_SECS", file.job_lease_secs, 60)?.max(1),
         })
     }
 }

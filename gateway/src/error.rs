@@ -56,6 +56,8 @@ pub enum Code {
     PluginTimeout,
     PluginResourceExhausted,
     PluginRejected,
+    InvalidSignature,
+    StaleWebhook,
 }
 
 impl Code {
@@ -80,12 +82,14 @@ impl Code {
             Code::PluginTimeout => "PLUGIN_TIMEOUT",
             Code::PluginResourceExhausted => "PLUGIN_RESOURCE_EXHAUSTED",
             Code::PluginRejected => "PLUGIN_REJECTED",
+            Code::InvalidSignature => "INVALID_SIGNATURE",
+            Code::StaleWebhook => "STALE_WEBHOOK",
         }
     }
 
     pub fn status(self) -> StatusCode {
         match self {
-            Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Code::Unauthenticated | Code::InvalidSignature | Code::StaleWebhook => StatusCode::UNAUTHORIZED,
             Code::MissingTenantId | Code::InvalidJson | Code::ValidationFailed => {
                 StatusCode::BAD_REQUEST
             }

@@ -14,6 +14,8 @@
 //! - [`auth`]: bearer tokens and the credential cache.
 //! - [`phases`]: the request pipeline, guard → limit → payload → dispatch → respond → log.
 //! - [`native`]: handlers the gateway answers itself.
+//! - [`webhooks`]: webhook endpoints, sealed secrets, signature checks.
+//! - [`jobs`]: the job queue's workers (webhook processing through adapter plugins).
 //! - [`ops`]: administrative operations shared by HTTP and the CLI.
 //! - [`server`]: the hyper accept loop and graceful shutdown.
 //! - [`error`]: the library error and the HTTP error contract.
@@ -32,6 +34,8 @@ pub mod ratelimit;
 pub mod registry;
 pub mod server;
 pub mod state;
+pub mod jobs;
+pub mod webhooks;
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -104,7 +108,8 @@ pub async fn serve(config: Config) -> Result<()> {
             return Err(e);
         }
     };
-    let state = Arc::new(AppState::new(database.pool.clone(), policies, runtime, schema, plugins));
+    let secret_key = webhooks::seal::SecretKey::load(config.secret_key.as_deref(), &config.data_dir)?;
+    let state = Arc::new(AppState::new(database.pool.clone(), policies, runtime, schema, plugins, secret_key));
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::io(format!("binding {}", config.listen), e))?;
@@ -120,7 +125,18 @@ pub async fn serve(config: Config) -> Result<()> {
     let resync = tokio::spawn(resync_plugins(state.clone()));
     let watcher = config.watch.then(|| tokio::spawn(watch(config.clone(), state.clone())));
     let listener_task = tokio::spawn(listen_invalidations(state.clone()));
+    let workers = jobs::Workers::start(
+        state.clone(),
+        jobs::Settings {
+            workers: config.job_workers,
+            org_concurrency: config.job_org_concurrency,
+            lease: Duration::from_secs(config.job_lease_secs.into()),
+        },
+    );
     server::serve(listener, state.clone(), shutdown).await;
+    if let Some(w) = workers {
+        w.stop(Duration::from_secs(10)).await;
+    }
     sweeper.abort();
     resync.abort();
     if let Some(w) = watcher {
@@ -310,9 +326,11 @@ async fn listen_invalidations(state: Arc<AppState>) {
     loop {
         match sqlx::postgres::PgListener::connect_with(&state.pool).await {
             Ok(mut l) => {
-                if l.listen_all([db::INVALIDATE_CHANNEL, db::plugins::PLUGINS_CHANNEL]).await.is_ok() {
+                if l.listen_all([db::INVALIDATE_CHANNEL, db::plugins::PLUGINS_CHANNEL, db::webhooks::JOBS_CHANNEL]).await.is_ok() {
                     // Anything may have changed while we were not listening.
                     state.directory.invalidate_all();
+                    state.endpoints.invalidate_all();
+                    state.jobs_wake.notify_waiters();
                     let _ = registry::sync(&state, None).await;
                     while let Ok(n) = l.recv().await {
                         if n.channel() == db::plugins::PLUGINS_CHANNEL {
@@ -322,8 +340,11 @@ async fn listen_invalidations(state: Arc<AppState>) {
                                     tracing::warn!(plugin = %name, error = %e, "plugin sync failed");
                                 }
                             });
+                        } else if n.channel() == db::webhooks::JOBS_CHANNEL {
+                            state.jobs_wake.notify_waiters();
                         } else {
                             state.directory.invalidate_all();
+                            state.endpoints.invalidate_all();
                         }
                     }
                 }

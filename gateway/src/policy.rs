@@ -157,6 +157,18 @@ pub enum Scope {
     Platform,
 }
 
+/// What authenticates a route's callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Auth {
+    /// `Authorization: Bearer <token>`; the org comes from the token.
+    #[default]
+    Bearer,
+    /// Webhook ingress: the `{endpoint_id}` path parameter names the endpoint, the endpoint
+    /// decides the org, and its signature (checked by the `verify` phase) is the credential.
+    Webhook,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Idempotency {
@@ -198,9 +210,18 @@ pub struct PlanSpec {
 #[serde(deny_unknown_fields)]
 struct RouteSpec {
     id: String,
-    method: String,
-    path: String,
+    /// Required unless `internal`.
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
     target: Target,
+    /// Not reachable over HTTP: a plugin route that jobs invoke (e.g. a provider's webhook
+    /// adapter), with its own grants and sandbox.
+    #[serde(default)]
+    internal: bool,
+    #[serde(default)]
+    auth: Auth,
     #[serde(default)]
     roles: Vec<Role>,
     #[serde(default)]
@@ -260,6 +281,43 @@ struct SandboxSpec {
     cpu_ms: Option<u64>,
     #[serde(default)]
     timeout_ms: Option<u64>,
+}
+
+/// A webhook provider declared by `[providers.<name>]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderSpec {
+    /// Id of the internal plugin route that processes this provider's events.
+    route: String,
+    /// For the `hmac-sha256` scheme: the header carrying the hex HMAC-SHA256 of the raw body.
+    #[serde(default)]
+    signature_header: Option<String>,
+    /// For the `hmac-sha256` scheme: JSON pointers whose values, joined by `:`, make the event key.
+    #[serde(default)]
+    event_key: Vec<String>,
+    /// A JSON pointer to the event type (informational, shown in event listings).
+    #[serde(default)]
+    event_type: Option<String>,
+    #[serde(default)]
+    max_attempts: Option<u32>,
+    #[serde(default)]
+    retry_base_ms: Option<u32>,
+}
+
+/// A webhook provider, validated.
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub name: String,
+    /// The internal route whose plugin processes events.
+    pub route: String,
+    /// Lower-case header name (hmac-sha256 scheme); `None`: the provider signs with Standard
+    /// Webhooks only.
+    pub signature_header: Option<String>,
+    pub event_key: Vec<String>,
+    pub event_type: Option<String>,
+    pub max_attempts: u32,
+    pub retry_base_ms: u32,
+    pub source: String,
 }
 
 /// A plugin binary declared by `[plugins.<name>]`.
@@ -370,6 +428,8 @@ struct FileSpec {
     #[serde(default)]
     plans: HashMap<String, PlanSpec>,
     #[serde(default)]
+    providers: HashMap<String, ProviderSpec>,
+    #[serde(default)]
     route: Vec<toml::Spanned<RouteSpec>>,
 }
 
@@ -466,6 +526,9 @@ pub struct Route {
     pub target: Target,
     pub roles: Vec<Role>,
     pub scope: Scope,
+    pub auth: Auth,
+    /// Invoked by jobs only, never matched against requests.
+    pub internal: bool,
     pub body_limit: usize,
     pub idempotency: Idempotency,
     pub body: BodyKind,
@@ -496,6 +559,7 @@ pub struct Plan {
 #[derive(Debug, Clone)]
 pub struct PolicySet {
     pub routes: Vec<Route>,
+    pub providers: HashMap<String, Provider>,
     pub plugins: HashMap<String, PluginDecl>,
     pub plans: HashMap<String, Plan>,
     pub default_plan: String,
@@ -541,6 +605,7 @@ impl PolicySet {
         let mut routes: Vec<Route> = Vec::new();
         let mut plans: HashMap<String, Plan> = HashMap::new();
         let mut plugins: HashMap<String, PluginDecl> = HashMap::new();
+        let mut providers: HashMap<String, Provider> = HashMap::new();
         let mut default_plan: Option<(String, String)> = None;
         for (file, text) in sources {
             let fail = |line: Option<usize>, reason: String| Error::Policy {
@@ -586,20 +651,86 @@ impl PolicySet {
                 }
                 plans.insert(name.clone(), Plan { name, per_org: p.per_org, per_user: p.per_user });
             }
+            let mut provider_names: Vec<_> = spec.providers.keys().cloned().collect();
+            provider_names.sort();
+            for name in provider_names {
+                let p = &spec.providers[&name];
+                let bad = |reason: String| fail(None, format!("provider {name:?}: {reason}"));
+                if let Some(other) = providers.get(&name) {
+                    return Err(bad(format!("already declared in {}", other.source)));
+                }
+                if !valid_name(&name) {
+                    return Err(bad("use lower-case letters, digits and -".into()));
+                }
+                for ptr in p.event_key.iter().chain(&p.event_type) {
+                    if !ptr.starts_with('/') {
+                        return Err(bad(format!("{ptr:?} is not a JSON pointer (starts with /)")));
+                    }
+                }
+                let header = match &p.signature_header {
+                    Some(h) => {
+                        let h = h.to_ascii_lowercase();
+                        if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                            return Err(bad(format!("signature_header {h:?} is not a header name")));
+                        }
+                        if p.event_key.is_empty() {
+                            return Err(bad("signature_header needs event_key (JSON pointers to the message id and type)".into()));
+                        }
+                        Some(h)
+                    }
+                    None => None,
+                };
+                let max_attempts = p.max_attempts.unwrap_or(5);
+                if !(1..=50).contains(&max_attempts) {
+                    return Err(bad("max_attempts must be between 1 and 50".into()));
+                }
+                providers.insert(
+                    name.clone(),
+                    Provider {
+                        name,
+                        route: p.route.clone(),
+                        signature_header: header,
+                        event_key: p.event_key.clone(),
+                        event_type: p.event_type.clone(),
+                        max_attempts,
+                        retry_base_ms: p.retry_base_ms.unwrap_or(1000).clamp(1, 3_600_000),
+                        source: file.clone(),
+                    },
+                );
+            }
             for spanned in spec.route {
                 let line = line_of(text, spanned.span().start);
                 let r = spanned.into_inner();
                 let bad = |reason: String| fail(Some(line), format!("route {:?}: {reason}", r.id));
-                let method = http::Method::from_bytes(r.method.to_ascii_uppercase().as_bytes())
-                    .map_err(|_| bad(format!("method {:?} is not an HTTP method", r.method)))?;
-                let pattern = PathPattern::parse(&r.path).map_err(bad)?;
+                let (method_text, path) = match (r.internal, &r.method, &r.path) {
+                    (false, Some(m), Some(p)) => (m.clone(), p.clone()),
+                    (false, _, _) => return Err(bad("method and path are required (or `internal = true`)".into())),
+                    (true, None, None) => ("POST".to_string(), format!("/internal/{}", r.id)),
+                    (true, _, _) => return Err(bad("an internal route has no method or path".into())),
+                };
+                let method = http::Method::from_bytes(method_text.to_ascii_uppercase().as_bytes())
+                    .map_err(|_| bad(format!("method {method_text:?} is not an HTTP method")))?;
+                let pattern = PathPattern::parse(&path).map_err(bad)?;
                 if let Some(other) = routes.iter().find(|o| o.id == r.id) {
                     return Err(bad(format!("id already used at {}", other.source)));
                 }
                 if let Some(other) =
-                    routes.iter().find(|o| o.method == method && o.path == r.path)
+                    routes.iter().find(|o| !r.internal && !o.internal && o.method == method && o.path == path)
                 {
-                    return Err(bad(format!("{method} {} already routed at {}", r.path, other.source)));
+                    return Err(bad(format!("{method} {path} already routed at {}", other.source)));
+                }
+                if r.internal && !matches!(r.target, Target::Plugin(_)) {
+                    return Err(bad("an internal route must target a plugin".into()));
+                }
+                if r.auth == Auth::Webhook {
+                    if r.target != Target::Native("webhook_ingress".into()) {
+                        return Err(bad("auth = \"webhook\" is for target \"native:webhook_ingress\"".into()));
+                    }
+                    if !path.contains("{endpoint_id}") {
+                        return Err(bad("a webhook route's path names {endpoint_id}".into()));
+                    }
+                } else if r.target == Target::Native("webhook_ingress".into()) {
+                    return Err(bad("native:webhook_ingress needs auth = \"webhook\"".into()));
                 }
                 if let Target::Native(n) = &r.target {
                     if !known_native.contains(&n.as_str()) {
@@ -647,18 +778,20 @@ impl PolicySet {
                 if r.scope == Scope::Platform && r.roles.iter().any(|x| *x != Role::SuperAdmin) {
                     return Err(bad("platform routes are for super_admin only".into()));
                 }
-                if r.scope == Scope::Tenant && r.roles.is_empty() {
+                if r.scope == Scope::Tenant && r.roles.is_empty() && r.auth == Auth::Bearer && !r.internal {
                     return Err(bad("a tenant route needs at least one role".into()));
                 }
                 routes.push(Route {
                     source: format!("{file}:{line}"),
                     id: r.id,
                     method,
-                    path: r.path,
+                    path,
                     pattern,
                     target: r.target,
                     roles: r.roles,
                     scope: r.scope,
+                    auth: r.auth,
+                    internal: r.internal,
                     body_limit: r.body_limit.map(|b| b.0).unwrap_or(DEFAULT_BODY_LIMIT),
                     idempotency: r.idempotency,
                     body: r.body,
@@ -692,12 +825,21 @@ impl PolicySet {
                 }
             }
         }
-        Ok(PolicySet { routes, plugins, plans, default_plan })
+        for p in providers.values() {
+            let ok = routes.iter().any(|r| r.id == p.route && r.internal);
+            if !ok {
+                return Err(Error::Policy {
+                    file: p.source.clone(),
+                    reason: format!("provider {:?}: route {:?} is not an internal plugin route", p.name, p.route),
+                });
+            }
+        }
+        Ok(PolicySet { routes, providers, plugins, plans, default_plan })
     }
 
     pub fn lookup(&self, method: &http::Method, path: &str) -> Lookup<'_> {
         let mut path_seen = false;
-        for r in &self.routes {
+        for r in self.routes.iter().filter(|r| !r.internal) {
             if let Some(params) = r.pattern.matches(path) {
                 if r.method == *method {
                     return Lookup::Found(r, params);
@@ -714,6 +856,10 @@ impl PolicySet {
 
     pub fn plan(&self, name: &str) -> Option<&Plan> {
         self.plans.get(name)
+    }
+
+    pub fn route(&self, id: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.id == id)
     }
 }
 

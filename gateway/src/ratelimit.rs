@@ -99,10 +99,12 @@ impl RateLimits {
     }
 
     /// Checks and consumes one unit from the org bucket, then the user bucket.
-    pub fn check(&self, route: &str, plan: &str, org: Uuid, user: Uuid) -> Result<(), Limited> {
+    /// `user` is `None` for callers that are not users (webhook senders): only the org's
+    /// quota applies to them.
+    pub fn check(&self, route: &str, plan: &str, org: Uuid, user: Option<Uuid>) -> Result<(), Limited> {
         let Some(b) = self.routes.get(route).and_then(|p| p.get(plan)) else { return Ok(()) };
-        for (bucket, key) in [(&b.org, org), (&b.user, user)] {
-            if let Some(bucket) = bucket {
+        for (bucket, key) in [(&b.org, Some(org)), (&b.user, user)] {
+            if let (Some(bucket), Some(key)) = (bucket, key) {
                 if let Err(not_until) = bucket.limiter.check_key(&key) {
                     let wait = not_until.wait_time_from(self.clock.now());
                     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
@@ -153,15 +155,15 @@ mod tests {
         let rl = RateLimits::new(&set);
         let (a, b, u) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         for _ in 0..3 {
-            rl.check("w", "standard", a, u).unwrap();
+            rl.check("w", "standard", a, Some(u)).unwrap();
         }
-        let l = rl.check("w", "standard", a, u).unwrap_err();
+        let l = rl.check("w", "standard", a, Some(u)).unwrap_err();
         assert_eq!(l.scope, "user");
         assert!(l.retry_after_secs > 3000, "{l:?}");
         assert_eq!(l.policy, "\"user\";q=3;w=3600");
-        rl.check("w", "standard", b, Uuid::new_v4()).unwrap();
+        rl.check("w", "standard", b, Some(Uuid::new_v4())).unwrap();
         for _ in 0..100 {
-            rl.check("w", "unmetered", a, u).unwrap();
+            rl.check("w", "unmetered", a, Some(u)).unwrap();
         }
         assert_eq!(rl.tracked_keys(), 2);
     }

@@ -12,6 +12,8 @@ use crate::db::structured::Schema;
 use crate::plugin::{LoadedPlugin, Runtime};
 use crate::policy::PolicySet;
 use crate::ratelimit::RateLimits;
+use crate::webhooks::seal::SecretKey;
+use crate::webhooks::Endpoints;
 
 /// Policies and the limiters built from them; replaced as one piece on reload.
 pub struct Routing {
@@ -43,6 +45,10 @@ pub struct AppState {
     plugins: RwLock<Arc<HashMap<String, Arc<LoadedPlugin>>>>,
     /// Serialises registry syncs (see `registry::sync`).
     pub plugin_sync: tokio::sync::Mutex<()>,
+    /// Webhook endpoints as ingress resolves them (and the key that opens their secrets).
+    pub endpoints: Endpoints,
+    /// Wakes this replica's job workers (on `NOTIFY gateway_jobs`).
+    pub jobs_wake: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -52,6 +58,7 @@ impl AppState {
         runtime: Arc<Runtime>,
         schema: Arc<Schema>,
         plugins: HashMap<String, Arc<LoadedPlugin>>,
+        secret_key: SecretKey,
     ) -> AppState {
         AppState {
             pool,
@@ -61,6 +68,8 @@ impl AppState {
             routing: RwLock::new(Arc::new(Routing::new(policies))),
             plugins: RwLock::new(Arc::new(plugins)),
             plugin_sync: tokio::sync::Mutex::new(()),
+            endpoints: Endpoints::new(secret_key),
+            jobs_wake: Arc::new(tokio::sync::Notify::new()),
         }
     }
 

@@ -170,6 +170,8 @@ impl Gateway {
     }
 
     pub async fn start_with(opts: GatewayOptions) -> Gateway {
+        // A restart on the same data directory must not read the previous process's address.
+        let _ = std::fs::remove_file(opts.data_dir.join("gateway.addr"));
         let out = std::fs::File::create(opts.data_dir.join("stdout.log")).unwrap();
         let err = std::fs::File::create(opts.data_dir.join("stderr.log")).unwrap();
         let child = gateway_command(&opts)
@@ -230,6 +232,13 @@ impl Gateway {
         let mut child = self.child.take().unwrap();
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap()
+    }
+
+    /// SIGKILL: no draining, no clean-up (a crash).
+    pub async fn kill9(&mut self) {
+        let mut child = self.child.take().unwrap();
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        tokio::task::spawn_blocking(move || child.wait().unwrap()).await.unwrap();
     }
 
     pub fn req(&self, method: &str, path: &str) -> Req<'_> {

@@ -9,3 +9,4 @@ mod lifecycle;
 mod limits;
 mod registry;
 mod rls;
+mod webhooks;

@@ -9,6 +9,8 @@
 //! Queries on tenant tables also filter by `tenant_id` themselves: RLS is defence in depth.
 
 pub mod businesses;
+pub mod jobs;
+pub mod webhooks;
 pub mod structured;
 pub mod orgs;
 pub mod plugins;

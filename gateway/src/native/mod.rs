@@ -4,6 +4,7 @@
 mod admin;
 mod businesses;
 mod plugins;
+mod webhooks;
 mod whoami;
 
 use serde_json::{Map, Value};
@@ -24,6 +25,14 @@ pub const NAMES: &[&str] = &[
     "activate_plugin",
     "rollback_plugin",
     "list_plugins",
+    "create_webhook_endpoint",
+    "list_webhook_endpoints",
+    "rotate_webhook_endpoint",
+    "disable_webhook_endpoint",
+    "webhook_ingress",
+    "list_webhook_events",
+    "get_webhook_event",
+    "replay_webhook_event",
 ];
 
 pub async fn call(name: &str, call: Call<'_>) -> Result<Reply, ApiError> {
@@ -39,6 +48,14 @@ pub async fn call(name: &str, call: Call<'_>) -> Result<Reply, ApiError> {
         "activate_plugin" => plugins::activate(call).await,
         "rollback_plugin" => plugins::rollback(call).await,
         "list_plugins" => plugins::list(call).await,
+        "create_webhook_endpoint" => webhooks::create_endpoint(call).await,
+        "list_webhook_endpoints" => webhooks::list_endpoints(call).await,
+        "rotate_webhook_endpoint" => webhooks::rotate_endpoint(call).await,
+        "disable_webhook_endpoint" => webhooks::disable_endpoint(call).await,
+        "webhook_ingress" => webhooks::ingress(call).await,
+        "list_webhook_events" => webhooks::list_events(call).await,
+        "get_webhook_event" => webhooks::get_event(call).await,
+        "replay_webhook_event" => webhooks::replay_event(call).await,
         other => Err(ApiError::new(Code::Internal, format!("no native handler {other:?}"))),
     }
 }

@@ -24,6 +24,8 @@ pub struct Call<'a> {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub json: Option<Value>,
+    /// Set on webhook routes, after the `verify` phase accepted the signature.
+    pub verified: Option<super::verify::Verified>,
 }
 
 impl Call<'_> {

@@ -1,11 +1,14 @@
 //! Phase 1, the tenant guard: authenticate the bearer token, decide the org (from the token,
 //! or `X-Org-Id` for a super-admin, never from the payload) and check the route's roles.
+//! On webhook routes the endpoint named in the path decides the org; its signature is
+//! checked by the `verify` phase once the body is read.
 
 use http::HeaderMap;
 use uuid::Uuid;
 
 use crate::error::{ApiError, Code};
-use crate::policy::{Role, Route, Scope};
+use crate::policy::{Auth, Role, Route, Scope};
+use crate::webhooks::Endpoint;
 use crate::state::AppState;
 
 /// The caller after the guard: who they are and the org they act in.
@@ -18,12 +21,17 @@ pub struct Caller {
     /// The org this request acts in; `None` only on platform routes.
     pub org: Option<Uuid>,
     pub plan: Option<String>,
+    /// On webhook routes: the endpoint the delivery is addressed to (not yet verified).
+    pub endpoint: Option<std::sync::Arc<Endpoint>>,
 }
 
 impl Caller {
     /// The key of the per-user bucket: the user, or the token for super-admins.
-    pub fn user_key(&self) -> Uuid {
-        self.user.unwrap_or(self.token_id)
+    pub fn user_key(&self) -> Option<Uuid> {
+        if self.endpoint.is_some() {
+            return None;
+        }
+        Some(self.user.unwrap_or(self.token_id))
     }
 }
 
@@ -32,7 +40,10 @@ fn unauthenticated() -> ApiError {
         .with_header("www-authenticate", "Bearer")
 }
 
-pub async fn check(state: &AppState, route: &Route, headers: &HeaderMap) -> Result<Caller, ApiError> {
+pub async fn check(state: &AppState, route: &Route, params: &[(String, String)], headers: &HeaderMap) -> Result<Caller, ApiError> {
+    if route.auth == Auth::Webhook {
+        return webhook(state, params).await;
+    }
     let token = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -62,5 +73,17 @@ pub async fn check(state: &AppState, route: &Route, headers: &HeaderMap) -> Resu
         }
         (Scope::Tenant, _) => (p.org, p.plan.clone()),
     };
-    Ok(Caller { role: p.role, token_id: p.token_id, user: p.user, org, plan })
+    Ok(Caller { role: p.role, token_id: p.token_id, user: p.user, org, plan, endpoint: None })
+}
+
+/// Unknown, malformed and disabled endpoint ids are all 404: nothing tells them apart.
+async fn webhook(state: &AppState, params: &[(String, String)]) -> Result<Caller, ApiError> {
+    let id = params
+        .iter()
+        .find(|(k, _)| k == "endpoint_id")
+        .and_then(|(_, v)| Uuid::parse_str(v).ok())
+        .ok_or_else(ApiError::not_found)?;
+    let endpoint = state.endpoints.get(&state.pool, id).await?.ok_or_else(ApiError::not_found)?;
+    let plan = state.directory.org_plan(&state.pool, endpoint.org).await?.ok_or_else(ApiError::not_found)?;
+    Ok(Caller { role: Role::Member, token_id: id, user: None, org: Some(endpoint.org), plan: Some(plan), endpoint: Some(endpoint) })
 }

@@ -1,8 +1,9 @@
 //! The request pipeline, one module per phase, in order:
 //!
-//! `guard` (who, for which org, may they) → `limit` (rate limits) → `payload` (body cap, JSON,
-//! tenant fields in the body) → `dispatch` (native handler or plugin) → `respond` (wire format)
-//! → `log` (one access line). Logging always runs, whichever phase ended the request.
+//! `guard` (who, for which org, may they) → `limit` (rate limits) → `payload` (body cap) →
+//! `verify` (webhook signatures over the raw body) → `payload` again (JSON, tenant fields in
+//! the body) → `dispatch` (native handler or plugin) → `respond` (wire format) → `log` (one
+//! access line). Logging always runs, whichever phase ended the request.
 
 pub mod dispatch;
 pub mod guard;
@@ -10,6 +11,7 @@ pub mod limit;
 pub mod log;
 pub mod payload;
 pub mod respond;
+pub mod verify;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -60,7 +62,7 @@ async fn pipeline(state: &AppState, req: Request<Incoming>, entry: &mut log::Ent
     };
     entry.route = Some(route.id.clone());
     let checked = async {
-        let caller = guard::check(state, route, &parts.headers).await?;
+        let caller = guard::check(state, route, &params, &parts.headers).await?;
         limit::check(state, route, &caller)?;
         Ok::<_, ApiError>(caller)
     };
@@ -76,6 +78,7 @@ async fn pipeline(state: &AppState, req: Request<Incoming>, entry: &mut log::Ent
     entry.org = caller.org;
     entry.role = Some(caller.role);
     let body = payload::read(body, &parts.headers, route.body_limit).await?;
+    let verified = verify::check(&policies, &caller, &parts.headers, &body)?;
     let json = payload::inspect(state, route, &caller, &parts.headers, &body).await?;
     let call = Call {
         state,
@@ -89,6 +92,7 @@ async fn pipeline(state: &AppState, req: Request<Incoming>, entry: &mut log::Ent
         headers: parts.headers,
         body,
         json,
+        verified,
     };
     dispatch::dispatch(call).await
 }

@@ -9,7 +9,8 @@
 //!
 //! and reads back one result per step: `{"ok": …}` or `{"err": "<variant>", "detail": "…"}`.
 //! `then` decides how the invocation ends: `ok` (respond), `error` (handler error), `trap`
-//! (panic), `loop` (spin forever), `alloc` (grow memory without bound).
+//! (panic), `loop` (spin forever), `alloc` (grow memory without bound). With
+//! `"succeed_on_attempt": N` it fails every job attempt (header `x-job-attempt`) before the Nth.
 
 use gateway_plugin_sdk::bindings::gateway::plugin::tenant_db::{
     self as db, Assignment, ColumnRef, Comparison, ConflictAction, DbError, DeleteQuery, Filter, InsertQuery,
@@ -223,6 +224,13 @@ impl sdk::Guest for Probe {
     fn handle(req: Request) -> Result<Response, HandlerError> {
         let program = req.json_value()?;
         let results: Vec<J> = program.get("steps").and_then(J::as_array).map(|a| a.iter().map(step).collect()).unwrap_or_default();
+        // Job attempts (webhook adapters): fail until the attempt numbered `succeed_on_attempt`.
+        if let Some(n) = program.get("succeed_on_attempt").and_then(J::as_i64) {
+            let attempt: i64 = req.header("x-job-attempt").and_then(|a| a.parse().ok()).unwrap_or(0);
+            if attempt < n {
+                return Err(sdk::failed(&format!("probe fails attempt {attempt} of {n}")));
+            }
+        }
         match program.get("then").and_then(J::as_str).unwrap_or("ok") {
             "trap" => panic!("probe asked to trap"),
             "loop" => {

@@ -1,0 +1,272 @@
+//! Job workers: every replica claims runnable jobs from the `jobs` table (see `db::jobs` for
+//! the claim: `FOR UPDATE SKIP LOCKED`, leases, per-org caps) and runs them.
+//!
+//! A `webhook` job runs its provider's adapter plugin (the internal route named by
+//! `[providers.<name>].route`) with the stored event as the request body, in the event's org,
+//! in a fresh instance and one transaction, like any plugin request. A 2xx answer finishes
+//! the job; anything else is a failed attempt, retried with exponential backoff and jitter
+//! until `max_attempts`, then `dead` (replayable through the API).
+//!
+//! Delivery is at least once: a worker that dies after the plugin committed but before the
+//! job was marked done leaves the job to be re-run when its lease ends. Adapters get the
+//! event id (`webhook-event-id`) and the attempt number (`x-job-attempt`) to stay idempotent.
+//!
+//! Workers wake on `NOTIFY gateway_jobs` (sent in the transaction that enqueues), when a job
+//! of theirs finishes, when a retry they scheduled comes due, and every [`POLL`] regardless.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use rand::Rng;
+use tokio::sync::{watch, Semaphore};
+use uuid::Uuid;
+
+use crate::db::jobs::{self, Claimed, EventData, Finish};
+use crate::plugin::bindings::types::{Header, Request};
+use crate::policy::{Role, Target};
+use crate::state::AppState;
+
+/// The polling backstop when no notification arrives.
+pub const POLL: Duration = Duration::from_secs(1);
+/// Jobs claimed per round trip at most.
+const BATCH: usize = 32;
+/// Longest backoff between attempts.
+const MAX_BACKOFF_MS: u64 = 3_600_000;
+/// How often queue depth is logged.
+const DEPTH_EVERY: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub workers: usize,
+    pub org_concurrency: u32,
+    pub lease: Duration,
+}
+
+/// The running workers of this replica.
+pub struct Workers {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Workers {
+    pub fn start(state: Arc<AppState>, settings: Settings) -> Option<Workers> {
+        if settings.workers == 0 {
+            tracing::info!("job workers disabled (GATEWAY_JOB_WORKERS=0)");
+            return None;
+        }
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(state, settings, stopped));
+        Some(Workers { stop, task })
+    }
+
+    /// Stops claiming and waits (up to `grace`) for running jobs; those still running after
+    /// it are re-run elsewhere when their lease ends.
+    pub async fn stop(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let mut task = self.task;
+        if tokio::time::timeout(grace, &mut task).await.is_err() {
+            task.abort();
+            tracing::warn!("job workers did not finish within the grace period; their leases will expire");
+        }
+    }
+}
+
+fn worker_id() -> String {
+    format!("{}-{}", std::process::id(), &Uuid::new_v4().simple().to_string()[..8])
+}
+
+async fn run(state: Arc<AppState>, settings: Settings, mut stopped: watch::Receiver<bool>) {
+    let worker = worker_id();
+    let permits = Arc::new(Semaphore::new(settings.workers));
+    let mut running = tokio::task::JoinSet::new();
+    let mut depth_at = tokio::time::Instant::now();
+    tracing::info!(worker = %worker, workers = settings.workers, org_concurrency = settings.org_concurrency, "job workers started");
+    loop {
+        if *stopped.borrow() {
+            break;
+        }
+        while running.try_join_next().is_some() {}
+        if depth_at.elapsed() >= DEPTH_EVERY {
+            depth_at = tokio::time::Instant::now();
+            log_depth(&state).await;
+        }
+        // Registered before the claim, so a notification during it is not lost.
+        let notified = state.jobs_wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let free = permits.available_permits().min(BATCH);
+        let mut claimed_all = false;
+        if free > 0 {
+            let lease = settings.lease.as_secs_f64();
+            match jobs::claim(&state.pool, &worker, free as i64, i64::from(settings.org_concurrency), lease).await {
+                Ok((claimed, events)) => {
+                    claimed_all = claimed.len() == free;
+                    for job in claimed {
+                        let event = job.ref_id.and_then(|r| events.iter().find(|e| e.id == r).cloned());
+                        let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
+                        let (state, worker) = (state.clone(), worker.clone());
+                        running.spawn(async move {
+                            execute(&state, &worker, job, event).await;
+                            drop(permit);
+                            // A slot (and maybe an org's concurrency) is free again.
+                            state.jobs_wake.notify_waiters();
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "claiming jobs failed"),
+            }
+        }
+        if claimed_all {
+            continue;
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep(POLL) => {}
+            _ = stopped.changed() => {}
+        }
+    }
+    while running.join_next().await.is_some() {}
+    tracing::info!(worker = %worker, "job workers stopped");
+}
+
+async fn log_depth(state: &AppState) {
+    match jobs::depth(&state.pool).await {
+        Ok(rows) => {
+            for (org, status, count) in rows {
+                tracing::info!(org_id = %org, status = %status, count, "job_queue_depth");
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "queue depth unavailable"),
+    }
+}
+
+/// The delay before attempt `attempt + 1`: `base · 2^(attempt-1)`, capped, with jitter (a
+/// random point in its upper half), so that failing jobs of many orgs do not retry in step.
+pub fn backoff(base_ms: u32, attempt: i32) -> Duration {
+    let exp = (attempt.max(1) - 1).min(30) as u32;
+    let full = (u64::from(base_ms)).saturating_mul(1u64 << exp).min(MAX_BACKOFF_MS);
+    let jittered = rand::thread_rng().gen_range(full / 2..=full.max(1));
+    Duration::from_millis(jittered)
+}
+
+async fn execute(state: &AppState, worker: &str, job: Claimed, event: Option<EventData>) {
+    let started = Utc::now();
+    let run_id = Uuid::new_v4();
+    let outcome = if job.attempts > job.max_attempts {
+        // Its last attempt's worker died holding the lease.
+        Err("the last attempt did not finish (lease expired)".to_string())
+    } else {
+        match (job.kind.as_str(), event) {
+            ("webhook", Some(event)) => run_webhook(state, &job, &event, run_id).await,
+            ("webhook", None) => Err("the event this job refers to is gone".to_string()),
+            (kind, _) => Err(format!("no runner for job kind {kind:?}")),
+        }
+    };
+    let finish = match &outcome {
+        Ok(()) => Finish::Done,
+        Err(error) => {
+            let retry = (job.attempts < job.max_attempts).then(|| backoff(job.retry_base_ms.max(1) as u32, job.attempts));
+            Finish::Failed { error, retry_at: retry.map(|d| Utc::now() + chrono::Duration::from_std(d).unwrap_or_default()) }
+        }
+    };
+    let retry_in = match &finish {
+        Finish::Failed { retry_at: Some(at), .. } => (*at - Utc::now()).to_std().ok(),
+        _ => None,
+    };
+    match jobs::finish(&state.pool, &job, worker, run_id, started, finish).await {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(job_id = %job.id, org_id = %job.tenant_id, "job_lease_lost"),
+        Err(e) => {
+            // The lease will expire and the job run again: at least once.
+            tracing::error!(job_id = %job.id, org_id = %job.tenant_id, error = %e, "job_finish_failed");
+            return;
+        }
+    }
+    let ms = (Utc::now() - started).num_milliseconds();
+    match &outcome {
+        Ok(()) => tracing::info!(job_id = %job.id, org_id = %job.tenant_id, run_id = %run_id, attempt = job.attempts, ms, "job_done"),
+        Err(_) if retry_in.is_some() => {
+            tracing::warn!(job_id = %job.id, org_id = %job.tenant_id, run_id = %run_id, attempt = job.attempts, ms, "job_failed_will_retry")
+        }
+        Err(_) => tracing::warn!(job_id = %job.id, org_id = %job.tenant_id, run_id = %run_id, attempt = job.attempts, ms, "job_dead"),
+    }
+    // Wake the claim loop when a retry this replica scheduled is due (sooner than polling).
+    if let Some(wait) = retry_in.filter(|w| *w < POLL) {
+        let wake = state.jobs_wake.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            wake.notify_waiters();
+        });
+    }
+}
+
+/// Runs the provider's adapter plugin on the event. The error text is stored as the job's
+/// `last_error` (never logged: it may quote the payload).
+async fn run_webhook(state: &AppState, job: &Claimed, event: &EventData, run_id: Uuid) -> Result<(), String> {
+    let policies = state.policies();
+    let provider = policies.providers.get(&event.provider).ok_or_else(|| format!("provider {:?} is not in the policies", event.provider))?;
+    let route = policies.route(&provider.route).ok_or_else(|| format!("route {:?} is not in the policies", provider.route))?;
+    let Target::Plugin(name) = &route.target else { return Err(format!("route {:?} does not target a plugin", route.id)) };
+    let plugin = state.plugin(name).ok_or_else(|| format!("plugin {name:?} is not loaded"))?;
+    let mut headers = vec![
+        Header { name: "content-type".into(), value: event.content_type.clone().unwrap_or_else(|| "application/json".into()) },
+        Header { name: "webhook-event-id".into(), value: event.id.to_string() },
+        Header { name: "webhook-event-key".into(), value: event.event_key.clone() },
+        Header { name: "x-job-attempt".into(), value: job.attempts.to_string() },
+    ];
+    if let Some(t) = &event.event_type {
+        headers.push(Header { name: "webhook-event-type".into(), value: t.clone() });
+    }
+    let request = Request {
+        method: "POST".into(),
+        path: format!("/webhooks/{}", event.provider),
+        params: vec![],
+        query: String::new(),
+        headers,
+        body: event.body.clone(),
+    };
+    let request_id = run_id.simple().to_string();
+    let outcome = state
+        .runtime
+        .invoke(
+            &plugin,
+            crate::plugin::Invocation {
+                route,
+                pool: &state.pool,
+                schema: state.schema.clone(),
+                org: job.tenant_id,
+                user: None,
+                role: Role::Member,
+                request_id: &request_id,
+                request,
+            },
+        )
+        .await;
+    match outcome {
+        Ok(reply) if reply.status.is_success() => Ok(()),
+        Ok(reply) => Err(format!("{} answered {}", plugin.name, reply.status.as_u16())),
+        Err(e) => {
+            let mut msg = format!("{}: {}", e.code_str(), e.message);
+            msg.truncate(msg.floor_char_boundary(500));
+            Err(msg)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_in_the_upper_half_and_is_capped() {
+        for attempt in 1..=5 {
+            let full = 100u64 << (attempt - 1);
+            for _ in 0..50 {
+                let d = backoff(100, attempt).as_millis() as u64;
+                assert!((full / 2..=full).contains(&d), "attempt {attempt}: {d}");
+            }
+        }
+        assert!(backoff(1_000_000, 40) <= Duration::from_millis(MAX_BACKOFF_MS));
+    }
+}

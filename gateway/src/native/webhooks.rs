@@ -1,0 +1,245 @@
+//! Webhook endpoints (org admins), ingress (the signature is the credential) and the event
+//! listing / replay routes. See `docs/webhooks.md`.
+
+use chrono::{Duration, Utc};
+use http::StatusCode;
+use serde_json::{json, Value};
+
+use super::{object, required_string, uuid_param};
+use crate::db;
+use crate::error::{ApiError, Code};
+use crate::phases::{Call, Reply};
+use crate::webhooks::{self, Scheme};
+
+/// Default grace period of a rotated secret.
+const DEFAULT_GRACE_SECS: i64 = 24 * 3600;
+const MAX_GRACE_SECS: i64 = 7 * 24 * 3600;
+
+fn org(call: &Call<'_>) -> Result<uuid::Uuid, ApiError> {
+    call.caller.org.ok_or_else(ApiError::not_found)
+}
+
+/// `POST /v1/webhook-endpoints {"provider", "scheme"}` → 201 with the secret, shown once.
+pub async fn create_endpoint(call: Call<'_>) -> Result<Reply, ApiError> {
+    let org = org(&call)?;
+    let m = object(&call)?;
+    let provider_name = required_string(m, "provider")?;
+    let scheme_text = required_string(m, "scheme")?;
+    let policies = call.state.policies();
+    let Some(provider) = policies.providers.get(provider_name) else {
+        let mut known: Vec<_> = policies.providers.keys().cloned().collect();
+        known.sort();
+        return Err(ApiError::invalid("provider", &format!("unknown provider (known: {})", known.join(", "))));
+    };
+    let scheme = Scheme::parse(scheme_text)
+        .ok_or_else(|| ApiError::invalid("scheme", "must be \"standard-webhooks\" or \"hmac-sha256\""))?;
+    if scheme == Scheme::HmacSha256 && provider.signature_header.is_none() {
+        return Err(ApiError::invalid("scheme", "this provider signs with standard-webhooks only (no signature_header in its policy)"));
+    }
+    let mut tx = db::begin_tenant(&call.state.pool, org, call.caller.role.as_str()).await?;
+    let id = db::webhooks::create_endpoint(&mut *tx, org, provider_name, scheme.as_str(), call.caller.user).await?;
+    let (secret, key) = webhooks::generate_secret(scheme);
+    db::webhooks::add_secret(&mut *tx, org, id, &call.state.endpoints.key().seal(id, &key)).await?;
+    tx.commit().await?;
+    tracing::info!(org_id = %org, endpoint_id = %id, provider = provider_name, scheme = scheme.as_str(), "webhook_endpoint_created");
+    let mut body = json!({
+        "endpoint_id": id, "path": format!("/v1/webhooks/{id}"), "provider": provider_name,
+        "scheme": scheme.as_str(), "secret": secret,
+    });
+    if scheme == Scheme::HmacSha256 {
+        body["signature_header"] = json!(provider.signature_header);
+    }
+    Ok(Reply::json(StatusCode::CREATED, body))
+}
+
+/// `GET /v1/webhook-endpoints`: the org's endpoints (never their secrets).
+pub async fn list_endpoints(call: Call<'_>) -> Result<Reply, ApiError> {
+    let org = org(&call)?;
+    let mut tx = db::begin_tenant(&call.state.pool, org, call.caller.role.as_str()).await?;
+    let rows = db::webhooks::list_endpoints(&mut *tx, org).await?;
+    tx.commit().await?;
+    let list: Vec<Value> = rows
+        .iter()
+        .map(|r| json!({
+            "endpoint_id": r.id, "path": format!("/v1/webhooks/{}", r.id), "provider": r.provider, "scheme": r.scheme,
+            "created_at": r.created_at, "disabled_at": r.disabled_at, "active": r.disabled_at.is_none(),
+        }))
+        .collect();
+    Ok(Reply::json(StatusCode::OK, json!({ "endpoints": list })))
+}
+
+/// `POST /v1/webhook-endpoints/{endpoint_id}/rotate [{"grace_seconds"}]` → a new secret; the
+/// previous ones stay valid for the grace period (default 24 h).
+pub async fn rotate_endpoint(call: Call<'_>) -> Result<Reply, ApiError> {
+    let org = org(&call)?;
+    let id = uuid_param(&call, "endpoint_id")?;
+    let grace = match &call.json {
+        None | Some(Value::Null) => DEFAULT_GRACE_SECS,
+        Some(Value::Object(m)) => match m.get("grace_seconds") {
+            None | Some(Value::Null) => DEFAULT_GRACE_SECS,
+            Some(v) => v
+                .as_i64()
+                .filter(|g| (0..=MAX_GRACE_SECS).contains(g))
+                .ok_or_else(|| ApiError::invalid("grace_seconds", "must be an integer from 0 to 604800"))?,
+        },
+        Some(_) => return Err(ApiError::invalid("body", "must be a JSON object")),
+    };
+    let mut tx = db::begin_tenant(&call.state.pool, org, call.caller.role.as_str()).await?;
+    let endpoint = db::webhooks::endpoint_for_update(&mut *tx, org, id).await?.ok_or_else(ApiError::not_found)?;
+    if endpoint.disabled_at.is_some() {
+        return Err(ApiError::new(Code::Conflict, "this endpoint is disabled"));
+    }
+    let scheme = Scheme::parse(&endpoint.scheme).ok_or_else(|| ApiError::new(Code::Internal, "unknown scheme"))?;
+    let until = Utc::now() + Duration::seconds(grace);
+    db::webhooks::expire_secrets(&mut *tx, org, id, until).await?;
+    let (secret, key) = webhooks::generate_secret(scheme);
+    db::webhooks::add_secret(&mut *tx, org, id, &call.state.endpoints.key().seal(id, &key)).await?;
+    // Every replica drops its cached copy of the endpoint at commit.
+    db::notify_invalidate(&mut *tx).await?;
+    tx.commit().await?;
+    tracing::info!(org_id = %org, endpoint_id = %id, grace_seconds = grace, "webhook_secret_rotated");
+    Ok(Reply::json(StatusCode::OK, json!({ "endpoint_id": id, "secret": secret, "previous_valid_until": until })))
+}
+
+/// `DELETE /v1/webhook-endpoints/{endpoint_id}`: disables the endpoint (deliveries get 404).
+pub async fn disable_endpoint(call: Call<'_>) -> Result<Reply, ApiError> {
+    let org = org(&call)?;
+    let id = uuid_param(&call, "endpoint_id")?;
+    let mut tx = db::begin_tenant(&call.state.pool, org, call.caller.role.as_str()).await?;
+    db::webhooks::endpoint_for_update(&mut *tx, org, id).await?.ok_or_else(ApiError::not_found)?;
+    db::webhooks::disable_endpoint(&mut *tx, org, id).await?;
+    db::notify_invalidate(&mut *tx).await?;
+    tx.commit().await?;
+    tracing::info!(org_id = %org, endpoint_id = %id, "webhook_endpoint_disabled");
+    Ok(Reply::json(StatusCode::OK, json!({ "endpoint_id": id, "active": false })))
+}
+
+/// `POST /v1/webhooks/{endpoint_id}`: the guard resolved the endpoint, the verify phase
+/// checked the signature; here the event and its job are committed together before the 200.
+pub async fn ingress(call: Call<'_>) -> Result<Reply, ApiError> {
+    let (Some(endpoint), Some(verified)) = (&call.caller.endpoint, &call.verified) else {
+        return Err(ApiError::new(Code::Internal, "webhook ingress without a verified endpoint"));
+    };
+    let policies = call.state.policies();
+    let provider = policies.providers.get(&endpoint.provider).ok_or_else(|| {
+        tracing::error!(endpoint_id = %endpoint.id, provider = %endpoint.provider, "webhook provider not in the policies");
+        ApiError::new(Code::Unavailable, "this endpoint's provider is not configured").with_header("retry-after", "60")
+    })?;
+    let parsed = || serde_json::from_slice::<Value>(&call.body);
+    let (event_key, json) = match &verified.webhook_id {
+        Some(id) => (id.clone(), parsed().ok()),
+        None => {
+            let json = parsed().map_err(|e| {
+                ApiError::new(Code::InvalidJson, "request body is not valid JSON")
+                    .with_details(json!({ "line": e.line(), "column": e.column() }))
+            })?;
+            let key = webhooks::event_key(&json, &provider.event_key).ok_or_else(|| {
+                ApiError::new(Code::ValidationFailed, "the body lacks the fields that identify the event")
+                    .with_details(json!([{ "field": provider.event_key.join(","), "problem": "must be non-empty strings or numbers" }]))
+            })?;
+            (key, Some(json))
+        }
+    };
+    let event_type = match (&provider.event_type, &json) {
+        (Some(ptr), Some(j)) => webhooks::text_at(j, ptr),
+        _ => None,
+    };
+    let content_type = call.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(100).collect::<String>());
+    let org = endpoint.org;
+    let mut tx = db::begin_tenant(&call.state.pool, org, "system").await?;
+    let stored = db::webhooks::store_event(
+        &mut *tx,
+        org,
+        endpoint.id,
+        &endpoint.provider,
+        &event_key,
+        event_type.as_deref(),
+        &call.body,
+        content_type.as_deref(),
+        provider.max_attempts as i32,
+        provider.retry_base_ms as i32,
+    )
+    .await?;
+    tx.commit().await?;
+    match stored {
+        Some(event_id) => {
+            tracing::info!(org_id = %org, endpoint_id = %endpoint.id, event_id = %event_id, "webhook_received");
+            Ok(Reply::json(StatusCode::OK, json!({ "ok": true, "event_id": event_id })))
+        }
+        None => {
+            tracing::info!(org_id = %org, endpoint_id = %endpoint.id, "webhook_duplicate");
+            Ok(Reply::json(StatusCode::OK, json!({ "ok": true, "duplicate": true })))
+        }
+    }
+}
+
+/// Job statuses as the API names them.
+fn api_status(job_status: Option<&str>) -> &'static str {
+    match job_status {
+        Some("done") => "processed",
+        Some("processing") => "processing",
+        Some("dead") => "dead",
+        _ => "pending",
+    }
+}
+
+fn event_json(r: &db::webhooks::EventRow) -> Value {
+    json!({
+        "event_id": r.id, "endpoint_id": r.endpoint_id, "provider": r.provider, "event_type": r.event_type,
+        "received_at": r.received_at, "status": api_status(r.status.as_deref()), "attempts": r.attempts.unwrap_or(0),
+        "max_attempts": r.max_attempts, "last_error": r.last_error,
+        "next_attempt_at": if matches!(r.status.as_deref(), Some("pending")) { json!(r.next_attempt_at) } else { Value::Null },
+        "processed_at": if matches!(r.status.as_deref(), Some("done")) { json!(r.finished_at) } else { Value::Null },
+    })
+}
+
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// `GET /v1/webhook-events?status=&limit=`: newest first.
+pub async fn list_events(call: Call<'_>) -> Result<Reply, ApiError> {
+    let org = org(&call)?;
+    let q = call.query.as_deref();
+    let status = match query_param(q, "status") {
+        None | Some("") => None,
+        Some("pending") => Some("pending"),
+        Some("processing") => Some("processing"),
+        Some("processed") => Some("done"),
+        Some("dead") => Some("dead"),
+        Some(_) => return Err(ApiError::invalid("status", "must be pending, processing, processed or dead")),
+    };
+    let limit = match query_param(q, "limit") {
+        None | Some("") => 50,
+        Some(v) => v.parse::<i64>().ok().filter(|n| (1..=500).contains(n)).ok_or_else(|| ApiError::invalid("limit", "must be 1 to 500"))?,
+    };
+    let mut tx = db::begin_tenant(&call.state.pool, org, call.caller.role.as_str()).await?;
+    let rows = db::webhooks::list_events(&mut *tx, org, status, limit).await?;
+    tx.commit().await?;
+    Ok(Reply::json(StatusCode::OK, json!({ "events": rows.iter().map(event_json).collect::<Vec<_>>() })))
+}
+
+/// `GET /v1/webhook-events/{event_id}`.
+pub async fn get_event(call: Call<'_>) -> Result<Reply, ApiError> {
+    let org = org(&call)?;
+    let id = uuid_param(&call, "event_id")?;
+    let mut tx = db::begin_tenant(&call.state.pool, org, call.caller.role.as_str()).await?;
+    let row = db::webhooks::event(&mut *tx, org, id).await?.ok_or_else(ApiError::not_found)?;
+    tx.commit().await?;
+    Ok(Reply::json(StatusCode::OK, event_json(&row)))
+}
+
+/// `POST /v1/webhook-events/{event_id}/replay`: a dead event goes back in the queue with fresh
+/// attempts; any other status is 409.
+pub async fn replay_event(call: Call<'_>) -> Result<Reply, ApiError> {
+    let org = org(&call)?;
+    let id = uuid_param(&call, "event_id")?;
+    let mut tx = db::begin_tenant(&call.state.pool, org, call.caller.role.as_str()).await?;
+    if !db::webhooks::replay(&mut *tx, org, id).await? {
+        let exists = db::webhooks::event(&mut *tx, org, id).await?.is_some();
+        return Err(if exists { ApiError::new(Code::Conflict, "only dead events can be replayed") } else { ApiError::not_found() });
+    }
+    tx.commit().await?;
+    tracing::info!(org_id = %org, event_id = %id, "webhook_event_replayed");
+    Ok(Reply::json(StatusCode::OK, json!({ "event_id": id, "status": "pending" })))
+}

@@ -1,0 +1,192 @@
+//! Webhook ingress: endpoints, their secrets, and what a delivery must prove.
+//!
+//! An endpoint belongs to one org and one provider (from `policies/`), and signs with one
+//! scheme: `standard-webhooks` or `hmac-sha256` (a provider header over the raw body). The
+//! endpoint, never the payload, decides the org. Secrets are shown once and kept sealed
+//! ([`seal`]); [`verify`] checks deliveries; [`Endpoints`] keeps resolved endpoints in memory
+//! for a few seconds, cleared across replicas by the same `NOTIFY` as credentials.
+//!
+//! This module does not store events or run jobs: `native::webhooks` stores, `jobs` runs.
+
+pub mod seal;
+pub mod verify;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::db;
+use crate::error::Result;
+use seal::SecretKey;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    StandardWebhooks,
+    HmacSha256,
+}
+
+impl Scheme {
+    pub fn parse(s: &str) -> Option<Scheme> {
+        match s {
+            "standard-webhooks" => Some(Scheme::StandardWebhooks),
+            "hmac-sha256" => Some(Scheme::HmacSha256),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::StandardWebhooks => "standard-webhooks",
+            Scheme::HmacSha256 => "hmac-sha256",
+        }
+    }
+}
+
+/// A fresh secret as shown to the tenant, and the HMAC key it stands for.
+///
+/// `standard-webhooks`: `whsec_` + base64 of 32 random bytes; the key is those bytes.
+/// `hmac-sha256`: 64 hex characters; the key is that text (providers configure it as a
+/// string and use its bytes).
+pub fn generate_secret(scheme: Scheme) -> (String, Vec<u8>) {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    match scheme {
+        Scheme::StandardWebhooks => {
+            (format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(bytes)), bytes.to_vec())
+        }
+        Scheme::HmacSha256 => {
+            let text = hex::encode(bytes);
+            let key = text.clone().into_bytes();
+            (text, key)
+        }
+    }
+}
+
+/// An endpoint as ingress sees it.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub id: Uuid,
+    pub org: Uuid,
+    pub provider: String,
+    pub scheme: Scheme,
+    /// HMAC keys with their expiry (`None`: current).
+    pub keys: Vec<(Vec<u8>, Option<DateTime<Utc>>)>,
+}
+
+impl Endpoint {
+    /// The keys valid at `now`.
+    pub fn active_keys(&self, now: DateTime<Utc>) -> Vec<&[u8]> {
+        self.keys.iter().filter(|(_, exp)| exp.is_none_or(|e| e > now)).map(|(k, _)| k.as_slice()).collect()
+    }
+}
+
+const TTL: Duration = Duration::from_secs(5);
+const MAX_ENTRIES: usize = 100_000;
+
+/// A resolved endpoint (`None`: unknown or disabled) and when it was looked up.
+type Cached = (Option<Arc<Endpoint>>, Instant);
+
+/// Resolved endpoints (and unknown ids), kept a few seconds.
+pub struct Endpoints {
+    key: SecretKey,
+    cache: RwLock<HashMap<Uuid, Cached>>,
+}
+
+impl Endpoints {
+    pub fn new(key: SecretKey) -> Endpoints {
+        Endpoints { key, cache: RwLock::new(HashMap::new()) }
+    }
+
+    pub fn key(&self) -> &SecretKey {
+        &self.key
+    }
+
+    /// The active endpoint with this id, or `None` (unknown or disabled).
+    pub async fn get(&self, pool: &PgPool, id: Uuid) -> Result<Option<Arc<Endpoint>>> {
+        if let Some((hit, at)) = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            if at.elapsed() < TTL {
+                return Ok(hit.clone());
+            }
+        }
+        let resolved = db::webhooks::resolve(pool, id).await?;
+        let endpoint = resolved.filter(|r| !r.disabled).and_then(|r| {
+            let scheme = Scheme::parse(&r.scheme)?;
+            let keys = r
+                .secrets
+                .iter()
+                .filter_map(|(sealed, exp)| match self.key.open(id, sealed) {
+                    Some(k) => Some((k, *exp)),
+                    None => {
+                        tracing::error!(endpoint_id = %id, "a webhook secret does not open with this gateway's secret key (GATEWAY_SECRET_KEY differs between replicas?)");
+                        None
+                    }
+                })
+                .collect();
+            Some(Arc::new(Endpoint { id, org: r.org, provider: r.provider, scheme, keys }))
+        });
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_ENTRIES {
+            cache.retain(|_, (_, at)| at.elapsed() < TTL);
+            if cache.len() >= MAX_ENTRIES {
+                cache.clear();
+            }
+        }
+        cache.insert(id, (endpoint.clone(), Instant::now()));
+        Ok(endpoint)
+    }
+
+    pub fn invalidate_all(&self) {
+        self.cache.write().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+/// The event key of an `hmac-sha256` delivery: the values at the provider's JSON pointers,
+/// joined by `:` (seed 000's `providerMessageId:eventType`). `None` when one is missing.
+pub fn event_key(body: &Value, pointers: &[String]) -> Option<String> {
+    let mut parts = Vec::with_capacity(pointers.len());
+    for p in pointers {
+        match body.pointer(p)? {
+            Value::String(s) if !s.is_empty() => parts.push(s.clone()),
+            Value::Number(n) => parts.push(n.to_string()),
+            _ => return None,
+        }
+    }
+    let key = parts.join(":");
+    (key.len() <= 512).then_some(key)
+}
+
+/// A short text value at a JSON pointer (event types), if any.
+pub fn text_at(body: &Value, pointer: &str) -> Option<String> {
+    body.pointer(pointer).and_then(Value::as_str).filter(|s| s.len() <= 200).map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_have_the_documented_shapes() {
+        let (text, key) = generate_secret(Scheme::StandardWebhooks);
+        assert!(text.starts_with("whsec_"));
+        assert_eq!(base64::engine::general_purpose::STANDARD.decode(&text[6..]).unwrap(), key);
+        assert_eq!(key.len(), 32);
+        let (text, key) = generate_secret(Scheme::HmacSha256);
+        assert_eq!(text.len(), 64);
+        assert_eq!(text.as_bytes(), key.as_slice());
+    }
+
+    #[test]
+    fn event_keys_join_pointers_and_need_all_of_them() {
+        let body = serde_json::json!({"message_id": "m1", "event": {"type": "reply"}, "n": 3});
+        let ptrs = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(event_key(&body, &ptrs(&["/message_id", "/event/type"])).as_deref(), Some("m1:reply"));
+        assert_eq!(event_key(&body, &ptrs(&["/n"])).as_deref(), Some("3"));
+        assert_eq!(event_key(&body, &ptrs(&["/message_id", "/missing"])), None);
+    }
+}
