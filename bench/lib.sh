@@ -1,9 +1,9 @@
 # Shared by the bench scripts: start a release gateway in embedded mode with its access log on,
-# create an unmetered org and a token. Sets DATA, GW (pid), GWADDR, ORG, BENCH_TOKEN.
+# create an unmetered org and a token. Sets DATA, GW (pid), GWADDR, SUPER, ORG, BENCH_TOKEN.
 start_gateway() {
   local role=${1:-member}
   DATA=$(mktemp -d /tmp/gwbench.XXXXXX)
-  local admin="bench-super-admin-$(date +%s%N)"
+  SUPER="bench-super-admin-$(date +%s%N)"; local admin="$SUPER"
   RUST_BACKTRACE=0 GATEWAY_DATA_DIR="$DATA" GATEWAY_LISTEN=127.0.0.1:0 GATEWAY_BOOTSTRAP_TOKEN="$admin" \
     GATEWAY_LOG_FORMAT=json GATEWAY_LOG=info ./target/release/gateway serve >/dev/null 2>"$DATA/gateway.log" &
   GW=$!

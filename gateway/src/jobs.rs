@@ -19,10 +19,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use rand::Rng;
-use tokio::sync::{watch, Semaphore};
+use std::collections::HashMap;
+
+use tokio::sync::{mpsc, watch, Semaphore};
 use uuid::Uuid;
 
-use crate::db::jobs::{self, Claimed, EventData, Finish};
+use crate::db::jobs::{self, Attempt, Claimed, ClaimedJob, EventData};
 use crate::plugin::bindings::types::{Header, Request};
 use crate::policy::{Role, Target};
 use crate::state::AppState;
@@ -81,6 +83,9 @@ async fn run(state: Arc<AppState>, settings: Settings, mut stopped: watch::Recei
     let permits = Arc::new(Semaphore::new(settings.workers));
     let mut running = tokio::task::JoinSet::new();
     let mut depth_at = tokio::time::Instant::now();
+    let mut conn: Option<sqlx::PgConnection> = None;
+    let (done, finished) = mpsc::unbounded_channel();
+    let finisher = tokio::spawn(finisher(state.clone(), worker.clone(), finished));
     tracing::info!(worker = %worker, workers = settings.workers, org_concurrency = settings.org_concurrency, "job workers started");
     loop {
         if *stopped.borrow() {
@@ -98,23 +103,31 @@ async fn run(state: Arc<AppState>, settings: Settings, mut stopped: watch::Recei
         let free = permits.available_permits().min(BATCH);
         let mut claimed_all = false;
         if free > 0 {
-            let lease = settings.lease.as_secs_f64();
-            match jobs::claim(&state.pool, &worker, free as i64, i64::from(settings.org_concurrency), lease).await {
-                Ok((claimed, events)) => {
-                    claimed_all = claimed.len() == free;
-                    for job in claimed {
-                        let event = job.ref_id.and_then(|r| events.iter().find(|e| e.id == r).cloned());
-                        let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
-                        let (state, worker) = (state.clone(), worker.clone());
-                        running.spawn(async move {
-                            execute(&state, &worker, job, event).await;
-                            drop(permit);
-                            // A slot (and maybe an org's concurrency) is free again.
-                            state.jobs_wake.notify_waiters();
-                        });
+            if conn.is_none() {
+                match jobs::claim_connection(&state.pool).await {
+                    Ok(c) => conn = Some(c),
+                    Err(e) => tracing::warn!(error = %e, "job claim connection failed"),
+                }
+            }
+            if let Some(c) = conn.as_mut() {
+                let lease = settings.lease.as_secs_f64();
+                match jobs::claim(c, &worker, free as i64, i64::from(settings.org_concurrency), lease).await {
+                    Ok(claimed) => {
+                        claimed_all = claimed.len() == free;
+                        for ClaimedJob { job, event } in claimed {
+                            let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
+                            let (state, done) = (state.clone(), done.clone());
+                            running.spawn(async move {
+                                execute(&state, job, event, &done).await;
+                                drop(permit);
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claiming jobs failed");
+                        conn = None;
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "claiming jobs failed"),
             }
         }
         if claimed_all {
@@ -127,6 +140,9 @@ async fn run(state: Arc<AppState>, settings: Settings, mut stopped: watch::Recei
         }
     }
     while running.join_next().await.is_some() {}
+    // The finisher ends once every sender is gone, after recording what is left.
+    drop(done);
+    let _ = finisher.await;
     tracing::info!(worker = %worker, "job workers stopped");
 }
 
@@ -150,7 +166,15 @@ pub fn backoff(base_ms: u32, attempt: i32) -> Duration {
     Duration::from_millis(jittered)
 }
 
-async fn execute(state: &AppState, worker: &str, job: Claimed, event: Option<EventData>) {
+/// A finished attempt on its way to the finisher.
+struct Finished {
+    org: Uuid,
+    attempt: Attempt,
+    ms: i64,
+}
+
+/// Runs one claimed job and hands the outcome to the finisher.
+async fn execute(state: &AppState, job: Claimed, event: Option<EventData>, done: &mpsc::UnboundedSender<Finished>) {
     let started = Utc::now();
     let run_id = Uuid::new_v4();
     let outcome = if job.attempts > job.max_attempts {
@@ -163,41 +187,71 @@ async fn execute(state: &AppState, worker: &str, job: Claimed, event: Option<Eve
             (kind, _) => Err(format!("no runner for job kind {kind:?}")),
         }
     };
-    let finish = match &outcome {
-        Ok(()) => Finish::Done,
-        Err(error) => {
-            let retry = (job.attempts < job.max_attempts).then(|| backoff(job.retry_base_ms.max(1) as u32, job.attempts));
-            Finish::Failed { error, retry_at: retry.map(|d| Utc::now() + chrono::Duration::from_std(d).unwrap_or_default()) }
+    let (status, error, retry_at) = match outcome {
+        Ok(()) => ("done", None, None),
+        Err(error) if job.attempts < job.max_attempts => {
+            let wait = backoff(job.retry_base_ms.max(1) as u32, job.attempts);
+            ("pending", Some(error), Some(Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default()))
         }
+        Err(error) => ("dead", Some(error), None),
     };
-    let retry_in = match &finish {
-        Finish::Failed { retry_at: Some(at), .. } => (*at - Utc::now()).to_std().ok(),
-        _ => None,
-    };
-    match jobs::finish(&state.pool, &job, worker, run_id, started, finish).await {
-        Ok(true) => {}
-        Ok(false) => tracing::warn!(job_id = %job.id, org_id = %job.tenant_id, "job_lease_lost"),
-        Err(e) => {
-            // The lease will expire and the job run again: at least once.
-            tracing::error!(job_id = %job.id, org_id = %job.tenant_id, error = %e, "job_finish_failed");
-            return;
+    let attempt = Attempt { job: job.id, attempt: job.attempts, status, error, retry_at, run_id, started };
+    let _ = done.send(Finished { org: job.tenant_id, attempt, ms: (Utc::now() - started).num_milliseconds() });
+}
+
+/// Records finished attempts, batching what has accumulated: one transaction per org for
+/// all of them, instead of one per job. A batch that cannot be recorded is logged; its jobs
+/// are re-run when their leases end (at least once).
+async fn finisher(state: Arc<AppState>, worker: String, mut rx: mpsc::UnboundedReceiver<Finished>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(f) => batch.push(f),
+                Err(_) => break,
+            }
         }
-    }
-    let ms = (Utc::now() - started).num_milliseconds();
-    match &outcome {
-        Ok(()) => tracing::info!(job_id = %job.id, org_id = %job.tenant_id, run_id = %run_id, attempt = job.attempts, ms, "job_done"),
-        Err(_) if retry_in.is_some() => {
-            tracing::warn!(job_id = %job.id, org_id = %job.tenant_id, run_id = %run_id, attempt = job.attempts, ms, "job_failed_will_retry")
+        let mut by_org: HashMap<Uuid, Vec<Finished>> = HashMap::new();
+        for f in batch {
+            by_org.entry(f.org).or_default().push(f);
         }
-        Err(_) => tracing::warn!(job_id = %job.id, org_id = %job.tenant_id, run_id = %run_id, attempt = job.attempts, ms, "job_dead"),
-    }
-    // Wake the claim loop when a retry this replica scheduled is due (sooner than polling).
-    if let Some(wait) = retry_in.filter(|w| *w < POLL) {
-        let wake = state.jobs_wake.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            wake.notify_waiters();
-        });
+        let mut soonest: Option<Duration> = None;
+        for (org, items) in by_org {
+            let attempts: Vec<Attempt> = items.iter().map(|f| f.attempt.clone()).collect();
+            let recorded = match jobs::finish(&state.pool, org, &worker, &attempts).await {
+                Ok(ids) => ids,
+                Err(e) => {
+                    tracing::error!(org_id = %org, jobs = attempts.len(), error = %e, "job_finish_failed");
+                    continue;
+                }
+            };
+            for f in &items {
+                let a = &f.attempt;
+                if !recorded.contains(&a.job) {
+                    tracing::warn!(job_id = %a.job, org_id = %org, "job_lease_lost");
+                    continue;
+                }
+                match a.status {
+                    "done" => tracing::info!(job_id = %a.job, org_id = %org, run_id = %a.run_id, attempt = a.attempt, ms = f.ms, "job_done"),
+                    "pending" => tracing::warn!(job_id = %a.job, org_id = %org, run_id = %a.run_id, attempt = a.attempt, ms = f.ms, "job_failed_will_retry"),
+                    _ => tracing::warn!(job_id = %a.job, org_id = %org, run_id = %a.run_id, attempt = a.attempt, ms = f.ms, "job_dead"),
+                }
+                if let Some(at) = a.retry_at {
+                    let wait = (at - Utc::now()).to_std().unwrap_or_default();
+                    soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
+                }
+            }
+        }
+        // Slots (and orgs' concurrency) are free again in the database: claim more.
+        state.jobs_wake.notify_waiters();
+        // Wake the claim loop when a retry this replica scheduled is due (sooner than polling).
+        if let Some(wait) = soonest.filter(|w| *w < POLL) {
+            let wake = state.jobs_wake.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                wake.notify_waiters();
+            });
+        }
     }
 }
 

@@ -91,7 +91,9 @@ async fn every_tenant_table_forces_rls_with_using_and_with_check() {
             .await
             .unwrap();
         assert!(row.get::<bool, _>(0) && row.get::<bool, _>(1), "{t}: RLS not enabled and forced");
-        let policies: Vec<(String, Vec<String>, Option<String>, Option<String>)> =
+        // (name, roles, USING, WITH CHECK)
+        type PolicyRow = (String, Vec<String>, Option<String>, Option<String>);
+        let policies: Vec<PolicyRow> =
             sqlx::query_as("SELECT policyname::text, roles::text[], qual, with_check FROM pg_policies WHERE tablename = $1")
                 .bind(t)
                 .fetch_all(&pool)

@@ -7,7 +7,8 @@
 //! the same job. A claim is a lease: `run_at` becomes the lease's end, after which a job still
 //! `processing` (its worker died) is runnable again.
 //!
-//! Finishing an attempt runs in the job's tenant context.
+//! Finishing attempts runs in the jobs' tenant context, several attempts of one org per
+//! transaction.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -27,7 +28,7 @@ pub struct Claimed {
     pub retry_base_ms: i32,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct EventData {
     pub id: Uuid,
     pub provider: String,
@@ -37,12 +38,36 @@ pub struct EventData {
     pub content_type: Option<String>,
 }
 
+/// Opens the claimer's own connection: outside the pool, in the platform scope for its whole
+/// session, and used for nothing but claims, so a claim is one statement and one round trip.
+pub async fn claim_connection(pool: &PgPool) -> Result<sqlx::PgConnection> {
+    use sqlx::ConnectOptions;
+    let mut conn = pool.connect_options().as_ref().clone().connect().await?;
+    sqlx::query("SELECT set_config('app.scope', 'platform', false)").execute(&mut conn).await?;
+    Ok(conn)
+}
+
+/// A claimed job and, for webhook jobs, its event.
+pub struct ClaimedJob {
+    pub job: Claimed,
+    pub event: Option<EventData>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ClaimRow {
+    #[sqlx(flatten)]
+    job: Claimed,
+    event_provider: Option<String>,
+    event_key: Option<String>,
+    event_type: Option<String>,
+    event_body: Option<Vec<u8>>,
+    event_content_type: Option<String>,
+}
+
 /// Claims up to `batch` runnable jobs, at most `org_cap` running per org, leased for
-/// `lease_secs`; returns them with the webhook events they refer to.
-pub async fn claim(pool: &PgPool, worker: &str, batch: i64, org_cap: i64, lease_secs: f64) -> Result<(Vec<Claimed>, Vec<EventData>)> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT set_config('app.scope', 'platform', true)").execute(&mut *tx).await?;
-    let claimed: Vec<Claimed> = sqlx::query_as(
+/// `lease_secs`, with the webhook events they refer to; on a [`claim_connection`].
+pub async fn claim(conn: &mut sqlx::PgConnection, worker: &str, batch: i64, org_cap: i64, lease_secs: f64) -> Result<Vec<ClaimedJob>> {
+    let rows: Vec<ClaimRow> = sqlx::query_as(
         "WITH RECURSIVE orgs(t) AS ( \
              (SELECT tenant_id FROM jobs WHERE status IN ('pending', 'processing') AND run_at <= now() \
               ORDER BY tenant_id LIMIT 1) \
@@ -60,76 +85,98 @@ pub async fn claim(pool: &PgPool, worker: &str, batch: i64, org_cap: i64, lease_
                  LIMIT GREATEST(0, $2 - (SELECT count(*) FROM jobs r \
                                           WHERE r.tenant_id = o.t AND r.status = 'processing' AND r.run_at > now())) \
                  FOR UPDATE SKIP LOCKED) c \
-             LIMIT $1) \
-         UPDATE jobs SET status = 'processing', attempts = jobs.attempts + 1, \
-                run_at = now() + make_interval(secs => $3), locked_by = $4, updated_at = now() \
-         FROM picked WHERE jobs.id = picked.id \
-         RETURNING jobs.id, jobs.tenant_id, jobs.kind, jobs.ref_id, jobs.attempts, jobs.max_attempts, jobs.retry_base_ms",
+             LIMIT $1), \
+         u AS ( \
+             UPDATE jobs SET status = 'processing', attempts = jobs.attempts + 1, \
+                    run_at = now() + make_interval(secs => $3), locked_by = $4, updated_at = now() \
+             FROM picked WHERE jobs.id = picked.id \
+             RETURNING jobs.id, jobs.tenant_id, jobs.kind, jobs.ref_id, jobs.attempts, jobs.max_attempts, jobs.retry_base_ms) \
+         SELECT u.*, e.provider AS event_provider, e.event_key, e.event_type, e.body AS event_body, \
+                e.content_type AS event_content_type \
+         FROM u LEFT JOIN webhook_events e ON u.kind = 'webhook' AND e.tenant_id = u.tenant_id AND e.id = u.ref_id",
     )
     .bind(batch)
     .bind(org_cap)
     .bind(lease_secs)
     .bind(worker)
-    .fetch_all(&mut *tx)
+    .fetch_all(conn)
     .await?;
-    let refs: Vec<Uuid> = claimed.iter().filter(|c| c.kind == "webhook").filter_map(|c| c.ref_id).collect();
-    let events = if refs.is_empty() {
-        Vec::new()
-    } else {
-        sqlx::query_as(
-            "SELECT id, provider, event_key, event_type, body, content_type FROM webhook_events WHERE id = ANY($1)",
-        )
-        .bind(&refs)
-        .fetch_all(&mut *tx)
-        .await?
-    };
-    tx.commit().await?;
-    Ok((claimed, events))
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let event = match (r.job.ref_id, r.event_provider, r.event_key, r.event_body) {
+                (Some(id), Some(provider), Some(event_key), Some(body)) => Some(EventData {
+                    id,
+                    provider,
+                    event_key,
+                    event_type: r.event_type,
+                    body,
+                    content_type: r.event_content_type,
+                }),
+                _ => None,
+            };
+            ClaimedJob { job: r.job, event }
+        })
+        .collect())
 }
 
-/// How an attempt ended.
-pub enum Finish<'a> {
-    Done,
-    /// Failed; retried at `retry_at`, or dead when `None`.
-    Failed { error: &'a str, retry_at: Option<DateTime<Utc>> },
+/// One finished attempt, as the finisher records it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub job: Uuid,
+    /// The attempt number the claim gave it (a re-claimed job has a higher one).
+    pub attempt: i32,
+    /// `done`, `pending` (retry at `retry_at`) or `dead`.
+    pub status: &'static str,
+    pub error: Option<String>,
+    pub retry_at: Option<DateTime<Utc>>,
+    pub run_id: Uuid,
+    pub started: DateTime<Utc>,
 }
 
-/// Records an attempt (an `agent_runs` row) and moves the job on, in the job's tenant
-/// context. `false` when the job was no longer ours (the lease expired and another worker
-/// took it): nothing is changed then.
-pub async fn finish(pool: &PgPool, job: &Claimed, worker: &str, run_id: Uuid, started: DateTime<Utc>, outcome: Finish<'_>) -> Result<bool> {
-    let mut tx = crate::db::begin_tenant(pool, job.tenant_id, "system").await?;
-    let (status, error, run_at, run_status) = match &outcome {
-        Finish::Done => ("done", None, None, "succeeded"),
-        Finish::Failed { error, retry_at: Some(at) } => ("pending", Some(*error), Some(*at), "failed"),
-        Finish::Failed { error, retry_at: None } => ("dead", Some(*error), None, "failed"),
-    };
-    let updated: Option<Uuid> = sqlx::query_scalar(
-        "WITH u AS ( \
-             UPDATE jobs SET status = $4, last_error = $5, run_at = COALESCE($6, run_at), locked_by = NULL, \
-                    last_run_id = $7, updated_at = now(), \
-                    finished_at = CASE WHEN $4 IN ('done', 'dead') THEN now() END \
-             WHERE tenant_id = $1 AND id = $2 AND status = 'processing' AND attempts = $3 AND locked_by = $8 \
-             RETURNING id, kind, ref_id), \
+/// Records finished attempts of one org (an `agent_runs` row each) and moves their jobs on,
+/// in one transaction in the org's tenant context. Returns the jobs that were still ours;
+/// a job whose lease expired and was taken by another worker is left alone.
+pub async fn finish(pool: &PgPool, org: Uuid, worker: &str, attempts: &[Attempt]) -> Result<Vec<Uuid>> {
+    let mut tx = crate::db::begin_tenant(pool, org, "system").await?;
+    let ids: Vec<Uuid> = attempts.iter().map(|a| a.job).collect();
+    let numbers: Vec<i32> = attempts.iter().map(|a| a.attempt).collect();
+    let statuses: Vec<&str> = attempts.iter().map(|a| a.status).collect();
+    let errors: Vec<Option<&str>> = attempts.iter().map(|a| a.error.as_deref()).collect();
+    let retry_at: Vec<Option<DateTime<Utc>>> = attempts.iter().map(|a| a.retry_at).collect();
+    let runs: Vec<Uuid> = attempts.iter().map(|a| a.run_id).collect();
+    let started: Vec<DateTime<Utc>> = attempts.iter().map(|a| a.started).collect();
+    let finished: Vec<Uuid> = sqlx::query_scalar(
+        "WITH input AS ( \
+             SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::text[], $6::timestamptz[], $7::uuid[], $8::timestamptz[]) \
+                 AS t(id, attempt, status, error, retry_at, run_id, started)), \
+         u AS ( \
+             UPDATE jobs j SET status = i.status, last_error = i.error, run_at = COALESCE(i.retry_at, j.run_at), \
+                    locked_by = NULL, last_run_id = i.run_id, updated_at = now(), \
+                    finished_at = CASE WHEN i.status IN ('done', 'dead') THEN now() END \
+             FROM input i \
+             WHERE j.tenant_id = $1 AND j.id = i.id AND j.status = 'processing' AND j.attempts = i.attempt \
+               AND j.locked_by = $9 \
+             RETURNING j.id, j.kind, j.ref_id, i.attempt, i.status, i.error, i.run_id, i.started), \
          r AS ( \
              INSERT INTO agent_runs (id, tenant_id, job_id, kind, attempt, status, error, input, worker, started_at) \
-             SELECT $7, $1, u.id, u.kind, $3, $9, $5, jsonb_build_object('ref_id', u.ref_id), $8, $10 FROM u) \
+             SELECT run_id, $1, id, kind, attempt, CASE WHEN status = 'done' THEN 'succeeded' ELSE 'failed' END, \
+                    error, jsonb_build_object('ref_id', ref_id), $9, started FROM u) \
          SELECT id FROM u",
     )
-    .bind(job.tenant_id)
-    .bind(job.id)
-    .bind(job.attempts)
-    .bind(status)
-    .bind(error)
-    .bind(run_at)
-    .bind(run_id)
+    .bind(org)
+    .bind(&ids)
+    .bind(&numbers)
+    .bind(&statuses)
+    .bind(&errors)
+    .bind(&retry_at)
+    .bind(&runs)
+    .bind(&started)
     .bind(worker)
-    .bind(run_status)
-    .bind(started)
-    .fetch_optional(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(updated.is_some())
+    Ok(finished)
 }
 
 /// Queue depth by org and status (platform scope), for the periodic metrics line.
