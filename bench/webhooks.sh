@@ -7,7 +7,7 @@
 #    ceiling: the same transaction from plain sqlx tasks (32, pool 16) on the same database.
 #    Workers are off here, so both sides measure ingestion alone.
 # 2. Queue: COUNT jobs enqueued for ORGS orgs, drained by one gateway's workers (default
-#    settings: 16 workers, 4 per org) running the `generic` adapter (echo, a no-op plugin);
+#    settings: 16 workers, 8 per org) running the `generic` adapter (echo, a no-op plugin);
 #    jobs/s between the first and the last finished job.
 # Default PostgreSQL durability (fsync, synchronous_commit on) throughout.
 #

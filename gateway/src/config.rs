@@ -39,7 +39,7 @@ pub struct Config {
     pub secret_key: Option<String>,
     /// `GATEWAY_JOB_WORKERS`, default 16: jobs this replica runs at once (0: run none).
     pub job_workers: usize,
-    /// `GATEWAY_JOB_ORG_CONCURRENCY`, default 4: jobs of one org running at once, across
+    /// `GATEWAY_JOB_ORG_CONCURRENCY`, default 8: jobs of one org running at once, across
     /// replicas (checked at claim time).
     pub job_org_concurrency: u32,
     /// `GATEWAY_JOB_LEASE_SECS`, default 60: how long a claimed job is a worker's before
@@ -120,7 +120,7 @@ impl Config {
             watch: false,
             secret_key: env("GATEWAY_SECRET_KEY").or(file.secret_key),
             job_workers: number(&env, "GATEWAY_JOB_WORKERS", file.job_workers, 16)?,
-            job_org_concurrency: number(&env, "GATEWAY_JOB_ORG_CONCURRENCY", file.job_org_concurrency, 4)?.max(1),
+            job_org_concurrency: number(&env, "GATEWAY_JOB_ORG_CONCURRENCY", file.job_org_concurrency, 8)?.max(1),
             job_lease_secs: number(&env, "GATEWAY_JOB_LEASE_SECS", file.job_lease_secs, 60)?.max(1),
         })
     }

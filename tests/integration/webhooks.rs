@@ -370,3 +370,34 @@ async fn one_org_with_ten_thousand_queued_jobs_does_not_delay_another() {
     assert!(busy_left > 1000, "the busy org's backlog must still be there for this to mean anything ({busy_left})");
     assert!(waited < Duration::from_secs(3), "{waited:?}");
 }
+
+#[tokio::test]
+async fn ingress_counts_against_the_orgs_quota_and_not_against_anothers() {
+    let db = TestDb::new().await;
+    let mut opts = GatewayOptions::new(&db);
+    opts.policies = policies_with("zz-small.toml", "[plans.small]\nper_org = { rate = \"5/m\", burst = 5 }\n");
+    let gw = Gateway::start_with(opts).await;
+    let mut endpoints = Vec::new();
+    for name in ["Noisy", "Quiet"] {
+        let org = gw.create_org(name, Some("small")).await;
+        let (t, _, _) = gw.create_token(&org, "admin", &format!("a@{name}.test")).await;
+        // Managing endpoints counts too: one request of the quota.
+        endpoints.push(endpoint(&gw, &t, "generic", "standard-webhooks").await);
+    }
+    let (noisy_ep, noisy_secret) = &endpoints[0];
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        let r = deliver(&gw, noisy_ep, &whsec_key(noisy_secret), &format!("n{i}"), now(), b"{}").await;
+        statuses.push(r.status);
+        if r.status == 429 {
+            assert_eq!(r.code(), "RATE_LIMITED");
+            assert!(r.header("retry-after").is_some());
+        }
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 4, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 4, "{statuses:?}");
+    let (quiet_ep, quiet_secret) = &endpoints[1];
+    assert_eq!(deliver(&gw, quiet_ep, &whsec_key(quiet_secret), "q1", now(), b"{}").await.status, 200);
+    let pool = db.owner_pool().await;
+    assert_eq!(count(&pool, "SELECT count(*) FROM webhook_events").await, 5);
+}
