@@ -6,9 +6,9 @@
 #    the raw body, event + job committed before the 200), and in the same run the native
 #    ceiling: the same transaction from plain sqlx tasks (32, pool 16) on the same database.
 #    Workers are off here, so both sides measure ingestion alone.
-# 2. Queue: COUNT jobs enqueued for ORGS orgs, drained by one gateway's workers (default
-#    settings: 16 workers, 8 per org) running the `generic` adapter (echo, a no-op plugin);
-#    jobs/s between the first and the last finished job.
+# 2. Queue: JOBS jobs enqueued for 1 or 4 orgs, drained by one gateway's workers (16 workers;
+#    8 running jobs per org by default, 16 in the last row) running the `generic` adapter
+#    (echo, a no-op plugin); jobs/s between the first and the last finished job.
 # Default PostgreSQL durability (fsync, synchronous_commit on) throughout.
 #
 # Usage: bench/webhooks.sh [rounds] [seconds] [jobs]
@@ -52,8 +52,9 @@ awk -v g="$GR" -v n="$NR_" 'BEGIN {printf "ratio gateway / native: %.2f\n", g / 
 echo
 echo "| queue: jobs drained by one gateway (no-op adapter) | jobs | jobs/s | dead |"
 echo "|---|---|---|---|"
-for ORGS in 1 4; do
-  start_gateway admin
+for RUN in 1:8 4:8 1:16; do
+  ORGS=${RUN%%:*}; CAP=${RUN##*:}
+  GATEWAY_JOB_ORG_CONCURRENCY=$CAP start_gateway admin
   DBURL="postgres://postgres@localhost:5432/postgres?host=$DATA/pg"
   # Stop the workers from starting on a half-built backlog: enqueue everything in one transaction per org.
   for o in $(seq 1 "$ORGS"); do
@@ -66,6 +67,6 @@ for ORGS in 1 4; do
     read -r EP SECRET <<<"$(new_endpoint "$BENCH_TOKEN")"
     $B enqueue "$DBURL" "$ORG" "$EP" $((JOBS / ORGS))
   done
-  echo "| $ORGS org(s), $((JOBS / ORGS)) jobs each | $($B drain "$DBURL" 300 | awk '{print $1 " | " $2 " | " $3}') |"
+  echo "| $ORGS org(s) × $((JOBS / ORGS)) jobs, GATEWAY_JOB_ORG_CONCURRENCY=$CAP | $($B drain "$DBURL" 300 | awk '{print $1 " | " $2 " | " $3}') |"
   stop_gateway
 done

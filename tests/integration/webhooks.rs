@@ -401,3 +401,46 @@ async fn ingress_counts_against_the_orgs_quota_and_not_against_anothers() {
     let pool = db.owner_pool().await;
     assert_eq!(count(&pool, "SELECT count(*) FROM webhook_events").await, 5);
 }
+
+/// Production should not connect as a superuser (superusers bypass row-level security, even
+/// forced). With an ordinary owner role, RLS applies to the owner too, and the two cross-tenant
+/// operations (resolving an endpoint, claiming jobs) must go through the owner's
+/// `platform_access` policies: the whole webhook path is run here that way.
+#[tokio::test]
+async fn the_whole_path_works_when_the_owner_role_is_not_a_superuser() {
+    let db = TestDb::new().await;
+    let owner = format!("gw_owner_{}", &db.name[2..14]);
+    let admin = db.owner_pool().await;
+    sqlx::query(&format!("CREATE ROLE {owner} LOGIN NOSUPERUSER NOBYPASSRLS CREATEROLE")).execute(&admin).await.unwrap();
+    sqlx::query(&format!("ALTER DATABASE {} OWNER TO {owner}", db.name)).execute(&admin).await.unwrap();
+    let url = db.url().replacen("postgres://postgres@", &format!("postgres://{owner}@"), 1);
+    let mut opts = GatewayOptions::new(&db);
+    opts.database_url = Some(url.clone());
+    let gw = Gateway::start_with(opts).await;
+    let (_, admin_token) = admin_org(&gw).await;
+    let (ep, secret) = endpoint(&gw, &admin_token, "generic", "standard-webhooks").await;
+    let r = deliver(&gw, &ep, &whsec_key(&secret), "m1", now(), br#"{"id":"1","type":"t"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let event = r.json["event_id"].as_str().unwrap().to_string();
+    wait_status(&gw, &admin_token, &event, "processed", Duration::from_secs(20)).await;
+
+    // The owner itself, outside a tenant and without the platform scope, sees no tenant rows.
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+    let (superuser,): (bool,) = sqlx::query_as("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetch_one(&pool).await.unwrap();
+    assert!(!superuser);
+    for t in ["webhook_endpoints", "webhook_events", "jobs", "agent_runs"] {
+        assert_eq!(count(&pool, &format!("SELECT count(*) FROM {t}")).await, 0, "{t} visible to the owner");
+    }
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SELECT set_config('app.scope', 'platform', true)").execute(&mut *tx).await.unwrap();
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(jobs, 1, "the platform scope is how the owner claims jobs");
+    // The attempt log has no platform policy: even in that scope the owner sees none of it.
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM agent_runs").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(runs, 0);
+    tx.rollback().await.unwrap();
+}
+
+async fn admin_org(gw: &Gateway) -> (String, String) {
+    admin(gw, "Acme").await
+}

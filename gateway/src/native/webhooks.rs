@@ -97,6 +97,8 @@ pub async fn rotate_endpoint(call: Call<'_>) -> Result<Reply, ApiError> {
     // Every replica drops its cached copy of the endpoint at commit.
     db::notify_invalidate(&mut *tx).await?;
     tx.commit().await?;
+    // This replica at once, without waiting for its own notification to come back.
+    call.state.endpoints.forget(id);
     tracing::info!(org_id = %org, endpoint_id = %id, grace_seconds = grace, "webhook_secret_rotated");
     Ok(Reply::json(StatusCode::OK, json!({ "endpoint_id": id, "secret": secret, "previous_valid_until": until })))
 }
@@ -110,6 +112,7 @@ pub async fn disable_endpoint(call: Call<'_>) -> Result<Reply, ApiError> {
     db::webhooks::disable_endpoint(&mut *tx, org, id).await?;
     db::notify_invalidate(&mut *tx).await?;
     tx.commit().await?;
+    call.state.endpoints.forget(id);
     tracing::info!(org_id = %org, endpoint_id = %id, "webhook_endpoint_disabled");
     Ok(Reply::json(StatusCode::OK, json!({ "endpoint_id": id, "active": false })))
 }

@@ -141,6 +141,10 @@ impl Endpoints {
         Ok(endpoint)
     }
 
+    pub fn forget(&self, id: Uuid) {
+        self.cache.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+
     pub fn invalidate_all(&self) {
         self.cache.write().unwrap_or_else(|p| p.into_inner()).clear();
     }
