@@ -73,6 +73,17 @@ async fn wait_status(gw: &Gateway, token: &str, event: &str, status: &str, limit
     }
 }
 
+/// A gateway that acknowledges deliveries but runs no jobs, and the options that restart it
+/// (same data directory and super-admin token) with its workers on.
+async fn start_without_workers(db: &TestDb) -> (Gateway, GatewayOptions) {
+    let mut opts = GatewayOptions::new(db);
+    let mut restart = GatewayOptions::new(db);
+    restart.data_dir = opts.data_dir.clone();
+    restart.bootstrap_token = opts.bootstrap_token.clone();
+    opts.extra_env.push(("GATEWAY_JOB_WORKERS".into(), "0".into()));
+    (Gateway::start_with(opts).await, restart)
+}
+
 async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
 }
@@ -290,11 +301,7 @@ async fn failing_adapters_are_retried_dead_lettered_and_replayed_once_fixed() {
 async fn acknowledged_events_survive_a_sigkill_before_processing() {
     let db = TestDb::new().await;
     // No workers: acknowledged events wait in the queue.
-    let mut opts = GatewayOptions::new(&db);
-    opts.extra_env.push(("GATEWAY_JOB_WORKERS".into(), "0".into()));
-    let data_dir = opts.data_dir.clone();
-    let bootstrap = opts.bootstrap_token.clone();
-    let mut gw = Gateway::start_with(opts).await;
+    let (mut gw, restart) = start_without_workers(&db).await;
     let (_, admin_token) = admin(&gw, "Acme").await;
     let (ep, secret) = endpoint(&gw, &admin_token, "generic", "standard-webhooks").await;
     let key = whsec_key(&secret);
@@ -314,10 +321,7 @@ async fn acknowledged_events_survive_a_sigkill_before_processing() {
         .unwrap();
     gw.kill9().await;
 
-    let mut opts = GatewayOptions::new(&db);
-    opts.data_dir = data_dir;
-    opts.bootstrap_token = bootstrap;
-    let gw = Gateway::start_with(opts).await;
+    let gw = Gateway::start_with(restart).await;
     for e in &events {
         wait_status(&gw, &admin_token, e, "processed", Duration::from_secs(30)).await;
     }
@@ -329,11 +333,7 @@ async fn acknowledged_events_survive_a_sigkill_before_processing() {
 async fn one_org_with_ten_thousand_queued_jobs_does_not_delay_another() {
     let db = TestDb::new().await;
     // Workers start only after the backlog is in place.
-    let mut opts = GatewayOptions::new(&db);
-    opts.extra_env.push(("GATEWAY_JOB_WORKERS".into(), "0".into()));
-    let data_dir = opts.data_dir.clone();
-    let bootstrap = opts.bootstrap_token.clone();
-    let mut gw = Gateway::start_with(opts).await;
+    let (mut gw, restart) = start_without_workers(&db).await;
     let (busy_org, busy_admin) = admin(&gw, "Busy").await;
     let (busy_ep, _) = endpoint(&gw, &busy_admin, "generic", "standard-webhooks").await;
     let (_, quiet_admin) = admin(&gw, "Quiet").await;
@@ -356,10 +356,7 @@ async fn one_org_with_ten_thousand_queued_jobs_does_not_delay_another() {
     .unwrap();
     tx.commit().await.unwrap();
 
-    let mut opts = GatewayOptions::new(&db);
-    opts.data_dir = data_dir;
-    opts.bootstrap_token = bootstrap;
-    let gw = Gateway::start_with(opts).await;
+    let gw = Gateway::start_with(restart).await;
     let sent = Instant::now();
     let r = deliver(&gw, &quiet_ep, &whsec_key(&quiet_secret), "quiet_1", now(), br#"{"id":"q","type":"t"}"#).await;
     let event = r.json["event_id"].as_str().unwrap().to_string();
