@@ -45,6 +45,9 @@ pub struct Config {
     /// `GATEWAY_JOB_LEASE_SECS`, default 60: how long a claimed job is a worker's before
     /// another may take it (a worker that died).
     pub job_lease_secs: u32,
+    /// `GATEWAY_JOB_DB_CONNECTIONS`, default 8: the job workers' own pool, apart from the
+    /// requests' (`GATEWAY_DB_MAX_CONNECTIONS`).
+    pub job_db_connections: u32,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -63,6 +66,7 @@ struct FileConfig {
     job_workers: Option<usize>,
     job_org_concurrency: Option<u32>,
     job_lease_secs: Option<u32>,
+    job_db_connections: Option<u32>,
 }
 
 fn number<T: std::str::FromStr>(env: &impl Fn(&str) -> Option<String>, key: &str, file: Option<T>, default: T) -> Result<T> {
@@ -122,6 +126,7 @@ impl Config {
             job_workers: number(&env, "GATEWAY_JOB_WORKERS", file.job_workers, 16)?,
             job_org_concurrency: number(&env, "GATEWAY_JOB_ORG_CONCURRENCY", file.job_org_concurrency, 8)?.max(1),
             job_lease_secs: number(&env, "GATEWAY_JOB_LEASE_SECS", file.job_lease_secs, 60)?.max(1),
+            job_db_connections: number(&env, "GATEWAY_JOB_DB_CONNECTIONS", file.job_db_connections, 8)?.max(1),
         })
     }
 }

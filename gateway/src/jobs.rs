@@ -11,6 +11,9 @@
 //! job was marked done leaves the job to be re-run when its lease ends. Adapters get the
 //! event id (`webhook-event-id`) and the attempt number (`x-job-attempt`) to stay idempotent.
 //!
+//! Workers have their own pool (`GATEWAY_JOB_DB_CONNECTIONS`) and claim on a connection of
+//! their own: a backlog of slow adapters can never take the connections requests need.
+//!
 //! Workers wake on `NOTIFY gateway_jobs` (sent in the transaction that enqueues), when a job
 //! of theirs finishes, when a retry they scheduled comes due, and every [`POLL`] regardless.
 
@@ -43,6 +46,8 @@ pub struct Settings {
     pub workers: usize,
     pub org_concurrency: u32,
     pub lease: Duration,
+    /// Connections of the workers' own pool (adapters' transactions and recording attempts).
+    pub db_connections: u32,
 }
 
 /// The running workers of this replica.
@@ -80,12 +85,13 @@ fn worker_id() -> String {
 
 async fn run(state: Arc<AppState>, settings: Settings, mut stopped: watch::Receiver<bool>) {
     let worker = worker_id();
+    let pool = crate::db::sibling_pool(&state.pool, settings.db_connections);
     let permits = Arc::new(Semaphore::new(settings.workers));
     let mut running = tokio::task::JoinSet::new();
     let mut depth_at = tokio::time::Instant::now();
     let mut conn: Option<sqlx::PgConnection> = None;
     let (done, finished) = mpsc::unbounded_channel();
-    let finisher = tokio::spawn(finisher(state.clone(), worker.clone(), finished));
+    let finisher = tokio::spawn(finisher(state.clone(), pool.clone(), worker.clone(), finished));
     tracing::info!(worker = %worker, workers = settings.workers, org_concurrency = settings.org_concurrency, "job workers started");
     loop {
         if *stopped.borrow() {
@@ -94,7 +100,7 @@ async fn run(state: Arc<AppState>, settings: Settings, mut stopped: watch::Recei
         while running.try_join_next().is_some() {}
         if depth_at.elapsed() >= DEPTH_EVERY {
             depth_at = tokio::time::Instant::now();
-            log_depth(&state).await;
+            log_depth(&pool).await;
         }
         // Registered before the claim, so a notification during it is not lost.
         let notified = state.jobs_wake.notified();
@@ -104,7 +110,7 @@ async fn run(state: Arc<AppState>, settings: Settings, mut stopped: watch::Recei
         let mut claimed_all = false;
         if free > 0 {
             if conn.is_none() {
-                match jobs::claim_connection(&state.pool).await {
+                match jobs::claim_connection(&pool).await {
                     Ok(c) => conn = Some(c),
                     Err(e) => tracing::warn!(error = %e, "job claim connection failed"),
                 }
@@ -116,9 +122,9 @@ async fn run(state: Arc<AppState>, settings: Settings, mut stopped: watch::Recei
                         claimed_all = claimed.len() == free;
                         for ClaimedJob { job, event } in claimed {
                             let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
-                            let (state, done) = (state.clone(), done.clone());
+                            let (state, pool, done) = (state.clone(), pool.clone(), done.clone());
                             running.spawn(async move {
-                                execute(&state, job, event, &done).await;
+                                execute(&state, &pool, job, event, &done).await;
                                 drop(permit);
                             });
                         }
@@ -143,11 +149,12 @@ async fn run(state: Arc<AppState>, settings: Settings, mut stopped: watch::Recei
     // The finisher ends once every sender is gone, after recording what is left.
     drop(done);
     let _ = finisher.await;
+    pool.close().await;
     tracing::info!(worker = %worker, "job workers stopped");
 }
 
-async fn log_depth(state: &AppState) {
-    match jobs::depth(&state.pool).await {
+async fn log_depth(pool: &sqlx::PgPool) {
+    match jobs::depth(pool).await {
         Ok(rows) => {
             for (org, status, count) in rows {
                 tracing::info!(org_id = %org, status = %status, count, "job_queue_depth");
@@ -174,7 +181,7 @@ struct Finished {
 }
 
 /// Runs one claimed job and hands the outcome to the finisher.
-async fn execute(state: &AppState, job: Claimed, event: Option<EventData>, done: &mpsc::UnboundedSender<Finished>) {
+async fn execute(state: &AppState, pool: &sqlx::PgPool, job: Claimed, event: Option<EventData>, done: &mpsc::UnboundedSender<Finished>) {
     let started = Utc::now();
     let run_id = Uuid::new_v4();
     let outcome = if job.attempts > job.max_attempts {
@@ -182,7 +189,7 @@ async fn execute(state: &AppState, job: Claimed, event: Option<EventData>, done:
         Err("the last attempt did not finish (lease expired)".to_string())
     } else {
         match (job.kind.as_str(), event) {
-            ("webhook", Some(event)) => run_webhook(state, &job, &event, run_id).await,
+            ("webhook", Some(event)) => run_webhook(state, pool, &job, &event, run_id).await,
             ("webhook", None) => Err("the event this job refers to is gone".to_string()),
             (kind, _) => Err(format!("no runner for job kind {kind:?}")),
         }
@@ -202,7 +209,7 @@ async fn execute(state: &AppState, job: Claimed, event: Option<EventData>, done:
 /// Records finished attempts, batching what has accumulated: one transaction per org for
 /// all of them, instead of one per job. A batch that cannot be recorded is logged; its jobs
 /// are re-run when their leases end (at least once).
-async fn finisher(state: Arc<AppState>, worker: String, mut rx: mpsc::UnboundedReceiver<Finished>) {
+async fn finisher(state: Arc<AppState>, pool: sqlx::PgPool, worker: String, mut rx: mpsc::UnboundedReceiver<Finished>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < 512 {
@@ -218,7 +225,7 @@ async fn finisher(state: Arc<AppState>, worker: String, mut rx: mpsc::UnboundedR
         let mut soonest: Option<Duration> = None;
         for (org, items) in by_org {
             let attempts: Vec<Attempt> = items.iter().map(|f| f.attempt.clone()).collect();
-            let recorded = match jobs::finish(&state.pool, org, &worker, &attempts).await {
+            let recorded = match jobs::finish(&pool, org, &worker, &attempts).await {
                 Ok(ids) => ids,
                 Err(e) => {
                     tracing::error!(org_id = %org, jobs = attempts.len(), error = %e, "job_finish_failed");
@@ -257,7 +264,7 @@ async fn finisher(state: Arc<AppState>, worker: String, mut rx: mpsc::UnboundedR
 
 /// Runs the provider's adapter plugin on the event. The error text is stored as the job's
 /// `last_error` (never logged: it may quote the payload).
-async fn run_webhook(state: &AppState, job: &Claimed, event: &EventData, run_id: Uuid) -> Result<(), String> {
+async fn run_webhook(state: &AppState, pool: &sqlx::PgPool, job: &Claimed, event: &EventData, run_id: Uuid) -> Result<(), String> {
     let policies = state.policies();
     let provider = policies.providers.get(&event.provider).ok_or_else(|| format!("provider {:?} is not in the policies", event.provider))?;
     let route = policies.route(&provider.route).ok_or_else(|| format!("route {:?} is not in the policies", provider.route))?;
@@ -287,7 +294,7 @@ async fn run_webhook(state: &AppState, job: &Claimed, event: &EventData, run_id:
             &plugin,
             crate::plugin::Invocation {
                 route,
-                pool: &state.pool,
+                pool,
                 schema: state.schema.clone(),
                 org: job.tenant_id,
                 user: None,

@@ -131,6 +131,7 @@ pub async fn serve(config: Config) -> Result<()> {
             workers: config.job_workers,
             org_concurrency: config.job_org_concurrency,
             lease: Duration::from_secs(config.job_lease_secs.into()),
+            db_connections: config.job_db_connections,
         },
     );
     server::serve(listener, state.clone(), shutdown).await;

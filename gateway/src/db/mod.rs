@@ -49,6 +49,17 @@ pub async fn connect(opts: PgConnectOptions, max_connections: u32) -> Result<PgP
     Ok(pool)
 }
 
+/// A second pool to the same database with the same settings: background work (job workers)
+/// gets connections of its own, so it can never starve requests of theirs.
+pub fn sibling_pool(pool: &PgPool, max_connections: u32) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(max_connections.max(1))
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(3))
+        .idle_timeout(Duration::from_secs(300))
+        .connect_lazy_with(PgConnectOptions::clone(&pool.connect_options()))
+}
+
 pub async fn migrate(pool: &PgPool) -> Result<()> {
     MIGRATOR.run(pool).await?;
     Ok(())
