@@ -165,12 +165,12 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         match &e {
             Error::Db(db) if is_unavailable(db) => {
-                tracing::warn!(error = %e, "database unavailable");
+                tracing::warn!(error = %loggable(&e), "database unavailable");
                 ApiError::new(Code::Unavailable, "service temporarily unavailable")
                     .with_header("retry-after", "1")
             }
             _ => {
-                tracing::error!(error = %e, "internal error");
+                tracing::error!(error = %loggable(&e), "internal error");
                 ApiError::new(Code::Internal, "internal error")
             }
         }
@@ -183,6 +183,20 @@ impl ApiError {
             self.headers.push((http::HeaderName::from_static(name), v));
         }
         self
+    }
+}
+
+/// What may be logged of an error: PostgreSQL's messages quote the values involved (tenant
+/// data: emails, phones), so a database error is logged by its SQLSTATE, constraint and table.
+pub fn loggable(e: &Error) -> String {
+    match e {
+        Error::Db(sqlx::Error::Database(db)) => format!(
+            "database error SQLSTATE {} (constraint {}, table {})",
+            db.code().as_deref().unwrap_or("?"),
+            db.constraint().unwrap_or("-"),
+            db.table().unwrap_or("-"),
+        ),
+        other => other.to_string(),
     }
 }
 
@@ -209,3 +223,4 @@ pub fn violated_constraint(e: &sqlx::Error) -> Option<&str> {
         _ => None,
     }
 }
+

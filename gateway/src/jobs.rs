@@ -112,7 +112,7 @@ async fn run(state: Arc<AppState>, settings: Settings, mut stopped: watch::Recei
             if conn.is_none() {
                 match jobs::claim_connection(&pool).await {
                     Ok(c) => conn = Some(c),
-                    Err(e) => tracing::warn!(error = %e, "job claim connection failed"),
+                    Err(e) => tracing::warn!(error = %crate::error::loggable(&e), "job claim connection failed"),
                 }
             }
             if let Some(c) = conn.as_mut() {
@@ -130,7 +130,7 @@ async fn run(state: Arc<AppState>, settings: Settings, mut stopped: watch::Recei
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "claiming jobs failed");
+                        tracing::warn!(error = %crate::error::loggable(&e), "claiming jobs failed");
                         conn = None;
                     }
                 }
@@ -160,7 +160,7 @@ async fn log_depth(pool: &sqlx::PgPool) {
                 tracing::info!(org_id = %org, status = %status, count, "job_queue_depth");
             }
         }
-        Err(e) => tracing::debug!(error = %e, "queue depth unavailable"),
+        Err(e) => tracing::debug!(error = %crate::error::loggable(&e), "queue depth unavailable"),
     }
 }
 
@@ -228,7 +228,7 @@ async fn finisher(state: Arc<AppState>, pool: sqlx::PgPool, worker: String, mut 
             let recorded = match jobs::finish(&pool, org, &worker, &attempts).await {
                 Ok(ids) => ids,
                 Err(e) => {
-                    tracing::error!(org_id = %org, jobs = attempts.len(), error = %e, "job_finish_failed");
+                    tracing::error!(org_id = %org, jobs = attempts.len(), error = %crate::error::loggable(&e), "job_finish_failed");
                     continue;
                 }
             };

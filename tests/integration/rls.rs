@@ -228,3 +228,19 @@ fn sqlstate(e: &sqlx::Error) -> String {
         other => format!("{other}"),
     }
 }
+
+#[tokio::test]
+async fn database_errors_are_logged_without_the_values_postgres_quotes() {
+    let (_db, pool, a, _) = seeded().await;
+    // A duplicate email: PostgreSQL's message quotes the key, i.e. the email.
+    let e = sqlx::query("INSERT INTO users (id, tenant_id, email, role) VALUES ($1, $2, 'u@a.test', 'member')")
+        .bind(Uuid::new_v4())
+        .bind(a)
+        .execute(&pool)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("u@a.test") || format!("{e:?}").contains("u@a.test"), "the premise: {e:?}");
+    let logged = gateway::error::loggable(&gateway::Error::Db(e));
+    assert!(logged.contains("SQLSTATE 23505") && logged.contains("users"), "{logged}");
+    assert!(!logged.contains("u@a.test"), "{logged}");
+}
