@@ -65,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
                     role: Role::Member,
                     request_id: "bench",
                     request: request(),
+                    before_commit: None,
                 };
                 let t = Instant::now();
                 let reply = runtime.invoke(plugin, inv).await;

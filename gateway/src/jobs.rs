@@ -7,9 +7,12 @@
 //! the job; anything else is a failed attempt, retried with exponential backoff and jitter
 //! until `max_attempts`, then `dead` (replayable through the API).
 //!
-//! Delivery is at least once: a worker that dies after the plugin committed but before the
-//! job was marked done leaves the job to be re-run when its lease ends. Adapters get the
-//! event id (`webhook-event-id`) and the attempt number (`x-job-attempt`) to stay idempotent.
+//! When the adapter writes to the database, its transaction also marks the job done and
+//! records the attempt: its effects and its completion commit together (or not at all, e.g.
+//! when the lease was lost to another worker meanwhile). An adapter that writes nothing
+//! (only outbound HTTP, say) is recorded afterwards, so its calls are at least once; adapters
+//! get the event id (`webhook-event-id`) and the attempt number (`x-job-attempt`) to stay
+//! idempotent.
 //!
 //! Workers have their own pool (`GATEWAY_JOB_DB_CONNECTIONS`) and claim on a connection of
 //! their own: a backlog of slow adapters can never take the connections requests need.
@@ -122,9 +125,9 @@ async fn run(state: Arc<AppState>, settings: Settings, mut stopped: watch::Recei
                         claimed_all = claimed.len() == free;
                         for ClaimedJob { job, event } in claimed {
                             let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
-                            let (state, pool, done) = (state.clone(), pool.clone(), done.clone());
+                            let (state, pool, done, worker) = (state.clone(), pool.clone(), done.clone(), worker.clone());
                             running.spawn(async move {
-                                execute(&state, &pool, job, event, &done).await;
+                                execute(&state, &pool, &worker, job, event, &done).await;
                                 drop(permit);
                             });
                         }
@@ -181,21 +184,28 @@ struct Finished {
 }
 
 /// Runs one claimed job and hands the outcome to the finisher.
-async fn execute(state: &AppState, pool: &sqlx::PgPool, job: Claimed, event: Option<EventData>, done: &mpsc::UnboundedSender<Finished>) {
+async fn execute(state: &AppState, pool: &sqlx::PgPool, worker: &str, job: Claimed, event: Option<EventData>, done: &mpsc::UnboundedSender<Finished>) {
     let started = Utc::now();
     let run_id = Uuid::new_v4();
     let outcome = if job.attempts > job.max_attempts {
         // Its last attempt's worker died holding the lease.
-        Err("the last attempt did not finish (lease expired)".to_string())
+        Err::<bool, _>("the last attempt did not finish (lease expired)".to_string())
     } else {
         match (job.kind.as_str(), event) {
-            ("webhook", Some(event)) => run_webhook(state, pool, &job, &event, run_id).await,
+            ("webhook", Some(event)) => run_webhook(state, pool, worker, &job, &event, run_id, started).await,
             ("webhook", None) => Err("the event this job refers to is gone".to_string()),
             (kind, _) => Err(format!("no runner for job kind {kind:?}")),
         }
     };
     let (status, error, retry_at) = match outcome {
-        Ok(()) => ("done", None, None),
+        // Already recorded in the adapter's own transaction.
+        Ok(true) => {
+            let ms = (Utc::now() - started).num_milliseconds();
+            tracing::info!(job_id = %job.id, org_id = %job.tenant_id, run_id = %run_id, attempt = job.attempts, ms, "job_done");
+            state.jobs_wake.notify_waiters();
+            return;
+        }
+        Ok(false) => ("done", None, None),
         Err(error) if job.attempts < job.max_attempts => {
             let wait = backoff(job.retry_base_ms.max(1) as u32, job.attempts);
             ("pending", Some(error), Some(Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default()))
@@ -262,9 +272,18 @@ async fn finisher(state: Arc<AppState>, pool: sqlx::PgPool, worker: String, mut 
     }
 }
 
-/// Runs the provider's adapter plugin on the event. The error text is stored as the job's
-/// `last_error` (never logged: it may quote the payload).
-async fn run_webhook(state: &AppState, pool: &sqlx::PgPool, job: &Claimed, event: &EventData, run_id: Uuid) -> Result<(), String> {
+/// Runs the provider's adapter plugin on the event; `Ok(true)` when the attempt was recorded
+/// in the adapter's own transaction. The error text is stored as the job's `last_error`
+/// (never logged: it may quote the payload).
+async fn run_webhook(
+    state: &AppState,
+    pool: &sqlx::PgPool,
+    worker: &str,
+    job: &Claimed,
+    event: &EventData,
+    run_id: Uuid,
+    started: chrono::DateTime<Utc>,
+) -> Result<bool, String> {
     let policies = state.policies();
     let provider = policies.providers.get(&event.provider).ok_or_else(|| format!("provider {:?} is not in the policies", event.provider))?;
     let route = policies.route(&provider.route).ok_or_else(|| format!("route {:?} is not in the policies", provider.route))?;
@@ -288,6 +307,17 @@ async fn run_webhook(state: &AppState, pool: &sqlx::PgPool, job: &Claimed, event
         body: event.body.clone(),
     };
     let request_id = run_id.simple().to_string();
+    let recorded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = Attempt { job: job.id, attempt: job.attempts, status: "done", error: None, retry_at: None, run_id, started };
+    let (org, flag) = (job.tenant_id, recorded.clone());
+    let worker = worker.to_string();
+    let before_commit: crate::plugin::BeforeCommit<'_> = Box::new(move |conn| {
+        Box::pin(async move {
+            let ours = !jobs::finish_on(conn, org, &worker, std::slice::from_ref(&done)).await?.is_empty();
+            flag.store(ours, std::sync::atomic::Ordering::Relaxed);
+            Ok(ours)
+        })
+    });
     let outcome = state
         .runtime
         .invoke(
@@ -301,11 +331,12 @@ async fn run_webhook(state: &AppState, pool: &sqlx::PgPool, job: &Claimed, event
                 role: Role::Member,
                 request_id: &request_id,
                 request,
+                before_commit: Some(before_commit),
             },
         )
         .await;
     match outcome {
-        Ok(reply) if reply.status.is_success() => Ok(()),
+        Ok(reply) if reply.status.is_success() => Ok(recorded.load(std::sync::atomic::Ordering::Relaxed)),
         Ok(reply) => Err(format!("{} answered {}", plugin.name, reply.status.as_u16())),
         Err(e) => {
             let mut msg = format!("{}: {}", e.code_str(), e.message);

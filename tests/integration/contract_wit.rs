@@ -72,7 +72,7 @@ fn probe_policies(extra: &str) -> PathBuf {
     policies_with("probe.toml", &format!("{PROBE_POLICY}\n{extra}"))
 }
 
-async fn probe_db() -> (TestDb, PgPool) {
+pub async fn probe_db() -> (TestDb, PgPool) {
     let db = TestDb::new().await;
     let pool = db.owner_pool().await;
     gateway::db::migrate(&pool).await.unwrap();

@@ -441,3 +441,30 @@ async fn the_whole_path_works_when_the_owner_role_is_not_a_superuser() {
 async fn admin_org(gw: &Gateway) -> (String, String) {
     admin(gw, "Acme").await
 }
+
+#[tokio::test]
+async fn an_adapters_writes_and_its_jobs_completion_commit_in_one_transaction() {
+    let (db, pool) = crate::contract_wit::probe_db().await;
+    let mut opts = GatewayOptions::new(&db);
+    // The probe adapter may write `probe_items`.
+    opts.policies = policies_with("probe.toml", &format!("{PROBE_PROVIDER}\n[route.grants]\ntables = {{ probe_items = \"write\" }}\n"));
+    let gw = Gateway::start_with(opts).await;
+    let (_, admin_token) = admin(&gw, "Acme").await;
+    let (ep, secret) = endpoint(&gw, &admin_token, "probe", "standard-webhooks").await;
+    let body = br#"{"steps": [{"insert": {"table": "probe_items", "columns": ["name"], "rows": [[{"text": "from-webhook"}]]}}]}"#;
+    let r = deliver(&gw, &ep, &whsec_key(&secret), "w1", now(), body).await;
+    let event = r.json["event_id"].as_str().unwrap().to_string();
+    wait_status(&gw, &admin_token, &event, "processed", Duration::from_secs(20)).await;
+    // Same transaction id on the adapter's row, the attempt record and the job's completion.
+    let xids: (String, String, String) = sqlx::query_as(
+        "SELECT (SELECT xmin::text FROM probe_items WHERE name = 'from-webhook'), \
+                (SELECT xmin::text FROM agent_runs WHERE status = 'succeeded'), \
+                (SELECT xmin::text FROM jobs WHERE ref_id = $1::uuid AND status = 'done')",
+    )
+    .bind(&event)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(xids.0, xids.1, "{xids:?}");
+    assert_eq!(xids.0, xids.2, "{xids:?}");
+}

@@ -139,6 +139,14 @@ pub struct Attempt {
 /// a job whose lease expired and was taken by another worker is left alone.
 pub async fn finish(pool: &PgPool, org: Uuid, worker: &str, attempts: &[Attempt]) -> Result<Vec<Uuid>> {
     let mut tx = crate::db::begin_tenant(pool, org, "system").await?;
+    let finished = finish_on(&mut tx, org, worker, attempts).await?;
+    tx.commit().await?;
+    Ok(finished)
+}
+
+/// [`finish`] inside a transaction that is already in the org's tenant context (the
+/// adapter's own, so that its effects and its job's completion commit together).
+pub async fn finish_on(conn: &mut sqlx::PgConnection, org: Uuid, worker: &str, attempts: &[Attempt]) -> Result<Vec<Uuid>> {
     let ids: Vec<Uuid> = attempts.iter().map(|a| a.job).collect();
     let numbers: Vec<i32> = attempts.iter().map(|a| a.attempt).collect();
     let statuses: Vec<&str> = attempts.iter().map(|a| a.status).collect();
@@ -173,9 +181,8 @@ pub async fn finish(pool: &PgPool, org: Uuid, worker: &str, attempts: &[Attempt]
     .bind(&runs)
     .bind(&started)
     .bind(worker)
-    .fetch_all(&mut *tx)
+    .fetch_all(conn)
     .await?;
-    tx.commit().await?;
     Ok(finished)
 }
 

@@ -102,6 +102,7 @@ async fn plugin(name: &str, call: Call<'_>) -> Result<Reply, ApiError> {
         role: call.caller.role,
         request_id: call.request_id,
         request,
+        before_commit: None,
     };
     call.state.runtime.invoke(&loaded, inv).await
 }

@@ -208,6 +208,7 @@ pub async fn run_one(runtime: &Runtime, plugin: &LoadedPlugin, route: &Route, po
                 role: Role::Member,
                 request_id: "fixture",
                 request,
+                before_commit: None,
             },
         )
         .await;

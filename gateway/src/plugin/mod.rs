@@ -230,6 +230,17 @@ fn plugin_err(what: &str, e: wasmtime::Error) -> Error {
 }
 
 /// Everything one invocation needs from the request.
+/// Runs inside the invocation's transaction just before it commits (only when the plugin
+/// opened one and answered): `Ok(true)` commits, `Ok(false)` rolls everything back. Lets a
+/// caller make its own bookkeeping part of the plugin's all-or-nothing transaction.
+pub type BeforeCommit<'a> = Box<
+    dyn for<'c> FnOnce(
+            &'c mut sqlx::PgConnection,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool>> + Send + 'c>>
+        + Send
+        + 'a,
+>;
+
 pub struct Invocation<'a> {
     pub route: &'a Route,
     pub pool: &'a PgPool,
@@ -239,6 +250,7 @@ pub struct Invocation<'a> {
     pub role: Role,
     pub request_id: &'a str,
     pub request: Request,
+    pub before_commit: Option<BeforeCommit<'a>>,
 }
 
 /// How an invocation ended.
@@ -336,11 +348,24 @@ impl Runtime {
         };
         match outcome {
             Outcome::Response(resp) => {
-                if let Some(tx) = tx {
+                if let Some(mut tx) = tx {
                     if aborted {
                         let _ = tx.rollback().await;
                         log_fail(Code::PluginFailed, "returned a response after a failed statement");
                         return Err(ApiError::new(Code::PluginFailed, "plugin failed"));
+                    }
+                    if let Some(hook) = inv.before_commit {
+                        match hook(&mut tx).await {
+                            Ok(true) => {}
+                            Ok(false) => {
+                                let _ = tx.rollback().await;
+                                return Err(ApiError::new(Code::Conflict, "the invocation's bookkeeping refused to commit"));
+                            }
+                            Err(e) => {
+                                let _ = tx.rollback().await;
+                                return Err(ApiError::from(e));
+                            }
+                        }
                     }
                     if let Err(e) = tx.commit().await {
                         return Err(ApiError::from(e));
