@@ -4,23 +4,16 @@
 //! Cache entries live a few seconds at most; revocations and plan changes also broadcast a
 //! `NOTIFY` (see `db::INVALIDATE_CHANNEL`) that clears every replica's cache at once.
 
-use std::collections::HashMap;
-use std::sync::RwLock;
-use std::time::{Duration, Instant};
-
 use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::cache::TtlCache;
 use crate::db;
 use crate::error::Result;
 use crate::policy::Role;
-
-/// How long a looked-up token or org plan may be served from memory.
-pub const CACHE_TTL: Duration = Duration::from_secs(5);
-const CACHE_MAX: usize = 100_000;
 
 /// A fresh random token: `gw_` and 32 random bytes, base64url.
 pub fn generate_token() -> String {
@@ -49,23 +42,18 @@ pub struct Principal {
     pub user: Option<Uuid>,
 }
 
-struct Entry<T> {
-    value: T,
-    at: Instant,
-}
-
 /// Token and org-plan caches.
 #[derive(Default)]
 pub struct Directory {
-    tokens: RwLock<HashMap<[u8; 32], Entry<Option<Principal>>>>,
-    plans: RwLock<HashMap<Uuid, Entry<Option<String>>>>,
+    tokens: TtlCache<[u8; 32], Option<Principal>>,
+    plans: TtlCache<Uuid, Option<String>>,
 }
 
 impl Directory {
     /// The principal for a bearer token, or `None` for an unknown or revoked one.
     pub async fn authenticate(&self, pool: &PgPool, token: &str) -> Result<Option<Principal>> {
         let key = digest(token);
-        if let Some(hit) = fresh(&self.tokens, &key) {
+        if let Some(hit) = self.tokens.get(&key) {
             return Ok(hit);
         }
         let row = db::tokens::find_active(pool, &key).await?;
@@ -78,42 +66,24 @@ impl Directory {
                 user: r.user_id,
             })
         });
-        store(&self.tokens, key, principal.clone());
+        self.tokens.insert(key, principal.clone());
         Ok(principal)
     }
 
     /// The plan of an org, or `None` if the org does not exist.
     pub async fn org_plan(&self, pool: &PgPool, org: Uuid) -> Result<Option<String>> {
-        if let Some(hit) = fresh(&self.plans, &org) {
+        if let Some(hit) = self.plans.get(&org) {
             return Ok(hit);
         }
         let plan = db::orgs::plan_of(pool, org).await?;
-        store(&self.plans, org, plan.clone());
+        self.plans.insert(org, plan.clone());
         Ok(plan)
     }
 
     pub fn invalidate_all(&self) {
-        self.tokens.write().unwrap_or_else(|p| p.into_inner()).clear();
-        self.plans.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.tokens.clear();
+        self.plans.clear();
     }
-}
-
-fn fresh<K: std::hash::Hash + Eq, T: Clone>(map: &RwLock<HashMap<K, Entry<T>>>, key: &K) -> Option<T> {
-    let map = map.read().unwrap_or_else(|p| p.into_inner());
-    map.get(key).filter(|e| e.at.elapsed() < CACHE_TTL).map(|e| e.value.clone())
-}
-
-fn store<K: std::hash::Hash + Eq, T>(map: &RwLock<HashMap<K, Entry<T>>>, key: K, value: T) {
-    let mut map = map.write().unwrap_or_else(|p| p.into_inner());
-    if map.len() >= CACHE_MAX {
-        // Bounded memory under a flood of distinct (bogus) tokens: drop what is stale, and if
-        // that is not enough, start over.
-        map.retain(|_, e| e.at.elapsed() < CACHE_TTL);
-        if map.len() >= CACHE_MAX {
-            map.clear();
-        }
-    }
-    map.insert(key, Entry { value, at: Instant::now() });
 }
 
 #[cfg(test)]

@@ -184,36 +184,44 @@ struct Finished {
 }
 
 /// Runs one claimed job and hands the outcome to the finisher.
-async fn execute(state: &AppState, pool: &sqlx::PgPool, worker: &str, job: Claimed, event: Option<EventData>, done: &mpsc::UnboundedSender<Finished>) {
+async fn execute(state: &AppState, pool: &sqlx::PgPool, worker: &str, job: Claimed, event: Option<EventData>, finished: &mpsc::UnboundedSender<Finished>) {
     let started = Utc::now();
     let run_id = Uuid::new_v4();
+    let done = Attempt { job: job.id, attempt: job.attempts, status: "done", error: None, retry_at: None, run_id, started };
     let outcome = if job.attempts > job.max_attempts {
         // Its last attempt's worker died holding the lease.
         Err::<bool, _>("the last attempt did not finish (lease expired)".to_string())
     } else {
         match (job.kind.as_str(), event) {
-            ("webhook", Some(event)) => run_webhook(state, pool, worker, &job, &event, run_id, started).await,
+            ("webhook", Some(event)) => run_webhook(state, pool, worker, &job, &event, &done).await,
             ("webhook", None) => Err("the event this job refers to is gone".to_string()),
             (kind, _) => Err(format!("no runner for job kind {kind:?}")),
         }
     };
-    let (status, error, retry_at) = match outcome {
+    let attempt = match outcome {
         // Already recorded in the adapter's own transaction.
         Ok(true) => {
-            let ms = (Utc::now() - started).num_milliseconds();
-            tracing::info!(job_id = %job.id, org_id = %job.tenant_id, run_id = %run_id, attempt = job.attempts, ms, "job_done");
+            log_attempt(job.tenant_id, &done, (Utc::now() - started).num_milliseconds());
             state.jobs_wake.notify_waiters();
             return;
         }
-        Ok(false) => ("done", None, None),
+        Ok(false) => done,
         Err(error) if job.attempts < job.max_attempts => {
             let wait = backoff(job.retry_base_ms.max(1) as u32, job.attempts);
-            ("pending", Some(error), Some(Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default()))
+            let at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+            Attempt { status: "pending", error: Some(error), retry_at: Some(at), ..done }
         }
-        Err(error) => ("dead", Some(error), None),
+        Err(error) => Attempt { status: "dead", error: Some(error), ..done },
     };
-    let attempt = Attempt { job: job.id, attempt: job.attempts, status, error, retry_at, run_id, started };
-    let _ = done.send(Finished { org: job.tenant_id, attempt, ms: (Utc::now() - started).num_milliseconds() });
+    let _ = finished.send(Finished { org: job.tenant_id, attempt, ms: (Utc::now() - started).num_milliseconds() });
+}
+
+fn log_attempt(org: Uuid, a: &Attempt, ms: i64) {
+    match a.status {
+        "done" => tracing::info!(job_id = %a.job, org_id = %org, run_id = %a.run_id, attempt = a.attempt, ms, "job_done"),
+        "pending" => tracing::warn!(job_id = %a.job, org_id = %org, run_id = %a.run_id, attempt = a.attempt, ms, "job_failed_will_retry"),
+        _ => tracing::warn!(job_id = %a.job, org_id = %org, run_id = %a.run_id, attempt = a.attempt, ms, "job_dead"),
+    }
 }
 
 /// Records finished attempts, batching what has accumulated: one transaction per org for
@@ -248,11 +256,7 @@ async fn finisher(state: Arc<AppState>, pool: sqlx::PgPool, worker: String, mut 
                     tracing::warn!(job_id = %a.job, org_id = %org, "job_lease_lost");
                     continue;
                 }
-                match a.status {
-                    "done" => tracing::info!(job_id = %a.job, org_id = %org, run_id = %a.run_id, attempt = a.attempt, ms = f.ms, "job_done"),
-                    "pending" => tracing::warn!(job_id = %a.job, org_id = %org, run_id = %a.run_id, attempt = a.attempt, ms = f.ms, "job_failed_will_retry"),
-                    _ => tracing::warn!(job_id = %a.job, org_id = %org, run_id = %a.run_id, attempt = a.attempt, ms = f.ms, "job_dead"),
-                }
+                log_attempt(org, a, f.ms);
                 if let Some(at) = a.retry_at {
                     let wait = (at - Utc::now()).to_std().unwrap_or_default();
                     soonest = Some(soonest.map_or(wait, |s| s.min(wait)));
@@ -281,8 +285,7 @@ async fn run_webhook(
     worker: &str,
     job: &Claimed,
     event: &EventData,
-    run_id: Uuid,
-    started: chrono::DateTime<Utc>,
+    done: &Attempt,
 ) -> Result<bool, String> {
     let policies = state.policies();
     let provider = policies.providers.get(&event.provider).ok_or_else(|| format!("provider {:?} is not in the policies", event.provider))?;
@@ -306,10 +309,9 @@ async fn run_webhook(
         headers,
         body: event.body.clone(),
     };
-    let request_id = run_id.simple().to_string();
+    let request_id = done.run_id.simple().to_string();
     let recorded = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let done = Attempt { job: job.id, attempt: job.attempts, status: "done", error: None, retry_at: None, run_id, started };
-    let (org, flag) = (job.tenant_id, recorded.clone());
+    let (org, flag, done) = (job.tenant_id, recorded.clone(), done.clone());
     let worker = worker.to_string();
     let before_commit: crate::plugin::BeforeCommit<'_> = Box::new(move |conn| {
         Box::pin(async move {

@@ -12,6 +12,7 @@
 //! - [`policy`]: `policies/*.toml`: routes, roles, limits, plans.
 //! - [`ratelimit`]: governor buckets built from the policies.
 //! - [`auth`]: bearer tokens and the credential cache.
+//! - [`cache`]: the short-lived bounded cache behind tokens, plans and webhook endpoints.
 //! - [`phases`]: the request pipeline, guard → limit → payload → dispatch → respond → log.
 //! - [`native`]: handlers the gateway answers itself.
 //! - [`webhooks`]: webhook endpoints, sealed secrets, signature checks.
@@ -21,6 +22,7 @@
 //! - [`error`]: the library error and the HTTP error contract.
 
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod db;
 pub mod embedded;
@@ -203,12 +205,12 @@ async fn load_plugin_files(
             reason: format!("plugin {:?}: cannot read {}: {e} (build plugins with `cargo xtask plugins`)", d.name, path.display()),
         })?;
         let started = std::time::Instant::now();
-        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        let sha = plugin::digest(&bytes);
         let from_cache = runtime.is_cached(&sha);
         let version = d.version.clone().unwrap_or_else(|| format!("sha256:{}", &sha[..12]));
         let rt = runtime.clone();
         let name = d.name.clone();
-        let loaded = tokio::task::spawn_blocking(move || rt.load(&name, &version, &bytes))
+        let loaded = tokio::task::spawn_blocking(move || rt.load_digested(&name, &version, &bytes, sha))
             .await
             .map_err(|e| Error::Plugin { plugin: d.name.clone(), reason: e.to_string() })?
             .map_err(|e| Error::Policy { file: d.source.clone(), reason: e.to_string() })?;

@@ -794,7 +794,9 @@ impl PolicySet {
                     internal: r.internal,
                     body_limit: r.body_limit.map(|b| b.0).unwrap_or(DEFAULT_BODY_LIMIT),
                     idempotency: r.idempotency,
-                    body: r.body,
+                    // A webhook body is the provider's bytes, signed as they are: never read as
+                    // the caller's JSON (its `org_id` fields are the provider's business).
+                    body: if r.auth == Auth::Webhook { BodyKind::Raw } else { r.body },
                     rate_limit: r.rate_limit,
                     grants,
                     sandbox,

@@ -188,8 +188,7 @@ pub async fn finish_on(conn: &mut sqlx::PgConnection, org: Uuid, worker: &str, a
 
 /// Queue depth by org and status (platform scope), for the periodic metrics line.
 pub async fn depth(pool: &PgPool) -> Result<Vec<(Uuid, String, i64)>> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT set_config('app.scope', 'platform', true)").execute(&mut *tx).await?;
+    let mut tx = crate::db::begin_platform(pool).await?;
     let rows = sqlx::query_as(
         "SELECT tenant_id, status, count(*) FROM jobs WHERE status IN ('pending', 'processing', 'dead') \
          GROUP BY 1, 2 ORDER BY 1, 2",

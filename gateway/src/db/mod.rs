@@ -77,6 +77,16 @@ pub async fn begin_tenant(
     Ok(tx)
 }
 
+/// Opens a platform-scope transaction as the owner role: the `platform_access` policies
+/// (migration 0004) let it read endpoints and claim jobs across orgs. Only the two
+/// cross-tenant operations use it (`webhooks::resolve`, `jobs::depth`; claims hold a
+/// session in this scope, `jobs::claim_connection`).
+pub async fn begin_platform(pool: &PgPool) -> Result<Transaction<'static, Postgres>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT set_config('app.scope', 'platform', true)").execute(&mut *tx).await?;
+    Ok(tx)
+}
+
 /// Switches an open transaction into a tenant's context.
 pub async fn enter_tenant(
     tx: &mut Transaction<'static, Postgres>,

@@ -111,8 +111,7 @@ type ResolveRow = (Uuid, String, String, bool, Option<Vec<u8>>, Option<DateTime<
 
 /// Maps an endpoint id to its org and secrets, before any tenant is known (platform scope).
 pub async fn resolve(pool: &PgPool, id: Uuid) -> Result<Option<Resolved>> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT set_config('app.scope', 'platform', true)").execute(&mut *tx).await?;
+    let mut tx = crate::db::begin_platform(pool).await?;
     let rows: Vec<ResolveRow> = sqlx::query_as(
         "SELECT e.tenant_id, e.provider, e.scheme, e.disabled_at IS NOT NULL, s.sealed, s.expires_at \
          FROM webhook_endpoints e \

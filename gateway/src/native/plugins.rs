@@ -13,11 +13,7 @@ fn name<'a>(call: &'a Call<'_>) -> Result<&'a str, ApiError> {
 }
 
 fn query_flag(call: &Call<'_>, key: &str) -> bool {
-    call.query
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .any(|kv| kv == key || kv == format!("{key}=true") || kv == format!("{key}=1"))
+    matches!(call.query_param(key), Some("" | "true" | "1"))
 }
 
 /// `PUT /v1/admin/plugins/{name}[?activate=true]` with the component bytes → 201.

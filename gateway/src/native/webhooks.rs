@@ -196,15 +196,10 @@ fn event_json(r: &db::webhooks::EventRow) -> Value {
     })
 }
 
-fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
-    query?.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-}
-
 /// `GET /v1/webhook-events?status=&limit=`: newest first.
 pub async fn list_events(call: Call<'_>) -> Result<Reply, ApiError> {
     let org = org(&call)?;
-    let q = call.query.as_deref();
-    let status = match query_param(q, "status") {
+    let status = match call.query_param("status") {
         None | Some("") => None,
         Some("pending") => Some("pending"),
         Some("processing") => Some("processing"),
@@ -212,7 +207,7 @@ pub async fn list_events(call: Call<'_>) -> Result<Reply, ApiError> {
         Some("dead") => Some("dead"),
         Some(_) => return Err(ApiError::invalid("status", "must be pending, processing, processed or dead")),
     };
-    let limit = match query_param(q, "limit") {
+    let limit = match call.query_param("limit") {
         None | Some("") => 50,
         Some(v) => v.parse::<i64>().ok().filter(|n| (1..=500).contains(n)).ok_or_else(|| ApiError::invalid("limit", "must be 1 to 500"))?,
     };

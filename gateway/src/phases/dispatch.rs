@@ -32,6 +32,16 @@ impl Call<'_> {
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
+
+    /// A query-string value (`?name=value`; `Some("")` for a bare `?name`). Not
+    /// percent-decoded: native routes take plain tokens only.
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query.as_deref()?.split('&').find_map(|kv| match kv.split_once('=') {
+            Some((k, v)) if k == name => Some(v),
+            None if kv == name => Some(""),
+            _ => None,
+        })
+    }
 }
 
 /// A successful answer, before the wire format is applied.

@@ -22,12 +22,17 @@ pub fn request_id(headers: &HeaderMap) -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-pub fn error_body(e: &ApiError, request_id: &str) -> Bytes {
+/// An error as clients see it (also what contract fixtures are matched against).
+pub fn error_json(e: &ApiError, request_id: &str) -> serde_json::Value {
     let mut v = json!({ "error": e.message, "error_code": e.code_str(), "request_id": request_id });
     if let Some(d) = &e.details {
         v["details"] = d.clone();
     }
-    Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
+    v
+}
+
+pub fn error_body(e: &ApiError, request_id: &str) -> Bytes {
+    Bytes::from(serde_json::to_vec(&error_json(e, request_id)).unwrap_or_default())
 }
 
 pub fn finish(reply: Result<Reply, ApiError>, request_id: &str) -> Response<Full<Bytes>> {

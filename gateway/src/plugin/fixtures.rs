@@ -217,13 +217,7 @@ pub async fn run_one(runtime: &Runtime, plugin: &LoadedPlugin, route: &Route, po
             status: reply.status.as_u16(),
             body: serde_json::from_slice(&reply.body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&reply.body).into())),
         },
-        Err(e) => {
-            let mut body = serde_json::json!({ "error": e.message, "error_code": e.code_str() });
-            if let Some(d) = e.details {
-                body["details"] = d;
-            }
-            Observed { status: e.code.status().as_u16(), body }
-        }
+        Err(e) => Observed { status: e.code.status().as_u16(), body: crate::phases::respond::error_json(&e, "fixture") },
     }
 }
 

@@ -86,6 +86,11 @@ pub fn tls_config(extra_ca: Option<&std::path::Path>) -> Result<Arc<rustls::Clie
 
 const COMPILED_CACHE_MAX: usize = 64;
 
+/// The hex SHA-256 of a component: its identity in the registry and in the compiled caches.
+pub fn digest(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 impl Runtime {
     /// Builds the engine (pooling allocator, copy-on-write images, epoch interruption) and
     /// starts the epoch ticker.
@@ -150,8 +155,12 @@ impl Runtime {
     /// Compiles and links a component. Refuses anything that is not a component of the
     /// `handler` world, or that imports what we do not provide.
     pub fn load(&self, name: &str, version: &str, bytes: &[u8]) -> Result<LoadedPlugin> {
+        self.load_digested(name, version, bytes, digest(bytes))
+    }
+
+    /// [`Runtime::load`] for bytes whose [`digest`] the caller already has.
+    pub fn load_digested(&self, name: &str, version: &str, bytes: &[u8], sha256: String) -> Result<LoadedPlugin> {
         let fail = |what: &str, e: wasmtime::Error| Error::Plugin { plugin: name.to_string(), reason: format!("{what}: {e:#}") };
-        let sha256 = hex::encode(Sha256::digest(bytes));
         let cached = self.compiled.lock().unwrap_or_else(|p| p.into_inner()).get(&sha256).cloned();
         let component = match cached {
             Some(c) => c,

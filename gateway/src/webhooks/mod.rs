@@ -11,9 +11,7 @@
 pub mod seal;
 pub mod verify;
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -22,6 +20,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::cache::TtlCache;
 use crate::db;
 use crate::error::Result;
 use seal::SecretKey;
@@ -86,21 +85,15 @@ impl Endpoint {
     }
 }
 
-const TTL: Duration = Duration::from_secs(5);
-const MAX_ENTRIES: usize = 100_000;
-
-/// A resolved endpoint (`None`: unknown or disabled) and when it was looked up.
-type Cached = (Option<Arc<Endpoint>>, Instant);
-
 /// Resolved endpoints (and unknown ids), kept a few seconds.
 pub struct Endpoints {
     key: SecretKey,
-    cache: RwLock<HashMap<Uuid, Cached>>,
+    cache: TtlCache<Uuid, Option<Arc<Endpoint>>>,
 }
 
 impl Endpoints {
     pub fn new(key: SecretKey) -> Endpoints {
-        Endpoints { key, cache: RwLock::new(HashMap::new()) }
+        Endpoints { key, cache: TtlCache::default() }
     }
 
     pub fn key(&self) -> &SecretKey {
@@ -109,10 +102,8 @@ impl Endpoints {
 
     /// The active endpoint with this id, or `None` (unknown or disabled).
     pub async fn get(&self, pool: &PgPool, id: Uuid) -> Result<Option<Arc<Endpoint>>> {
-        if let Some((hit, at)) = self.cache.read().unwrap_or_else(|p| p.into_inner()).get(&id) {
-            if at.elapsed() < TTL {
-                return Ok(hit.clone());
-            }
+        if let Some(hit) = self.cache.get(&id) {
+            return Ok(hit);
         }
         let resolved = db::webhooks::resolve(pool, id).await?;
         let endpoint = resolved.filter(|r| !r.disabled).and_then(|r| {
@@ -130,23 +121,16 @@ impl Endpoints {
                 .collect();
             Some(Arc::new(Endpoint { id, org: r.org, provider: r.provider, scheme, keys }))
         });
-        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= MAX_ENTRIES {
-            cache.retain(|_, (_, at)| at.elapsed() < TTL);
-            if cache.len() >= MAX_ENTRIES {
-                cache.clear();
-            }
-        }
-        cache.insert(id, (endpoint.clone(), Instant::now()));
+        self.cache.insert(id, endpoint.clone());
         Ok(endpoint)
     }
 
     pub fn forget(&self, id: Uuid) {
-        self.cache.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        self.cache.remove(&id);
     }
 
     pub fn invalidate_all(&self) {
-        self.cache.write().unwrap_or_else(|p| p.into_inner()).clear();
+        self.cache.clear();
     }
 }
 
