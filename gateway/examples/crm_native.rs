@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 async fn one(pool: &sqlx::PgPool, org: Uuid, email: &str) -> anyhow::Result<()> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT set_config('role', 'gateway_app', true), set_config('app.tenant_id', $1, true), set_config('app.role', 'admin', true), set_config('statement_timeout', '2000', true)")
-        .bind(org.to_string()).execute(&mut *tx).await?;
+    // The same opening the plugin's transaction gets (one round trip after BEGIN).
+    let mut tx = gateway::db::begin_tenant_limited(pool, org, "admin", 2000).await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || $2::text, 0))")
         .bind(org.to_string()).bind(format!("identity:email:{email}")).execute(&mut *tx).await?;
     let found: Option<String> = sqlx::query_scalar("SELECT \"contact_id\"::text FROM \"contact_identities\" WHERE \"tenant_id\" = $1 AND \"type\" = $2::\"text\" AND \"value\" = $3::\"text\" LIMIT 1")

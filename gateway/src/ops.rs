@@ -90,7 +90,7 @@ pub async fn create_token(pool: &PgPool, org: Uuid, role: &str, email: &str) -> 
     }
     // The user row is tenant data: write it under RLS, then step back out for the platform
     // token row, all in one transaction.
-    db::enter_tenant(&mut tx, org, Role::SuperAdmin.as_str()).await?;
+    db::enter_tenant(&mut tx, org, Role::SuperAdmin.as_str(), None).await?;
     let user_id = db::users::upsert(&mut *tx, org, &email, role.as_str()).await?;
     db::leave_tenant(&mut tx).await?;
     let token_id = db::tokens::insert(&mut *tx, &auth::digest(&token), role.as_str(), Some(org), Some(user_id)).await?;

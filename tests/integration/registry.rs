@@ -137,11 +137,13 @@ async fn twenty_swaps_under_constant_load_lose_nothing() {
     assert_eq!(upload(&gw, "echo", wasm("contract_probe.wasm"), false).await.status, 201);
 
     let stop = AtomicBool::new(false);
-    let (gw, t, stop) = (&gw, &t, &stop);
+    let served = std::sync::atomic::AtomicU32::new(0);
+    let (gw, t, stop, served) = (&gw, &t, &stop, &served);
     let load = futures::future::join_all((0..32).map(|_| async move {
         let (mut ok, mut bad) = (0u32, Vec::new());
         while !stop.load(Ordering::Relaxed) {
             let r = gw.req("POST", "/v1/echo").token(t).json(&json!({"n": 1})).send().await;
+            served.fetch_add(1, Ordering::Relaxed);
             if r.status == 200 {
                 ok += 1;
             } else {
@@ -152,6 +154,12 @@ async fn twenty_swaps_under_constant_load_lose_nothing() {
     }));
     let swaps = async move {
         for i in 0..20 {
+            // Every swap happens under load: wait until the load has moved on since the last
+            // one (on a busy machine the swaps could otherwise outrun it).
+            let seen = served.load(Ordering::Relaxed);
+            while served.load(Ordering::Relaxed) < seen + 8 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
             let (want, r) = if i % 2 == 0 {
                 ("2", activate(gw, "echo", 2).await)
             } else {

@@ -73,7 +73,20 @@ pub async fn begin_tenant(
     role: &str,
 ) -> Result<Transaction<'static, Postgres>> {
     let mut tx = pool.begin().await?;
-    enter_tenant(&mut tx, tenant, role).await?;
+    enter_tenant(&mut tx, tenant, role, None).await?;
+    Ok(tx)
+}
+
+/// [`begin_tenant`] with this transaction's own statement timeout (plugin invocations, whose
+/// grants set it), still in one round trip after `BEGIN`.
+pub async fn begin_tenant_limited(
+    pool: &PgPool,
+    tenant: Uuid,
+    role: &str,
+    statement_timeout_ms: u64,
+) -> Result<Transaction<'static, Postgres>> {
+    let mut tx = pool.begin().await?;
+    enter_tenant(&mut tx, tenant, role, Some(statement_timeout_ms)).await?;
     Ok(tx)
 }
 
@@ -87,19 +100,23 @@ pub async fn begin_platform(pool: &PgPool) -> Result<Transaction<'static, Postgr
     Ok(tx)
 }
 
-/// Switches an open transaction into a tenant's context.
+/// Switches an open transaction into a tenant's context (and, if given, sets its statement
+/// timeout).
 pub async fn enter_tenant(
     tx: &mut Transaction<'static, Postgres>,
     tenant: Uuid,
     role: &str,
+    statement_timeout_ms: Option<u64>,
 ) -> Result<()> {
     sqlx::query(
         "SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true), \
-         set_config('app.role', $3, true)",
+         set_config('app.role', $3, true), \
+         set_config('statement_timeout', COALESCE($4, current_setting('statement_timeout')), true)",
     )
     .bind(APP_ROLE)
     .bind(tenant.to_string())
     .bind(role)
+    .bind(statement_timeout_ms.map(|ms| ms.to_string()))
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -404,28 +404,6 @@ pub async fn lock<'e>(exec: impl PgExecutor<'e>, tenant: Uuid, key: &str) -> std
     Ok(())
 }
 
-/// Opens a plugin invocation's transaction: restricted role, tenant, caller role and a
-/// statement timeout, all local to the transaction.
-pub async fn begin(
-    pool: &sqlx::PgPool,
-    tenant: Uuid,
-    role: &str,
-    statement_timeout_ms: u64,
-) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
-    let mut tx = pool.begin().await?;
-    sqlx::query(
-        "SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true), \
-         set_config('app.role', $3, true), set_config('statement_timeout', $4, true)",
-    )
-    .bind(super::APP_ROLE)
-    .bind(tenant.to_string())
-    .bind(role)
-    .bind(statement_timeout_ms.to_string())
-    .execute(&mut *tx)
-    .await?;
-    Ok(tx)
-}
-
 /// Maps a database error to what the plugin is told.
 pub fn classify(e: &sqlx::Error) -> DbError {
     if crate::error::is_unavailable(e) {

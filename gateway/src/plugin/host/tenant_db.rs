@@ -45,7 +45,7 @@ impl DbState {
             return Err(DbError::Invalid(format!("more than {MAX_STATEMENTS} statements in one invocation")));
         }
         if self.tx.is_none() {
-            let tx = sql::begin(&self.pool, self.tenant, self.role, self.grants.db_statement_timeout_ms)
+            let tx = crate::db::begin_tenant_limited(&self.pool, self.tenant, self.role, self.grants.db_statement_timeout_ms)
                 .await
                 .map_err(|e| match e {
                     crate::Error::Db(d) => sql::classify(&d),
