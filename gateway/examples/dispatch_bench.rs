@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use gateway::db::structured::Schema;
 use gateway::plugin::bindings::types::Request;
 use gateway::plugin::{Invocation, Runtime};
-use gateway::policy::{PolicySet, Role};
+use gateway::policy::PolicySet;
+use gateway::role::Role;
 use uuid::Uuid;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -28,7 +29,7 @@ fn report(name: &str, mut samples: Vec<Duration>) -> (Duration, Duration) {
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let wasm = std::fs::read(&args[1])?;
-    let policies = PolicySet::load(std::path::Path::new(&args[2]), gateway::native::NAMES)?;
+    let policies = PolicySet::load(std::path::Path::new(&args[2]))?;
     let n: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(20_000);
     let route = policies.routes.iter().find(|r| r.id == "echo").expect("echo route").clone();
     let runtime = Runtime::new(None, gateway::plugin::tls_config(None)?)?;
@@ -57,7 +58,9 @@ async fn main() -> anyhow::Result<()> {
             let mut samples = Vec::with_capacity(count);
             for _ in 0..count {
                 let inv = Invocation {
-                    route: &route,
+                    label: &route.id,
+                    grants: route.grants.clone(),
+                    sandbox: route.sandbox,
                     pool: &pool,
                     schema: schema.clone(),
                     org,
@@ -70,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
                 let t = Instant::now();
                 let reply = runtime.invoke(plugin, inv).await;
                 samples.push(t.elapsed());
-                assert!(reply.is_ok());
+                assert!(matches!(reply, gateway::plugin::Outcome::Response(_)));
             }
             samples
         }
@@ -105,11 +108,11 @@ async fn main() -> anyhow::Result<()> {
             },
             db: gateway::plugin::state::DbState {
                 pool: pool.clone(), schema: schema.clone(), grants: route.grants.clone(), tenant: org,
-                role: "member", tx: None, aborted: false, statements: 0, host_time: Duration::ZERO,
+                actor: Role::Member.into(), tx: None, aborted: false, statements: 0,
             },
-            http: gateway::plugin::state::HttpState { grants: route.grants.clone(), tls: tls.clone(), requests: 0, host_time: Duration::ZERO },
+            http: gateway::plugin::state::HttpState { grants: route.grants.clone(), tls: tls.clone(), requests: 0 },
             log: gateway::plugin::state::LogState { request_id: "bench".into(), org, plugin: "echo".into(), lines: 0 },
-            started: Instant::now(),
+            cpu: Default::default(),
         };
         let t = runtime.phase_times(&plugin, state, &request()).await;
         for (i, d) in t.into_iter().enumerate() {

@@ -98,9 +98,9 @@ async fn native(a: &[String]) -> anyhow::Result<()> {
                 let id = format!("native_{run}_{t}_{i}");
                 let body = format!(r#"{{"id":"{id}","type":"lead.replied","data":{{"campaign_id":42,"lead":"l-{i}"}}}}"#);
                 let t0 = Instant::now();
-                let mut tx = gateway::db::begin_tenant(&pool, org, "system").await.expect("begin");
+                let mut tx = gateway::db::begin_tenant(&pool, org, gateway::role::Actor::System).await.expect("begin");
                 gateway::db::webhooks::store_event(
-                    &mut *tx, org, endpoint, "generic", &id, Some("lead.replied"), body.as_bytes(), Some("application/json"), 5, 1000,
+                    &mut tx, endpoint, "generic", &id, Some("lead.replied"), body.as_bytes(), Some("application/json"), 5, 1000,
                 )
                 .await
                 .expect("store");
@@ -125,7 +125,7 @@ async fn enqueue(a: &[String]) -> anyhow::Result<()> {
     let endpoint: Uuid = a[4].parse()?;
     let count: i64 = a[5].parse()?;
     let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect(&a[2]).await?;
-    let mut tx = gateway::db::begin_tenant(&pool, org, "system").await?;
+    let mut tx = gateway::db::begin_tenant(&pool, org, gateway::role::Actor::System).await?;
     let run = Uuid::new_v4().simple().to_string();
     sqlx::query(
         "WITH e AS (INSERT INTO webhook_events (tenant_id, endpoint_id, provider, event_key, body, content_type) \
@@ -137,9 +137,9 @@ async fn enqueue(a: &[String]) -> anyhow::Result<()> {
     .bind(endpoint)
     .bind(format!("bulk_{run}_"))
     .bind(count)
-    .execute(&mut *tx)
+    .execute(tx.raw_connection())
     .await?;
-    sqlx::query("SELECT pg_notify('gateway_jobs', '')").execute(&mut *tx).await?;
+    sqlx::query("SELECT pg_notify('gateway_jobs', '')").execute(tx.raw_connection()).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::cache::TtlCache;
 use crate::db;
 use crate::error::Result;
-use crate::policy::Role;
+use crate::role::Role;
 
 /// A fresh random token: `gw_` and 32 random bytes, base64url.
 pub fn generate_token() -> String {
@@ -31,43 +31,60 @@ pub fn log_tag(secret: &str) -> String {
     hex::encode(&Sha256::digest(secret.as_bytes())[..6])
 }
 
-/// Who is calling, as the token says.
+/// Who is calling: what the credential says, and, once the guard has decided, the org the
+/// request acts in. One type from the token cache to the handlers.
 #[derive(Debug, Clone)]
-pub struct Principal {
-    pub token_id: Uuid,
+pub struct Caller {
     pub role: Role,
-    /// `None` for super-admins.
+    /// The token (or, on webhook routes, the endpoint id) that authenticated the request.
+    pub token_id: Uuid,
+    /// The user behind the token; `None` for super-admins.
+    pub user: Option<Uuid>,
+    /// The org: the token's (`None` for super-admins until `X-Org-Id` names one, and on
+    /// platform routes).
     pub org: Option<Uuid>,
     pub plan: Option<String>,
-    pub user: Option<Uuid>,
+    /// On webhook routes: the endpoint the delivery is addressed to (not yet verified).
+    pub endpoint: Option<std::sync::Arc<crate::webhooks::Endpoint>>,
+}
+
+impl Caller {
+    /// The key of the per-user bucket: the user, or the token for super-admins.
+    pub fn user_key(&self) -> Option<Uuid> {
+        if self.endpoint.is_some() {
+            return None;
+        }
+        Some(self.user.unwrap_or(self.token_id))
+    }
 }
 
 /// Token and org-plan caches.
 #[derive(Default)]
 pub struct Directory {
-    tokens: TtlCache<[u8; 32], Option<Principal>>,
+    tokens: TtlCache<[u8; 32], Option<Caller>>,
     plans: TtlCache<Uuid, Option<String>>,
 }
 
 impl Directory {
-    /// The principal for a bearer token, or `None` for an unknown or revoked one.
-    pub async fn authenticate(&self, pool: &PgPool, token: &str) -> Result<Option<Principal>> {
+    /// The caller a bearer token names, or `None` for an unknown or revoked one.
+    pub async fn authenticate(&self, pool: &PgPool, token: &str) -> Result<Option<Caller>> {
         let key = digest(token);
         if let Some(hit) = self.tokens.get(&key) {
             return Ok(hit);
         }
         let row = db::tokens::find_active(pool, &key).await?;
-        let principal = row.and_then(|r| {
-            Some(Principal {
+        let caller = row.and_then(|r| {
+            Some(Caller {
                 token_id: r.id,
                 role: Role::parse(&r.role)?,
                 org: r.org_id,
                 plan: r.plan,
                 user: r.user_id,
+                endpoint: None,
             })
         });
-        self.tokens.insert(key, principal.clone());
-        Ok(principal)
+        self.tokens.insert(key, caller.clone());
+        Ok(caller)
     }
 
     /// The plan of an org, or `None` if the org does not exist.

@@ -31,8 +31,6 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use uuid::Uuid;
 
 use crate::db::jobs::{self, Attempt, Claimed, ClaimedJob, EventData};
-use crate::plugin::bindings::types::{Header, Request};
-use crate::policy::{Role, Target};
 use crate::state::AppState;
 
 /// The polling backstop when no notification arrives.
@@ -92,7 +90,7 @@ async fn run(state: Arc<AppState>, settings: Settings, mut stopped: watch::Recei
     let permits = Arc::new(Semaphore::new(settings.workers));
     let mut running = tokio::task::JoinSet::new();
     let mut depth_at = tokio::time::Instant::now();
-    let mut conn: Option<sqlx::PgConnection> = None;
+    let mut conn: Option<jobs::ClaimConnection> = None;
     let (done, finished) = mpsc::unbounded_channel();
     let finisher = tokio::spawn(finisher(state.clone(), pool.clone(), worker.clone(), finished));
     tracing::info!(worker = %worker, workers = settings.workers, org_concurrency = settings.org_concurrency, "job workers started");
@@ -193,7 +191,7 @@ async fn execute(state: &AppState, pool: &sqlx::PgPool, worker: &str, job: Claim
         Err::<bool, _>("the last attempt did not finish (lease expired)".to_string())
     } else {
         match (job.kind.as_str(), event) {
-            ("webhook", Some(event)) => run_webhook(state, pool, worker, &job, &event, &done).await,
+            ("webhook", Some(event)) => crate::webhooks::adapter::run(state, pool, worker, &job, &event, &done).await,
             ("webhook", None) => Err("the event this job refers to is gone".to_string()),
             (kind, _) => Err(format!("no runner for job kind {kind:?}")),
         }
@@ -272,78 +270,6 @@ async fn finisher(state: Arc<AppState>, pool: sqlx::PgPool, worker: String, mut 
                 tokio::time::sleep(wait).await;
                 wake.notify_waiters();
             });
-        }
-    }
-}
-
-/// Runs the provider's adapter plugin on the event; `Ok(true)` when the attempt was recorded
-/// in the adapter's own transaction. The error text is stored as the job's `last_error`
-/// (never logged: it may quote the payload).
-async fn run_webhook(
-    state: &AppState,
-    pool: &sqlx::PgPool,
-    worker: &str,
-    job: &Claimed,
-    event: &EventData,
-    done: &Attempt,
-) -> Result<bool, String> {
-    let policies = state.policies();
-    let provider = policies.providers.get(&event.provider).ok_or_else(|| format!("provider {:?} is not in the policies", event.provider))?;
-    let route = policies.route(&provider.route).ok_or_else(|| format!("route {:?} is not in the policies", provider.route))?;
-    let Target::Plugin(name) = &route.target else { return Err(format!("route {:?} does not target a plugin", route.id)) };
-    let plugin = state.plugin(name).ok_or_else(|| format!("plugin {name:?} is not loaded"))?;
-    let mut headers = vec![
-        Header { name: "content-type".into(), value: event.content_type.clone().unwrap_or_else(|| "application/json".into()) },
-        Header { name: "webhook-event-id".into(), value: event.id.to_string() },
-        Header { name: "webhook-event-key".into(), value: event.event_key.clone() },
-        Header { name: "x-job-attempt".into(), value: job.attempts.to_string() },
-    ];
-    if let Some(t) = &event.event_type {
-        headers.push(Header { name: "webhook-event-type".into(), value: t.clone() });
-    }
-    let request = Request {
-        method: "POST".into(),
-        path: format!("/webhooks/{}", event.provider),
-        params: vec![],
-        query: String::new(),
-        headers,
-        body: event.body.clone(),
-    };
-    let request_id = done.run_id.simple().to_string();
-    let recorded = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (org, flag, done) = (job.tenant_id, recorded.clone(), done.clone());
-    let worker = worker.to_string();
-    let before_commit: crate::plugin::BeforeCommit<'_> = Box::new(move |conn| {
-        Box::pin(async move {
-            let ours = !jobs::finish_on(conn, org, &worker, std::slice::from_ref(&done)).await?.is_empty();
-            flag.store(ours, std::sync::atomic::Ordering::Relaxed);
-            Ok(ours)
-        })
-    });
-    let outcome = state
-        .runtime
-        .invoke(
-            &plugin,
-            crate::plugin::Invocation {
-                route,
-                pool,
-                schema: state.schema.clone(),
-                org: job.tenant_id,
-                user: None,
-                role: Role::Member,
-                request_id: &request_id,
-                request,
-                before_commit: Some(before_commit),
-            },
-        )
-        .await;
-    match outcome {
-        Ok(reply) if reply.status.is_success() => Ok(recorded.load(std::sync::atomic::Ordering::Relaxed)),
-        Ok(reply) => Err(format!("{} answered {}", plugin.name, reply.status.as_u16())),
-        Err(e) => {
-            let mut msg = format!("{}: {}", e.code_str(), e.message);
-            msg.truncate(msg.floor_char_boundary(500));
-            Err(msg)
         }
     }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use gateway::{native, ops, policy::PolicySet, Config, Database};
+use gateway::{ops, policy::PolicySet, Config, Database};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -203,7 +203,7 @@ async fn admin<F>(config: Config, f: F) -> anyhow::Result<()>
 where
     F: for<'a> FnOnce(&'a Database, &'a PolicySet) -> BoxFut<'a>,
 {
-    let policies = PolicySet::load(&config.policies, native::NAMES)?;
+    let policies = PolicySet::load(&config.policies)?;
     let db = Database::open(&config).await.context("opening the database")?;
     let r = f(&db, &policies).await;
     db.close().await;
@@ -337,7 +337,7 @@ fn read_component(file: &std::path::Path, fixtures: Option<&std::path::Path>) ->
         None => Ok(bytes),
         Some(f) => {
             let json = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-            Ok(gateway::plugin::fixtures::embed(&bytes, &json).with_context(|| format!("embedding {}", f.display()))?)
+            Ok(gateway::registry::fixtures::embed(&bytes, &json).with_context(|| format!("embedding {}", f.display()))?)
         }
     }
 }
@@ -350,7 +350,7 @@ async fn check(
     path: String,
     body: String,
 ) -> anyhow::Result<()> {
-    use gateway::plugin::fixtures as fx;
+    use gateway::registry::fixtures as fx;
     let bytes = read_component(&file, fixtures.as_deref())?;
     let runtime = gateway::plugin::Runtime::new(None, gateway::plugin::tls_config(None)?)?;
     let loaded = runtime.load("check", "check", &bytes).map_err(|e| anyhow::anyhow!("rejected: {e}"))?;
@@ -378,7 +378,7 @@ async fn check(
         body: body.into_bytes(),
     };
     let started = std::time::Instant::now();
-    let seen = fx::run_one(&runtime, &loaded, &fx::sandbox_route(), &pool, request).await;
+    let seen = fx::run_one(&runtime, &loaded, &pool, request).await;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     println!("{}", json!({ "component": "ok", "sha256": loaded.sha256, "status": seen.status, "body": seen.body, "ms": ms }));
     Ok(())

@@ -8,7 +8,8 @@ use uuid::Uuid;
 use crate::auth;
 use crate::db;
 use crate::error::{violated_constraint, ApiError, Code};
-use crate::policy::{PolicySet, Role};
+use crate::policy::PolicySet;
+use crate::role::Role;
 
 pub struct CreatedToken {
     pub token: String,
@@ -90,10 +91,10 @@ pub async fn create_token(pool: &PgPool, org: Uuid, role: &str, email: &str) -> 
     }
     // The user row is tenant data: write it under RLS, then step back out for the platform
     // token row, all in one transaction.
-    db::enter_tenant(&mut tx, org, Role::SuperAdmin.as_str(), None).await?;
-    let user_id = db::users::upsert(&mut *tx, org, &email, role.as_str()).await?;
-    db::leave_tenant(&mut tx).await?;
-    let token_id = db::tokens::insert(&mut *tx, &auth::digest(&token), role.as_str(), Some(org), Some(user_id)).await?;
+    let mut tenant = db::enter_tenant(tx, org, Role::SuperAdmin.into(), None).await?;
+    let user_id = db::users::upsert(&mut tenant, &email, role).await?;
+    let mut tx = tenant.leave().await?;
+    let token_id = db::tokens::insert(&mut *tx, &auth::digest(&token), role, Some(org), Some(user_id)).await?;
     // A changed role must not be served from a stale cache entry of an older token.
     db::notify_invalidate(&mut *tx).await?;
     tx.commit().await?;
@@ -127,7 +128,7 @@ pub async fn bootstrap(pool: &PgPool, configured: Option<&str>) -> Result<Option
         }
         None => (auth::generate_token(), true),
     };
-    let id = db::tokens::insert(&mut *tx, &auth::digest(&token), Role::SuperAdmin.as_str(), None, None)
+    let id = db::tokens::insert(&mut *tx, &auth::digest(&token), Role::SuperAdmin, None, None)
         .await
         .map_err(|e| match &e {
             crate::error::Error::Db(db) if violated_constraint(db) == Some("api_tokens_hash_key") => {

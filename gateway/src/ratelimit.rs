@@ -149,7 +149,6 @@ mod tests {
                  [[route]]\nid = \"w\"\nmethod = \"GET\"\npath = \"/w\"\ntarget = \"native:whoami\"\nroles = [\"member\"]\n"
                     .into(),
             )],
-            &["whoami"],
         )
         .unwrap();
         let rl = RateLimits::new(&set);

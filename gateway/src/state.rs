@@ -1,6 +1,5 @@
 //! Shared server state: the pool, the loaded policies with their rate limiters, and caches.
 
-use std::ops::Deref;
 use std::sync::{Arc, RwLock};
 
 use sqlx::PgPool;
@@ -25,13 +24,6 @@ impl Routing {
     pub fn new(policies: PolicySet) -> Routing {
         let limits = RateLimits::new(&policies);
         Routing { policies, limits }
-    }
-}
-
-impl Deref for Routing {
-    type Target = PolicySet;
-    fn deref(&self) -> &PolicySet {
-        &self.policies
     }
 }
 
@@ -95,8 +87,8 @@ impl AppState {
         self.plugins.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }
 
-    /// The current policies; a request keeps the set it started with.
-    pub fn policies(&self) -> Arc<Routing> {
+    /// The current policies and their limiters; a request keeps the set it started with.
+    pub fn routing(&self) -> Arc<Routing> {
         self.routing.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }

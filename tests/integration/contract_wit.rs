@@ -217,8 +217,8 @@ async fn tenant_db_another_tenants_rows_are_invisible_and_untouchable() {
     let n = p.count(&format!("SELECT count(*) FROM probe_items WHERE tenant_id = '{}' AND name = 'b-secret'", p.org_b)).await;
     assert_eq!(n, 1, "B's row changed");
     // And RLS says the same, independently of the host's filter.
-    let mut tx = gateway::db::begin_tenant(&p.pool, p.org_a.parse().unwrap(), "admin").await.unwrap();
-    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM probe_items").fetch_one(&mut *tx).await.unwrap();
+    let mut tx = gateway::db::begin_tenant(&p.pool, p.org_a.parse().unwrap(), gateway::role::Role::Admin.into()).await.unwrap();
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM probe_items").fetch_one(tx.raw_connection()).await.unwrap();
     assert_eq!(seen, 0);
 }
 

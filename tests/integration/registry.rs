@@ -98,7 +98,7 @@ async fn upload_activate_rollback_list_and_audit() {
 
 #[tokio::test]
 async fn shipped_contract_fixtures_must_pass_before_an_upload_is_stored() {
-    use gateway::plugin::fixtures;
+    use gateway::registry::fixtures;
     let db = TestDb::new().await;
     let gw = Gateway::start(&db).await;
     // echo.wasm ships passing fixtures (embedded by `cargo xtask plugins`).

@@ -149,38 +149,38 @@ async fn without_a_tenant_setting_the_restricted_role_sees_nothing() {
 async fn with_tenant_a_set_b_is_invisible_and_cannot_be_written() {
     let (_db, pool, a, b) = seeded().await;
     for t in tenant_tables(&pool).await {
-        let mut tx = gateway::db::begin_tenant(&pool, a, "admin").await.unwrap();
+        let mut tx = gateway::db::begin_tenant(&pool, a, gateway::role::Role::Admin.into()).await.unwrap();
         let (mine, theirs): (i64, i64) = sqlx::query_as(&format!(
             "SELECT count(*) FILTER (WHERE tenant_id = $1), count(*) FILTER (WHERE tenant_id = $2) FROM {t}"
         ))
         .bind(a)
         .bind(b)
-        .fetch_one(&mut *tx)
+        .fetch_one(tx.raw_connection())
         .await
         .unwrap();
         assert_eq!((mine, theirs), (1, 0), "{t}");
         // Moving one of A's rows into B is refused by WITH CHECK.
         let e = sqlx::query(&format!("UPDATE {t} SET tenant_id = $1"))
             .bind(b)
-            .execute(&mut *tx)
+            .execute(tx.raw_connection())
             .await
             .unwrap_err();
         assert_eq!(sqlstate(&e), "42501", "{t}: {e}");
         tx.rollback().await.unwrap();
     }
     // Inserting a row that carries B's tenant_id while acting as A.
-    let mut tx = gateway::db::begin_tenant(&pool, a, "admin").await.unwrap();
+    let mut tx = gateway::db::begin_tenant(&pool, a, gateway::role::Role::Admin.into()).await.unwrap();
     let e = sqlx::query("INSERT INTO users (id, tenant_id, email, role) VALUES ($1, $2, 'x@y.test', 'member')")
         .bind(Uuid::new_v4())
         .bind(b)
-        .execute(&mut *tx)
+        .execute(tx.raw_connection())
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&e), "42501", "{e}");
     tx.rollback().await.unwrap();
     // Deleting B's rows as A deletes nothing.
-    let mut tx = gateway::db::begin_tenant(&pool, a, "admin").await.unwrap();
-    let n = sqlx::query("DELETE FROM business_members WHERE tenant_id = $1").bind(b).execute(&mut *tx).await.unwrap();
+    let mut tx = gateway::db::begin_tenant(&pool, a, gateway::role::Role::Admin.into()).await.unwrap();
+    let n = sqlx::query("DELETE FROM business_members WHERE tenant_id = $1").bind(b).execute(tx.raw_connection()).await.unwrap();
     assert_eq!(n.rows_affected(), 0);
     tx.commit().await.unwrap();
 }
@@ -189,8 +189,8 @@ async fn with_tenant_a_set_b_is_invisible_and_cannot_be_written() {
 async fn platform_tables_are_closed_to_the_restricted_role() {
     let (_db, pool, a, _) = seeded().await;
     for t in ["orgs", "api_tokens"] {
-        let mut tx = gateway::db::begin_tenant(&pool, a, "admin").await.unwrap();
-        let e = sqlx::query(&format!("SELECT count(*) FROM {t}")).execute(&mut *tx).await.unwrap_err();
+        let mut tx = gateway::db::begin_tenant(&pool, a, gateway::role::Role::Admin.into()).await.unwrap();
+        let e = sqlx::query(&format!("SELECT count(*) FROM {t}")).execute(tx.raw_connection()).await.unwrap_err();
         assert_eq!(sqlstate(&e), "42501", "{t}: {e}");
     }
 }
@@ -203,11 +203,11 @@ async fn tenant_settings_do_not_outlive_the_transaction_on_a_pooled_connection()
         .connect(&db.url())
         .await
         .unwrap();
-    let mut tx = gateway::db::begin_tenant(&pool, a, "member").await.unwrap();
+    let mut tx = gateway::db::begin_tenant(&pool, a, gateway::role::Role::Member.into()).await.unwrap();
     let (user, tenant, role): (String, String, String) = sqlx::query_as(
         "SELECT current_user::text, current_setting('app.tenant_id'), current_setting('app.role')",
     )
-    .fetch_one(&mut *tx)
+    .fetch_one(tx.raw_connection())
     .await
     .unwrap();
     assert_eq!((user.as_str(), tenant, role.as_str()), ("gateway_app", a.to_string(), "member"));

@@ -14,7 +14,9 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::TenantTx;
 use crate::error::Result;
+use crate::role::Actor;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Claimed {
@@ -40,12 +42,15 @@ pub struct EventData {
 
 /// Opens the claimer's own connection: outside the pool, in the platform scope for its whole
 /// session, and used for nothing but claims, so a claim is one statement and one round trip.
-pub async fn claim_connection(pool: &PgPool) -> Result<sqlx::PgConnection> {
+pub async fn claim_connection(pool: &PgPool) -> Result<ClaimConnection> {
     use sqlx::ConnectOptions;
     let mut conn = pool.connect_options().as_ref().clone().connect().await?;
     sqlx::query("SELECT set_config('app.scope', 'platform', false)").execute(&mut conn).await?;
-    Ok(conn)
+    Ok(ClaimConnection(conn))
 }
+
+/// A session in the platform scope, good for nothing but [`claim`].
+pub struct ClaimConnection(sqlx::PgConnection);
 
 /// A claimed job and, for webhook jobs, its event.
 pub struct ClaimedJob {
@@ -66,7 +71,7 @@ struct ClaimRow {
 
 /// Claims up to `batch` runnable jobs, at most `org_cap` running per org, leased for
 /// `lease_secs`, with the webhook events they refer to; on a [`claim_connection`].
-pub async fn claim(conn: &mut sqlx::PgConnection, worker: &str, batch: i64, org_cap: i64, lease_secs: f64) -> Result<Vec<ClaimedJob>> {
+pub async fn claim(conn: &mut ClaimConnection, worker: &str, batch: i64, org_cap: i64, lease_secs: f64) -> Result<Vec<ClaimedJob>> {
     let rows: Vec<ClaimRow> = sqlx::query_as(
         "WITH RECURSIVE orgs(t) AS ( \
              (SELECT tenant_id FROM jobs WHERE status IN ('pending', 'processing') AND run_at <= now() \
@@ -99,7 +104,7 @@ pub async fn claim(conn: &mut sqlx::PgConnection, worker: &str, batch: i64, org_
     .bind(org_cap)
     .bind(lease_secs)
     .bind(worker)
-    .fetch_all(conn)
+    .fetch_all(&mut conn.0)
     .await?;
     Ok(rows
         .into_iter()
@@ -138,15 +143,15 @@ pub struct Attempt {
 /// in one transaction in the org's tenant context. Returns the jobs that were still ours;
 /// a job whose lease expired and was taken by another worker is left alone.
 pub async fn finish(pool: &PgPool, org: Uuid, worker: &str, attempts: &[Attempt]) -> Result<Vec<Uuid>> {
-    let mut tx = crate::db::begin_tenant(pool, org, "system").await?;
-    let finished = finish_on(&mut tx, org, worker, attempts).await?;
+    let mut tx = crate::db::begin_tenant(pool, org, Actor::System).await?;
+    let finished = finish_on(&mut tx, worker, attempts).await?;
     tx.commit().await?;
     Ok(finished)
 }
 
 /// [`finish`] inside a transaction that is already in the org's tenant context (the
 /// adapter's own, so that its effects and its job's completion commit together).
-pub async fn finish_on(conn: &mut sqlx::PgConnection, org: Uuid, worker: &str, attempts: &[Attempt]) -> Result<Vec<Uuid>> {
+pub async fn finish_on(tx: &mut TenantTx, worker: &str, attempts: &[Attempt]) -> Result<Vec<Uuid>> {
     let ids: Vec<Uuid> = attempts.iter().map(|a| a.job).collect();
     let numbers: Vec<i32> = attempts.iter().map(|a| a.attempt).collect();
     let statuses: Vec<&str> = attempts.iter().map(|a| a.status).collect();
@@ -172,7 +177,7 @@ pub async fn finish_on(conn: &mut sqlx::PgConnection, org: Uuid, worker: &str, a
                     error, jsonb_build_object('ref_id', ref_id), $9, started FROM u) \
          SELECT id FROM u",
     )
-    .bind(org)
+    .bind(tx.org())
     .bind(&ids)
     .bind(&numbers)
     .bind(&statuses)
@@ -181,7 +186,7 @@ pub async fn finish_on(conn: &mut sqlx::PgConnection, org: Uuid, worker: &str, a
     .bind(&runs)
     .bind(&started)
     .bind(worker)
-    .fetch_all(conn)
+    .fetch_all(tx.conn())
     .await?;
     Ok(finished)
 }
@@ -193,7 +198,7 @@ pub async fn depth(pool: &PgPool) -> Result<Vec<(Uuid, String, i64)>> {
         "SELECT tenant_id, status, count(*) FROM jobs WHERE status IN ('pending', 'processing', 'dead') \
          GROUP BY 1, 2 ORDER BY 1, 2",
     )
-    .fetch_all(&mut *tx)
+    .fetch_all(tx.conn())
     .await?;
     tx.commit().await?;
     Ok(rows)

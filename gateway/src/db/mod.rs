@@ -1,10 +1,16 @@
 //! The database layer: the only place that builds SQL.
 //!
-//! Two ways in:
-//! - platform work (`orgs`, `api_tokens`) runs as the connecting owner role, outside any tenant;
-//! - tenant work goes through [`begin_tenant`], which switches the transaction to the restricted
-//!   `gateway_app` role and sets `app.tenant_id` / `app.role` with `set_config(..., true)`, so
-//!   row-level security applies and nothing survives the transaction on the pooled connection.
+//! Three ways in:
+//! - platform tables (`orgs`, `api_tokens`, the plugin registry) are reached as the connecting
+//!   owner role, outside any tenant, with any executor;
+//! - tenant tables are reached only through a [`TenantTx`] ([`begin_tenant`]): the transaction
+//!   runs as the restricted `gateway_app` role with `app.tenant_id` / `app.role` set by
+//!   `set_config(..., true)`, so row-level security applies and nothing survives the
+//!   transaction on the pooled connection. Every function on a tenant table takes the
+//!   `TenantTx` and filters by its org: there is no way to pass a second, different tenant;
+//! - the two cross-tenant reads (resolving a webhook endpoint, queue depth) and job claims run
+//!   in the platform scope ([`PlatformTx`], [`jobs::ClaimConnection`]), which only the owner
+//!   role's `platform_access` policies honour.
 //!
 //! Queries on tenant tables also filter by `tenant_id` themselves: RLS is defence in depth.
 
@@ -14,14 +20,14 @@ pub mod webhooks;
 pub mod structured;
 pub mod orgs;
 pub mod plugins;
+mod scope;
 pub mod tokens;
 pub mod users;
 
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool, Postgres, Transaction};
-use uuid::Uuid;
+use sqlx::{ConnectOptions, PgPool};
 
 use crate::error::Result;
 
@@ -65,71 +71,7 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
     Ok(())
 }
 
-/// Opens a tenant transaction: restricted role, tenant id and caller role set for this
-/// transaction only, in one round trip after `BEGIN`.
-pub async fn begin_tenant(
-    pool: &PgPool,
-    tenant: Uuid,
-    role: &str,
-) -> Result<Transaction<'static, Postgres>> {
-    let mut tx = pool.begin().await?;
-    enter_tenant(&mut tx, tenant, role, None).await?;
-    Ok(tx)
-}
-
-/// [`begin_tenant`] with this transaction's own statement timeout (plugin invocations, whose
-/// grants set it), still in one round trip after `BEGIN`.
-pub async fn begin_tenant_limited(
-    pool: &PgPool,
-    tenant: Uuid,
-    role: &str,
-    statement_timeout_ms: u64,
-) -> Result<Transaction<'static, Postgres>> {
-    let mut tx = pool.begin().await?;
-    enter_tenant(&mut tx, tenant, role, Some(statement_timeout_ms)).await?;
-    Ok(tx)
-}
-
-/// Opens a platform-scope transaction as the owner role: the `platform_access` policies
-/// (migration 0004) let it read endpoints and claim jobs across orgs. Only the two
-/// cross-tenant operations use it (`webhooks::resolve`, `jobs::depth`; claims hold a
-/// session in this scope, `jobs::claim_connection`).
-pub async fn begin_platform(pool: &PgPool) -> Result<Transaction<'static, Postgres>> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT set_config('app.scope', 'platform', true)").execute(&mut *tx).await?;
-    Ok(tx)
-}
-
-/// Switches an open transaction into a tenant's context (and, if given, sets its statement
-/// timeout).
-pub async fn enter_tenant(
-    tx: &mut Transaction<'static, Postgres>,
-    tenant: Uuid,
-    role: &str,
-    statement_timeout_ms: Option<u64>,
-) -> Result<()> {
-    sqlx::query(
-        "SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true), \
-         set_config('app.role', $3, true), \
-         set_config('statement_timeout', COALESCE($4, current_setting('statement_timeout')), true)",
-    )
-    .bind(APP_ROLE)
-    .bind(tenant.to_string())
-    .bind(role)
-    .bind(statement_timeout_ms.map(|ms| ms.to_string()))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
-
-/// Leaves the tenant context inside the same transaction (back to the owner role), for the
-/// few platform writes that must commit atomically with tenant writes.
-pub async fn leave_tenant(tx: &mut Transaction<'static, Postgres>) -> Result<()> {
-    sqlx::query("SELECT set_config('role', 'none', true), set_config('app.tenant_id', '', true)")
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
+pub use scope::{begin_platform, begin_tenant, begin_tenant_limited, enter_tenant, PlatformTx, TenantTx};
 
 /// `SELECT 1`: is the database reachable?
 pub async fn ping(pool: &PgPool) -> Result<()> {

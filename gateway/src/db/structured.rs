@@ -12,6 +12,7 @@ use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{Arguments, PgExecutor, Row};
 use uuid::Uuid;
 
+use super::TenantTx;
 use crate::error::Result;
 use crate::plugin::bindings::tenant_db::{
     ColumnRef, Comparison, ConflictAction, DbError, DeleteQuery, Filter, InsertQuery, Rows, SelectQuery,
@@ -374,32 +375,32 @@ pub fn decode(rows: &[PgRow], returns: &[(String, Kind)]) -> std::result::Result
 }
 
 /// Runs a statement in the invocation's transaction.
-pub async fn run<'e>(exec: impl PgExecutor<'e>, st: Statement) -> std::result::Result<Rows, sqlx::Error> {
+pub async fn run(tx: &mut TenantTx, st: Statement) -> std::result::Result<Rows, sqlx::Error> {
     let columns: Vec<String> = st.returns.iter().map(|(c, _)| c.clone()).collect();
     if st.returns.is_empty() {
-        let r = sqlx::query_with(&st.sql, st.args).execute(exec).await?;
+        let r = sqlx::query_with(&st.sql, st.args).execute(tx.conn()).await?;
         return Ok(Rows { columns, rows: Vec::new(), affected: r.rows_affected() });
     }
-    let rows = sqlx::query_with(&st.sql, st.args).fetch_all(exec).await?;
+    let rows = sqlx::query_with(&st.sql, st.args).fetch_all(tx.conn()).await?;
     let values = decode(&rows, &st.returns)?;
     Ok(Rows { columns, affected: values.len() as u64, rows: values })
 }
 
 /// `pg_try_advisory_xact_lock` on the same hash as [`lock`].
-pub async fn try_lock<'e>(exec: impl PgExecutor<'e>, tenant: Uuid, key: &str) -> std::result::Result<bool, sqlx::Error> {
+pub async fn try_lock(tx: &mut TenantTx, key: &str) -> std::result::Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1::text || ':' || $2::text, 0))")
-        .bind(tenant.to_string())
+        .bind(tx.org().to_string())
         .bind(key)
-        .fetch_one(exec)
+        .fetch_one(tx.conn())
         .await
 }
 
 /// `pg_advisory_xact_lock` on a 64-bit hash of tenant and key.
-pub async fn lock<'e>(exec: impl PgExecutor<'e>, tenant: Uuid, key: &str) -> std::result::Result<(), sqlx::Error> {
+pub async fn lock(tx: &mut TenantTx, key: &str) -> std::result::Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || $2::text, 0))")
-        .bind(tenant.to_string())
+        .bind(tx.org().to_string())
         .bind(key)
-        .execute(exec)
+        .execute(tx.conn())
         .await?;
     Ok(())
 }

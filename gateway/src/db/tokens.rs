@@ -4,6 +4,7 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use crate::error::Result;
+use crate::role::Role;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TokenRow {
@@ -30,7 +31,7 @@ pub async fn find_active<'e>(exec: impl PgExecutor<'e>, digest: &[u8; 32]) -> Re
 pub async fn insert<'e>(
     exec: impl PgExecutor<'e>,
     digest: &[u8; 32],
-    role: &str,
+    role: Role,
     org: Option<Uuid>,
     user: Option<Uuid>,
 ) -> Result<Uuid> {
@@ -40,7 +41,7 @@ pub async fn insert<'e>(
     )
     .bind(id)
     .bind(&digest[..])
-    .bind(role)
+    .bind(role.as_str())
     .bind(org)
     .bind(user)
     .execute(exec)

@@ -5,17 +5,17 @@
 //! known and therefore runs with `app.scope = 'platform'` (see migration 0004).
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgExecutor, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::TenantTx;
 use crate::error::Result;
 
 /// The channel that wakes job workers (payload unused).
 pub const JOBS_CHANNEL: &str = "gateway_jobs";
 
-pub async fn create_endpoint<'e>(
-    exec: impl PgExecutor<'e>,
-    org: Uuid,
+pub async fn create_endpoint(
+    tx: &mut TenantTx,
     provider: &str,
     scheme: &str,
     created_by: Option<Uuid>,
@@ -23,34 +23,34 @@ pub async fn create_endpoint<'e>(
     Ok(sqlx::query_scalar(
         "INSERT INTO webhook_endpoints (tenant_id, provider, scheme, created_by) VALUES ($1, $2, $3, $4) RETURNING id",
     )
-    .bind(org)
+    .bind(tx.org())
     .bind(provider)
     .bind(scheme)
     .bind(created_by)
-    .fetch_one(exec)
+    .fetch_one(tx.conn())
     .await?)
 }
 
-pub async fn add_secret<'e>(exec: impl PgExecutor<'e>, org: Uuid, endpoint: Uuid, sealed: &[u8]) -> Result<()> {
+pub async fn add_secret(tx: &mut TenantTx, endpoint: Uuid, sealed: &[u8]) -> Result<()> {
     sqlx::query("INSERT INTO webhook_secrets (tenant_id, endpoint_id, sealed) VALUES ($1, $2, $3)")
-        .bind(org)
+        .bind(tx.org())
         .bind(endpoint)
         .bind(sealed)
-        .execute(exec)
+        .execute(tx.conn())
         .await?;
     Ok(())
 }
 
 /// Ends every secret of the endpoint at `until` at the latest (a rotation's grace period).
-pub async fn expire_secrets<'e>(exec: impl PgExecutor<'e>, org: Uuid, endpoint: Uuid, until: DateTime<Utc>) -> Result<()> {
+pub async fn expire_secrets(tx: &mut TenantTx, endpoint: Uuid, until: DateTime<Utc>) -> Result<()> {
     sqlx::query(
         "UPDATE webhook_secrets SET expires_at = LEAST(COALESCE(expires_at, 'infinity'), $3) \
          WHERE tenant_id = $1 AND endpoint_id = $2",
     )
-    .bind(org)
+    .bind(tx.org())
     .bind(endpoint)
     .bind(until)
-    .execute(exec)
+    .execute(tx.conn())
     .await?;
     Ok(())
 }
@@ -65,32 +65,32 @@ pub struct EndpointRow {
 }
 
 /// An endpoint of this org, locked for update (rotation and disabling serialise on it).
-pub async fn endpoint_for_update<'e>(exec: impl PgExecutor<'e>, org: Uuid, id: Uuid) -> Result<Option<EndpointRow>> {
+pub async fn endpoint_for_update(tx: &mut TenantTx, id: Uuid) -> Result<Option<EndpointRow>> {
     Ok(sqlx::query_as(
         "SELECT id, provider, scheme, created_at, disabled_at FROM webhook_endpoints \
          WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
     )
-    .bind(org)
+    .bind(tx.org())
     .bind(id)
-    .fetch_optional(exec)
+    .fetch_optional(tx.conn())
     .await?)
 }
 
-pub async fn list_endpoints<'e>(exec: impl PgExecutor<'e>, org: Uuid) -> Result<Vec<EndpointRow>> {
+pub async fn list_endpoints(tx: &mut TenantTx) -> Result<Vec<EndpointRow>> {
     Ok(sqlx::query_as(
         "SELECT id, provider, scheme, created_at, disabled_at FROM webhook_endpoints \
          WHERE tenant_id = $1 ORDER BY created_at DESC LIMIT 1000",
     )
-    .bind(org)
-    .fetch_all(exec)
+    .bind(tx.org())
+    .fetch_all(tx.conn())
     .await?)
 }
 
-pub async fn disable_endpoint<'e>(exec: impl PgExecutor<'e>, org: Uuid, id: Uuid) -> Result<()> {
+pub async fn disable_endpoint(tx: &mut TenantTx, id: Uuid) -> Result<()> {
     sqlx::query("UPDATE webhook_endpoints SET disabled_at = now() WHERE tenant_id = $1 AND id = $2 AND disabled_at IS NULL")
-        .bind(org)
+        .bind(tx.org())
         .bind(id)
-        .execute(exec)
+        .execute(tx.conn())
         .await?;
     Ok(())
 }
@@ -120,7 +120,7 @@ pub async fn resolve(pool: &PgPool, id: Uuid) -> Result<Option<Resolved>> {
          WHERE e.id = $1 ORDER BY s.id DESC",
     )
     .bind(id)
-    .fetch_all(&mut *tx)
+    .fetch_all(tx.conn())
     .await?;
     tx.commit().await?;
     let Some(first) = rows.first() else { return Ok(None) };
@@ -136,9 +136,8 @@ pub async fn resolve(pool: &PgPool, id: Uuid) -> Result<Option<Resolved>> {
 /// Stores an event and its job in one statement (and wakes the workers); `None` when the
 /// event key was seen before: nothing is written then.
 #[allow(clippy::too_many_arguments)]
-pub async fn store_event<'e>(
-    exec: impl PgExecutor<'e>,
-    org: Uuid,
+pub async fn store_event(
+    tx: &mut TenantTx,
     endpoint: Uuid,
     provider: &str,
     event_key: &str,
@@ -158,7 +157,7 @@ pub async fn store_event<'e>(
              SELECT $1, 'webhook', id, $8, $9 FROM e RETURNING id) \
          SELECT e.id FROM e, (SELECT pg_notify($10, '') FROM j) n",
     )
-    .bind(org)
+    .bind(tx.org())
     .bind(endpoint)
     .bind(provider)
     .bind(event_key)
@@ -168,7 +167,7 @@ pub async fn store_event<'e>(
     .bind(max_attempts)
     .bind(retry_base_ms)
     .bind(JOBS_CHANNEL)
-    .fetch_optional(exec)
+    .fetch_optional(tx.conn())
     .await?)
 }
 
@@ -191,34 +190,34 @@ const EVENT_COLUMNS: &str = "e.id, e.endpoint_id, e.provider, e.event_type, e.re
      j.max_attempts, j.last_error, j.run_at AS next_attempt_at, j.finished_at";
 
 /// Newest first; `status` is the job's (`pending`, `processing`, `done`, `dead`).
-pub async fn list_events<'e>(exec: impl PgExecutor<'e>, org: Uuid, status: Option<&str>, limit: i64) -> Result<Vec<EventRow>> {
+pub async fn list_events(tx: &mut TenantTx, status: Option<&str>, limit: i64) -> Result<Vec<EventRow>> {
     Ok(sqlx::query_as(&format!(
         "SELECT {EVENT_COLUMNS} FROM webhook_events e \
          LEFT JOIN jobs j ON j.tenant_id = e.tenant_id AND j.ref_id = e.id AND j.kind = 'webhook' \
          WHERE e.tenant_id = $1 AND ($2::text IS NULL OR j.status = $2) \
          ORDER BY e.received_at DESC, e.id LIMIT $3"
     ))
-    .bind(org)
+    .bind(tx.org())
     .bind(status)
     .bind(limit)
-    .fetch_all(exec)
+    .fetch_all(tx.conn())
     .await?)
 }
 
-pub async fn event<'e>(exec: impl PgExecutor<'e>, org: Uuid, id: Uuid) -> Result<Option<EventRow>> {
+pub async fn event(tx: &mut TenantTx, id: Uuid) -> Result<Option<EventRow>> {
     Ok(sqlx::query_as(&format!(
         "SELECT {EVENT_COLUMNS} FROM webhook_events e \
          LEFT JOIN jobs j ON j.tenant_id = e.tenant_id AND j.ref_id = e.id AND j.kind = 'webhook' \
          WHERE e.tenant_id = $1 AND e.id = $2"
     ))
-    .bind(org)
+    .bind(tx.org())
     .bind(id)
-    .fetch_optional(exec)
+    .fetch_optional(tx.conn())
     .await?)
 }
 
 /// Puts a dead event's job back in the queue with fresh attempts; `false` if it is not dead.
-pub async fn replay<'e>(exec: impl PgExecutor<'e>, org: Uuid, event: Uuid) -> Result<bool> {
+pub async fn replay(tx: &mut TenantTx, event: Uuid) -> Result<bool> {
     let n: Option<Uuid> = sqlx::query_scalar(
         "WITH r AS ( \
              UPDATE jobs SET status = 'pending', attempts = 0, run_at = now(), locked_by = NULL, \
@@ -226,10 +225,10 @@ pub async fn replay<'e>(exec: impl PgExecutor<'e>, org: Uuid, event: Uuid) -> Re
              WHERE tenant_id = $1 AND kind = 'webhook' AND ref_id = $2 AND status = 'dead' RETURNING id) \
          SELECT r.id FROM r, (SELECT pg_notify($3, '')) n",
     )
-    .bind(org)
+    .bind(tx.org())
     .bind(event)
     .bind(JOBS_CHANNEL)
-    .fetch_optional(exec)
+    .fetch_optional(tx.conn())
     .await?;
     Ok(n.is_some())
 }

@@ -1,5 +1,5 @@
 //! Native handlers: routes the gateway answers itself. A policy names them as
-//! `target = "native:<name>"`; [`NAMES`] is the list policies are checked against.
+//! `target = "native:<name>"`; the names resolve to a [`Native`] when policies load.
 
 mod admin;
 mod businesses;
@@ -7,77 +7,69 @@ mod plugins;
 mod webhooks;
 mod whoami;
 
-use serde_json::{Map, Value};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 use uuid::Uuid;
 
-use crate::error::{ApiError, Code};
+use crate::error::ApiError;
 use crate::phases::{Call, Reply};
+use crate::policy::Native;
 
-pub const NAMES: &[&str] = &[
-    "whoami",
-    "create_org",
-    "update_org",
-    "create_token",
-    "revoke_token",
-    "create_business",
-    "add_business_member",
-    "upload_plugin",
-    "activate_plugin",
-    "rollback_plugin",
-    "list_plugins",
-    "create_webhook_endpoint",
-    "list_webhook_endpoints",
-    "rotate_webhook_endpoint",
-    "disable_webhook_endpoint",
-    "webhook_ingress",
-    "list_webhook_events",
-    "get_webhook_event",
-    "replay_webhook_event",
-];
-
-pub async fn call(name: &str, call: Call<'_>) -> Result<Reply, ApiError> {
-    match name {
-        "whoami" => whoami::whoami(call).await,
-        "create_org" => admin::create_org(call).await,
-        "update_org" => admin::update_org(call).await,
-        "create_token" => admin::create_token(call).await,
-        "revoke_token" => admin::revoke_token(call).await,
-        "create_business" => businesses::create(call).await,
-        "add_business_member" => businesses::add_member(call).await,
-        "upload_plugin" => plugins::upload(call).await,
-        "activate_plugin" => plugins::activate(call).await,
-        "rollback_plugin" => plugins::rollback(call).await,
-        "list_plugins" => plugins::list(call).await,
-        "create_webhook_endpoint" => webhooks::create_endpoint(call).await,
-        "list_webhook_endpoints" => webhooks::list_endpoints(call).await,
-        "rotate_webhook_endpoint" => webhooks::rotate_endpoint(call).await,
-        "disable_webhook_endpoint" => webhooks::disable_endpoint(call).await,
-        "webhook_ingress" => webhooks::ingress(call).await,
-        "list_webhook_events" => webhooks::list_events(call).await,
-        "get_webhook_event" => webhooks::get_event(call).await,
-        "replay_webhook_event" => webhooks::replay_event(call).await,
-        other => Err(ApiError::new(Code::Internal, format!("no native handler {other:?}"))),
+/// Runs a native handler. The match is exhaustive: a handler policies can name but this
+/// does not serve does not compile.
+pub async fn call(handler: Native, call: Call<'_>) -> Result<Reply, ApiError> {
+    match handler {
+        Native::Whoami => whoami::whoami(call).await,
+        Native::CreateOrg => admin::create_org(call).await,
+        Native::UpdateOrg => admin::update_org(call).await,
+        Native::CreateToken => admin::create_token(call).await,
+        Native::RevokeToken => admin::revoke_token(call).await,
+        Native::CreateBusiness => businesses::create(call).await,
+        Native::AddBusinessMember => businesses::add_member(call).await,
+        Native::UploadPlugin => plugins::upload(call).await,
+        Native::ActivatePlugin => plugins::activate(call).await,
+        Native::RollbackPlugin => plugins::rollback(call).await,
+        Native::ListPlugins => plugins::list(call).await,
+        Native::CreateWebhookEndpoint => webhooks::create_endpoint(call).await,
+        Native::ListWebhookEndpoints => webhooks::list_endpoints(call).await,
+        Native::RotateWebhookEndpoint => webhooks::rotate_endpoint(call).await,
+        Native::DisableWebhookEndpoint => webhooks::disable_endpoint(call).await,
+        Native::WebhookIngress => webhooks::ingress(call).await,
+        Native::ListWebhookEvents => webhooks::list_events(call).await,
+        Native::GetWebhookEvent => webhooks::get_event(call).await,
+        Native::ReplayWebhookEvent => webhooks::replay_event(call).await,
     }
 }
 
-/// The JSON body as an object (400 VALIDATION_FAILED otherwise).
-fn object<'a>(call: &'a Call<'_>) -> Result<&'a Map<String, Value>, ApiError> {
+/// Parse, then act: the body as the handler's own request type, before anything happens.
+/// Not an object: `body: must be a JSON object`; a missing field: `<field>: is required`;
+/// a value of the wrong type: `<field>: must be <what was expected>` (400 VALIDATION_FAILED).
+fn parse<T: DeserializeOwned>(call: &Call<'_>) -> Result<T, ApiError> {
+    let value = match &call.json {
+        Some(v @ Value::Object(_)) => v,
+        _ => return Err(ApiError::invalid("body", "must be a JSON object")),
+    };
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.inner().to_string();
+        if let Some(field) = inner.strip_prefix("missing field `").and_then(|f| f.split('`').next()) {
+            let at = e.path().to_string();
+            let field = if at == "." { field.to_string() } else { format!("{at}.{field}") };
+            return ApiError::invalid(&field, "is required");
+        }
+        let problem = match inner.split_once(", expected ") {
+            Some((_, expected)) => format!("must be {expected}"),
+            None => "is invalid".to_string(),
+        };
+        ApiError::invalid(&e.path().to_string(), &problem)
+    })
+}
+
+/// A body that may be absent (`null` or empty): the handler's request type, or its default.
+fn parse_or_default<T: DeserializeOwned + Default>(call: &Call<'_>) -> Result<T, ApiError> {
     match &call.json {
-        Some(Value::Object(m)) => Ok(m),
-        _ => Err(ApiError::invalid("body", "must be a JSON object")),
+        None | Some(Value::Null) => Ok(T::default()),
+        Some(_) => parse(call),
     }
-}
-
-fn string_field<'a>(m: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, ApiError> {
-    match m.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(ApiError::invalid(field, "must be a string")),
-    }
-}
-
-fn required_string<'a>(m: &'a Map<String, Value>, field: &str) -> Result<&'a str, ApiError> {
-    string_field(m, field)?.ok_or_else(|| ApiError::invalid(field, "is required"))
 }
 
 /// A UUID path parameter; anything else is a resource that cannot exist (404).

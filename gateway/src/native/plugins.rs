@@ -3,7 +3,7 @@
 use http::StatusCode;
 use serde_json::json;
 
-use super::object;
+use super::parse;
 use crate::error::ApiError;
 use crate::phases::{Call, Reply};
 use crate::registry;
@@ -33,15 +33,16 @@ pub async fn upload(call: Call<'_>) -> Result<Reply, ApiError> {
     ))
 }
 
+#[derive(serde::Deserialize)]
+struct Activate {
+    version: Option<i64>,
+}
+
 /// `POST /v1/admin/plugins/{name}/activate {"version"}` → 200 `{"name", "from", "to"}`.
 pub async fn activate(call: Call<'_>) -> Result<Reply, ApiError> {
     let name = name(&call)?;
-    let m = object(&call)?;
-    let version = m
-        .get("version")
-        .and_then(|v| v.as_i64())
-        .filter(|v| (1..=i32::MAX as i64).contains(v))
-        .ok_or_else(|| ApiError::invalid("version", "must be a positive integer"))? as i32;
+    let Activate { version } = parse(&call).map_err(|_| ApiError::invalid("version", "must be a positive integer"))?;
+    let version = version.filter(|v| (1..=i32::MAX as i64).contains(v)).ok_or_else(|| ApiError::invalid("version", "must be a positive integer"))? as i32;
     let (from, to) = registry::activate(&call.state.pool, name, version, Some(call.caller.token_id)).await?;
     // This replica serves the new version from the next request on.
     registry::sync(call.state, Some(name)).await?;

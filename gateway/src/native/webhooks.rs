@@ -5,10 +5,13 @@ use chrono::{Duration, Utc};
 use http::StatusCode;
 use serde_json::{json, Value};
 
-use super::{object, required_string, uuid_param};
+use serde::Deserialize;
+
+use super::{parse, parse_or_default, uuid_param};
 use crate::db;
 use crate::error::{ApiError, Code};
 use crate::phases::{Call, Reply};
+use crate::role::Actor;
 use crate::webhooks::{self, Scheme};
 
 /// Default grace period of a rotated secret.
@@ -19,13 +22,19 @@ fn org(call: &Call<'_>) -> Result<uuid::Uuid, ApiError> {
     call.caller.org.ok_or_else(ApiError::not_found)
 }
 
+#[derive(Deserialize)]
+struct CreateEndpoint {
+    provider: String,
+    scheme: String,
+}
+
 /// `POST /v1/webhook-endpoints {"provider", "scheme"}` → 201 with the secret, shown once.
 pub async fn create_endpoint(call: Call<'_>) -> Result<Reply, ApiError> {
     let org = org(&call)?;
-    let m = object(&call)?;
-    let provider_name = required_string(m, "provider")?;
-    let scheme_text = required_string(m, "scheme")?;
-    let policies = call.state.policies();
+    let CreateEndpoint { provider, scheme } = parse(&call)?;
+    let (provider_name, scheme_text) = (provider.as_str(), scheme.as_str());
+    let routing = call.state.routing();
+    let policies = &routing.policies;
     let Some(provider) = policies.providers.get(provider_name) else {
         let mut known: Vec<_> = policies.providers.keys().cloned().collect();
         known.sort();
@@ -36,10 +45,10 @@ pub async fn create_endpoint(call: Call<'_>) -> Result<Reply, ApiError> {
     if scheme == Scheme::HmacSha256 && provider.signature_header.is_none() {
         return Err(ApiError::invalid("scheme", "this provider signs with standard-webhooks only (no signature_header in its policy)"));
     }
-    let mut tx = db::begin_tenant(&call.state.pool, org, call.caller.role.as_str()).await?;
-    let id = db::webhooks::create_endpoint(&mut *tx, org, provider_name, scheme.as_str(), call.caller.user).await?;
+    let mut tx = db::begin_tenant(&call.state.pool, org, call.caller.role.into()).await?;
+    let id = db::webhooks::create_endpoint(&mut tx, provider_name, scheme.as_str(), call.caller.user).await?;
     let (secret, key) = webhooks::generate_secret(scheme);
-    db::webhooks::add_secret(&mut *tx, org, id, &call.state.endpoints.key().seal(id, &key)).await?;
+    db::webhooks::add_secret(&mut tx, id, &call.state.endpoints.key().seal(id, &key)).await?;
     tx.commit().await?;
     tracing::info!(org_id = %org, endpoint_id = %id, provider = provider_name, scheme = scheme.as_str(), "webhook_endpoint_created");
     let mut body = json!({
@@ -55,8 +64,8 @@ pub async fn create_endpoint(call: Call<'_>) -> Result<Reply, ApiError> {
 /// `GET /v1/webhook-endpoints`: the org's endpoints (never their secrets).
 pub async fn list_endpoints(call: Call<'_>) -> Result<Reply, ApiError> {
     let org = org(&call)?;
-    let mut tx = db::begin_tenant(&call.state.pool, org, call.caller.role.as_str()).await?;
-    let rows = db::webhooks::list_endpoints(&mut *tx, org).await?;
+    let mut tx = db::begin_tenant(&call.state.pool, org, call.caller.role.into()).await?;
+    let rows = db::webhooks::list_endpoints(&mut tx).await?;
     tx.commit().await?;
     let list: Vec<Value> = rows
         .iter()
@@ -68,34 +77,34 @@ pub async fn list_endpoints(call: Call<'_>) -> Result<Reply, ApiError> {
     Ok(Reply::json(StatusCode::OK, json!({ "endpoints": list })))
 }
 
+#[derive(Deserialize, Default)]
+struct Rotate {
+    grace_seconds: Option<i64>,
+}
+
 /// `POST /v1/webhook-endpoints/{endpoint_id}/rotate [{"grace_seconds"}]` → a new secret; the
 /// previous ones stay valid for the grace period (default 24 h).
 pub async fn rotate_endpoint(call: Call<'_>) -> Result<Reply, ApiError> {
     let org = org(&call)?;
     let id = uuid_param(&call, "endpoint_id")?;
-    let grace = match &call.json {
-        None | Some(Value::Null) => DEFAULT_GRACE_SECS,
-        Some(Value::Object(m)) => match m.get("grace_seconds") {
-            None | Some(Value::Null) => DEFAULT_GRACE_SECS,
-            Some(v) => v
-                .as_i64()
-                .filter(|g| (0..=MAX_GRACE_SECS).contains(g))
-                .ok_or_else(|| ApiError::invalid("grace_seconds", "must be an integer from 0 to 604800"))?,
-        },
-        Some(_) => return Err(ApiError::invalid("body", "must be a JSON object")),
+    let bad_grace = || ApiError::invalid("grace_seconds", "must be an integer from 0 to 604800");
+    let Rotate { grace_seconds } = parse_or_default(&call).map_err(|e| if matches!(call.json, Some(Value::Object(_))) { bad_grace() } else { e })?;
+    let grace = match grace_seconds {
+        None => DEFAULT_GRACE_SECS,
+        Some(g) => Some(g).filter(|g| (0..=MAX_GRACE_SECS).contains(g)).ok_or_else(bad_grace)?,
     };
-    let mut tx = db::begin_tenant(&call.state.pool, org, call.caller.role.as_str()).await?;
-    let endpoint = db::webhooks::endpoint_for_update(&mut *tx, org, id).await?.ok_or_else(ApiError::not_found)?;
+    let mut tx = db::begin_tenant(&call.state.pool, org, call.caller.role.into()).await?;
+    let endpoint = db::webhooks::endpoint_for_update(&mut tx, id).await?.ok_or_else(ApiError::not_found)?;
     if endpoint.disabled_at.is_some() {
         return Err(ApiError::new(Code::Conflict, "this endpoint is disabled"));
     }
     let scheme = Scheme::parse(&endpoint.scheme).ok_or_else(|| ApiError::new(Code::Internal, "unknown scheme"))?;
     let until = Utc::now() + Duration::seconds(grace);
-    db::webhooks::expire_secrets(&mut *tx, org, id, until).await?;
+    db::webhooks::expire_secrets(&mut tx, id, until).await?;
     let (secret, key) = webhooks::generate_secret(scheme);
-    db::webhooks::add_secret(&mut *tx, org, id, &call.state.endpoints.key().seal(id, &key)).await?;
+    db::webhooks::add_secret(&mut tx, id, &call.state.endpoints.key().seal(id, &key)).await?;
     // Every replica drops its cached copy of the endpoint at commit.
-    db::notify_invalidate(&mut *tx).await?;
+    tx.notify_invalidate().await?;
     tx.commit().await?;
     // This replica at once, without waiting for its own notification to come back.
     call.state.endpoints.forget(id);
@@ -107,10 +116,10 @@ pub async fn rotate_endpoint(call: Call<'_>) -> Result<Reply, ApiError> {
 pub async fn disable_endpoint(call: Call<'_>) -> Result<Reply, ApiError> {
     let org = org(&call)?;
     let id = uuid_param(&call, "endpoint_id")?;
-    let mut tx = db::begin_tenant(&call.state.pool, org, call.caller.role.as_str()).await?;
-    db::webhooks::endpoint_for_update(&mut *tx, org, id).await?.ok_or_else(ApiError::not_found)?;
-    db::webhooks::disable_endpoint(&mut *tx, org, id).await?;
-    db::notify_invalidate(&mut *tx).await?;
+    let mut tx = db::begin_tenant(&call.state.pool, org, call.caller.role.into()).await?;
+    db::webhooks::endpoint_for_update(&mut tx, id).await?.ok_or_else(ApiError::not_found)?;
+    db::webhooks::disable_endpoint(&mut tx, id).await?;
+    tx.notify_invalidate().await?;
     tx.commit().await?;
     call.state.endpoints.forget(id);
     tracing::info!(org_id = %org, endpoint_id = %id, "webhook_endpoint_disabled");
@@ -123,7 +132,8 @@ pub async fn ingress(call: Call<'_>) -> Result<Reply, ApiError> {
     let (Some(endpoint), Some(verified)) = (&call.caller.endpoint, &call.verified) else {
         return Err(ApiError::new(Code::Internal, "webhook ingress without a verified endpoint"));
     };
-    let policies = call.state.policies();
+    let routing = call.state.routing();
+    let policies = &routing.policies;
     let provider = policies.providers.get(&endpoint.provider).ok_or_else(|| {
         tracing::error!(endpoint_id = %endpoint.id, provider = %endpoint.provider, "webhook provider not in the policies");
         ApiError::new(Code::Unavailable, "this endpoint's provider is not configured").with_header("retry-after", "60")
@@ -149,10 +159,9 @@ pub async fn ingress(call: Call<'_>) -> Result<Reply, ApiError> {
     };
     let content_type = call.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(100).collect::<String>());
     let org = endpoint.org;
-    let mut tx = db::begin_tenant(&call.state.pool, org, "system").await?;
+    let mut tx = db::begin_tenant(&call.state.pool, org, Actor::System).await?;
     let stored = db::webhooks::store_event(
-        &mut *tx,
-        org,
+        &mut tx,
         endpoint.id,
         &endpoint.provider,
         &event_key,
@@ -211,8 +220,8 @@ pub async fn list_events(call: Call<'_>) -> Result<Reply, ApiError> {
         None | Some("") => 50,
         Some(v) => v.parse::<i64>().ok().filter(|n| (1..=500).contains(n)).ok_or_else(|| ApiError::invalid("limit", "must be 1 to 500"))?,
     };
-    let mut tx = db::begin_tenant(&call.state.pool, org, call.caller.role.as_str()).await?;
-    let rows = db::webhooks::list_events(&mut *tx, org, status, limit).await?;
+    let mut tx = db::begin_tenant(&call.state.pool, org, call.caller.role.into()).await?;
+    let rows = db::webhooks::list_events(&mut tx, status, limit).await?;
     tx.commit().await?;
     Ok(Reply::json(StatusCode::OK, json!({ "events": rows.iter().map(event_json).collect::<Vec<_>>() })))
 }
@@ -221,8 +230,8 @@ pub async fn list_events(call: Call<'_>) -> Result<Reply, ApiError> {
 pub async fn get_event(call: Call<'_>) -> Result<Reply, ApiError> {
     let org = org(&call)?;
     let id = uuid_param(&call, "event_id")?;
-    let mut tx = db::begin_tenant(&call.state.pool, org, call.caller.role.as_str()).await?;
-    let row = db::webhooks::event(&mut *tx, org, id).await?.ok_or_else(ApiError::not_found)?;
+    let mut tx = db::begin_tenant(&call.state.pool, org, call.caller.role.into()).await?;
+    let row = db::webhooks::event(&mut tx, id).await?.ok_or_else(ApiError::not_found)?;
     tx.commit().await?;
     Ok(Reply::json(StatusCode::OK, event_json(&row)))
 }
@@ -232,9 +241,9 @@ pub async fn get_event(call: Call<'_>) -> Result<Reply, ApiError> {
 pub async fn replay_event(call: Call<'_>) -> Result<Reply, ApiError> {
     let org = org(&call)?;
     let id = uuid_param(&call, "event_id")?;
-    let mut tx = db::begin_tenant(&call.state.pool, org, call.caller.role.as_str()).await?;
-    if !db::webhooks::replay(&mut *tx, org, id).await? {
-        let exists = db::webhooks::event(&mut *tx, org, id).await?.is_some();
+    let mut tx = db::begin_tenant(&call.state.pool, org, call.caller.role.into()).await?;
+    if !db::webhooks::replay(&mut tx, id).await? {
+        let exists = db::webhooks::event(&mut tx, id).await?.is_some();
         return Err(if exists { ApiError::new(Code::Conflict, "only dead events can be replayed") } else { ApiError::not_found() });
     }
     tx.commit().await?;

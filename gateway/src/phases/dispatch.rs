@@ -1,5 +1,5 @@
-//! Phase 4: hand the checked request to its target: a native handler or (with the plugin
-//! runtime) a WebAssembly plugin.
+//! Phase 4: hand the checked request to its target: a native handler or a WebAssembly plugin,
+//! and turn a plugin's [`Outcome`] into HTTP (status, headers it may set, error codes).
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -7,6 +7,8 @@ use serde_json::Value;
 
 use crate::error::{ApiError, Code};
 use crate::native;
+use crate::plugin::bindings::types::{HandlerError, Header, Response};
+use crate::plugin::Outcome;
 use crate::phases::guard::Caller;
 use crate::policy::{Route, Target};
 use crate::state::AppState;
@@ -73,18 +75,18 @@ impl Reply {
 
 pub async fn dispatch(call: Call<'_>) -> Result<Reply, ApiError> {
     match &call.route.target {
-        Target::Native(name) => native::call(name, call).await,
+        Target::Native(handler) => native::call(*handler, call).await,
         Target::Plugin(name) => plugin(name, call).await,
     }
 }
 
 pub async fn readyz(state: &AppState) -> Result<Reply, ApiError> {
     crate::db::ping(&state.pool).await?;
-    Ok(Reply::json(StatusCode::OK, serde_json::json!({"ready": true, "routes": state.policies().routes.len()})))
+    Ok(Reply::json(StatusCode::OK, serde_json::json!({"ready": true, "routes": state.routing().policies.routes.len()})))
 }
 
 async fn plugin(name: &str, call: Call<'_>) -> Result<Reply, ApiError> {
-    use crate::plugin::bindings::types::{Header, Request};
+    use crate::plugin::bindings::types::Request;
     let Some(loaded) = call.state.plugin(name) else {
         return Err(ApiError::new(Code::Unavailable, format!("plugin {name:?} is not loaded")));
     };
@@ -104,7 +106,9 @@ async fn plugin(name: &str, call: Call<'_>) -> Result<Reply, ApiError> {
         body: call.body.to_vec(),
     };
     let inv = crate::plugin::Invocation {
-        route: call.route,
+        label: &call.route.id,
+        grants: call.route.grants.clone(),
+        sandbox: call.route.sandbox,
         pool: &call.state.pool,
         schema: call.state.schema.clone(),
         org,
@@ -114,5 +118,79 @@ async fn plugin(name: &str, call: Call<'_>) -> Result<Reply, ApiError> {
         request,
         before_commit: None,
     };
-    call.state.runtime.invoke(&loaded, inv).await
+    plugin_reply(&loaded.version, call.state.runtime.invoke(&loaded, inv).await)
+}
+
+/// What a plugin invocation's outcome means to an HTTP client.
+pub fn plugin_reply(version: &str, outcome: Outcome) -> Result<Reply, ApiError> {
+    match outcome {
+        Outcome::Response(r) => plugin_response(version, r),
+        Outcome::HandlerError(e) => Err(handler_error(e)),
+        Outcome::Trap(_) | Outcome::AnsweredAfterFailedStatement => Err(ApiError::new(Code::PluginFailed, "plugin failed")),
+        Outcome::CpuDeadline => Err(ApiError::new(Code::PluginTimeout, "plugin exceeded its CPU deadline")),
+        Outcome::MemoryExhausted => Err(ApiError::new(Code::PluginResourceExhausted, "plugin exceeded its memory limit")),
+        Outcome::WallTimeout => Err(ApiError::new(Code::PluginTimeout, "plugin exceeded its time limit")),
+        Outcome::CommitRefused => Err(ApiError::new(Code::Conflict, "the invocation's bookkeeping refused to commit")),
+        Outcome::Database(e) => Err(ApiError::from(e)),
+    }
+}
+
+/// Response headers a plugin may not set: framing and the gateway's own.
+const RESERVED_RESPONSE: &[&str] = &["content-length", "transfer-encoding", "connection", "x-request-id", "x-plugin-version"];
+
+fn plugin_response(version: &str, r: Response) -> Result<Reply, ApiError> {
+    let status = StatusCode::from_u16(r.status)
+        .ok()
+        .filter(|s| s.as_u16() >= 200)
+        .ok_or_else(|| ApiError::new(Code::PluginFailed, "plugin returned an invalid status"))?;
+    let mut content_type = HeaderValue::from_static("application/octet-stream");
+    let mut headers = Vec::new();
+    for Header { name, value } in r.headers.into_iter().take(64) {
+        let name = name.to_ascii_lowercase();
+        if RESERVED_RESPONSE.contains(&name.as_str()) {
+            continue;
+        }
+        let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) else {
+            return Err(ApiError::new(Code::PluginFailed, "plugin returned an invalid header"));
+        };
+        if n == http::header::CONTENT_TYPE {
+            content_type = v;
+        } else {
+            headers.push((n, v));
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(version) {
+        headers.push((HeaderName::from_static("x-plugin-version"), v));
+    }
+    Ok(Reply { status, content_type, headers, body: Bytes::from(r.body) })
+}
+
+fn handler_error(e: HandlerError) -> ApiError {
+    use crate::plugin::bindings::types::Problem;
+    let with = |code: Code, p: Problem| {
+        let mut err = ApiError::new(code, p.message);
+        if let Some(c) = p.code.filter(|c| valid_code(c)) {
+            err = err.with_code(c);
+        }
+        if let Some(d) = p.details {
+            err = err.with_details(serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d)));
+        }
+        err
+    };
+    match e {
+        HandlerError::Invalid(p) => with(Code::ValidationFailed, p),
+        HandlerError::Forbidden(p) => with(Code::Forbidden, p),
+        HandlerError::NotFound(_) => ApiError::not_found(),
+        HandlerError::Conflict(p) => with(Code::Conflict, p),
+        HandlerError::Unprocessable(p) => with(Code::Unprocessable, p),
+        HandlerError::Unavailable(m) => ApiError::new(Code::Unavailable, m),
+        HandlerError::Failed(m) => ApiError::new(Code::PluginFailed, m),
+    }
+}
+
+/// Plugin-chosen codes: `SCREAMING_SNAKE_CASE`, 3 to 64 characters.
+fn valid_code(c: &str) -> bool {
+    (3..=64).contains(&c.len())
+        && c.as_bytes()[0].is_ascii_uppercase()
+        && c.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
 }

@@ -7,33 +7,11 @@ use http::HeaderMap;
 use uuid::Uuid;
 
 use crate::error::{ApiError, Code};
-use crate::policy::{Auth, Role, Route, Scope};
-use crate::webhooks::Endpoint;
+use crate::role::Role;
+use crate::policy::{Auth, Route, Scope};
 use crate::state::AppState;
 
-/// The caller after the guard: who they are and the org they act in.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub role: Role,
-    pub token_id: Uuid,
-    /// The user behind the token; `None` for super-admins.
-    pub user: Option<Uuid>,
-    /// The org this request acts in; `None` only on platform routes.
-    pub org: Option<Uuid>,
-    pub plan: Option<String>,
-    /// On webhook routes: the endpoint the delivery is addressed to (not yet verified).
-    pub endpoint: Option<std::sync::Arc<Endpoint>>,
-}
-
-impl Caller {
-    /// The key of the per-user bucket: the user, or the token for super-admins.
-    pub fn user_key(&self) -> Option<Uuid> {
-        if self.endpoint.is_some() {
-            return None;
-        }
-        Some(self.user.unwrap_or(self.token_id))
-    }
-}
+pub use crate::auth::Caller;
 
 fn unauthenticated() -> ApiError {
     ApiError::new(Code::Unauthenticated, "missing, unknown or revoked bearer token")
@@ -73,7 +51,7 @@ pub async fn check(state: &AppState, route: &Route, params: &[(String, String)],
         }
         (Scope::Tenant, _) => (p.org, p.plan.clone()),
     };
-    Ok(Caller { role: p.role, token_id: p.token_id, user: p.user, org, plan, endpoint: None })
+    Ok(Caller { org, plan, ..p })
 }
 
 /// Unknown, malformed and disabled endpoint ids are all 404: nothing tells them apart.

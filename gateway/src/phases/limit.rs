@@ -10,7 +10,7 @@ pub fn check(state: &AppState, route: &Route, caller: &Caller) -> Result<(), Api
         // Platform routes (super-admin only) carry no tenant quota.
         return Ok(());
     };
-    state.policies().limits.check(&route.id, plan, org, caller.user_key()).map_err(|l| {
+    state.routing().limits.check(&route.id, plan, org, caller.user_key()).map_err(|l| {
         ApiError::new(Code::RateLimited, format!("rate limit exceeded ({} quota)", l.scope))
             .with_header("retry-after", l.retry_after_secs.to_string())
             .with_header("ratelimit-policy", &l.policy)

@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::Request;
 use uuid::Uuid;
 
-use crate::policy::Role;
+use crate::role::Role;
 
 pub struct Entry {
     pub request_id: String,

@@ -52,7 +52,8 @@ async fn pipeline(state: &AppState, req: Request<Incoming>, entry: &mut log::Ent
     if path == "/v1/auth/tokens" || path.starts_with("/v1/auth/tokens/") {
         return Err(ApiError::forbidden("token management is reserved to super-admins"));
     }
-    let policies = state.policies();
+    let routing = state.routing();
+    let policies = &routing.policies;
     let (route, params) = match policies.lookup(&parts.method, path) {
         Lookup::Found(r, p) => (r, p),
         Lookup::WrongMethod => {

@@ -12,7 +12,8 @@ use uuid::Uuid;
 use crate::db;
 use crate::error::{ApiError, Code};
 use crate::phases::guard::Caller;
-use crate::policy::{BodyKind, Idempotency, Role, Route};
+use crate::role::Role;
+use crate::policy::{BodyKind, Idempotency, Route};
 use crate::state::AppState;
 
 fn too_large(limit: usize) -> ApiError {
@@ -104,14 +105,14 @@ async fn check_business(state: &AppState, route_id: &str, caller: &Caller, org: 
     let business = b.as_str().and_then(|s| Uuid::parse_str(s).ok()).ok_or_else(denied)?;
     if caller.role == Role::SuperAdmin {
         // Acting on behalf of the org: the business must still be the org's.
-        let mut tx = db::begin_tenant(&state.pool, org, caller.role.as_str()).await?;
-        let exists = db::businesses::owner_of(&mut *tx, org, business).await?.is_some();
+        let mut tx = db::begin_tenant(&state.pool, org, caller.role.into()).await?;
+        let exists = db::businesses::owner_of(&mut tx, business).await?.is_some();
         tx.commit().await?;
         return if exists { Ok(()) } else { Err(denied()) };
     }
     let user = caller.user.ok_or_else(denied)?;
-    let mut tx = db::begin_tenant(&state.pool, org, caller.role.as_str()).await?;
-    let ok = db::businesses::is_owner_or_member(&mut *tx, org, business, user).await?;
+    let mut tx = db::begin_tenant(&state.pool, org, caller.role.into()).await?;
+    let ok = db::businesses::is_owner_or_member(&mut tx, business, user).await?;
     tx.commit().await?;
     if ok {
         Ok(())

@@ -1,21 +1,31 @@
 //! The plugin runtime: one wasmtime engine, one pre-linked `InstancePre` per loaded plugin,
-//! and a fresh store and instance per request.
+//! and a fresh store and instance per invocation.
 //!
-//! A plugin reaches nothing but its imports (`host`), each of which checks the route's grants
-//! before any side effect. An invocation is one database transaction: committed when the
-//! handler returns a response, rolled back on a handler error, trap, CPU deadline, memory cap
-//! or wall-clock timeout. A failing plugin fails its own request and nothing else.
+//! A plugin reaches nothing but its imports (`host`), each of which checks the invocation's
+//! [`Grants`] before any side effect. An invocation is one database transaction: committed
+//! when the handler returns a response, rolled back on a handler error, trap, CPU deadline,
+//! memory cap or wall-clock timeout. A failing plugin fails its own invocation and nothing else.
+//!
+//! This module knows nothing of HTTP routes or error codes: [`Runtime::invoke`] returns an
+//! [`Outcome`], and the request pipeline (`phases::dispatch`) or the job workers decide what
+//! it means to their callers.
+//!
+//! # Layout
+//!
+//! - [`bindings`]: the one `bindgen!` of `wit/plugin.wit`.
+//! - [`grants`]: what a plugin may reach and spend ([`Grants`], [`Sandbox`]).
+//! - [`host`]: one module per imported WIT interface.
+//! - [`state`]: the store's data, split into one small view per interface.
 
 pub mod bindings;
-pub mod fixtures;
+pub mod cpu;
+pub mod grants;
 pub mod host;
 pub mod state;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderName, HeaderValue, StatusCode};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -24,16 +34,21 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use crate::db::structured::Schema;
-use crate::error::{ApiError, Code, Error, Result};
-use crate::phases::Reply;
-use crate::policy::{Role, Route};
+use crate::db::TenantTx;
+use crate::error::{Error, Result};
+use crate::role::{Actor, Role};
+pub use grants::{Access, Grants, Sandbox};
 use bindings::context::{self as wit_ctx, CallContext};
-use bindings::types::{HandlerError, Header, Request, Response};
+use bindings::types::{HandlerError, Request, Response};
 use bindings::HandlerPre;
 use state::{DbState, HttpState, LogState, MemoryLimiter, StoreState};
 
 /// The epoch ticks this often; CPU deadlines are counted in ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// A guest runs at most this many ticks before it yields to the scheduler and its CPU time is
+/// checked against its budget.
+const SLICE_TICKS: u64 = 2;
 
 /// Bytes of guest stdout / stderr kept per invocation (the rest is dropped).
 const STDIO_CAPTURE: usize = 8 * 1024;
@@ -100,7 +115,7 @@ impl Runtime {
             .total_core_instances(2048)
             .total_memories(512)
             .total_tables(1024)
-            .max_memory_size(crate::policy::MAX_PLUGIN_MEMORY)
+            .max_memory_size(grants::MAX_PLUGIN_MEMORY)
             .max_core_instances_per_component(32)
             .max_memories_per_component(4)
             .table_elements(100_000)
@@ -121,7 +136,7 @@ impl Runtime {
             .epoch_interruption(true)
             .wasm_component_model(true)
             // Plenty for the pool's slots without reserving 4 GiB of address space each.
-            .memory_reservation(crate::policy::MAX_PLUGIN_MEMORY as u64)
+            .memory_reservation(grants::MAX_PLUGIN_MEMORY as u64)
             .memory_guard_size(64 * 1024 * 1024)
             .max_wasm_stack(1024 * 1024);
         let engine = Engine::new(&config).map_err(|e| plugin_err("engine", e))?;
@@ -238,20 +253,21 @@ fn plugin_err(what: &str, e: wasmtime::Error) -> Error {
     Error::Plugin { plugin: "-".into(), reason: format!("{what}: {e:#}") }
 }
 
-/// Everything one invocation needs from the request.
 /// Runs inside the invocation's transaction just before it commits (only when the plugin
 /// opened one and answered): `Ok(true)` commits, `Ok(false)` rolls everything back. Lets a
 /// caller make its own bookkeeping part of the plugin's all-or-nothing transaction.
 pub type BeforeCommit<'a> = Box<
-    dyn for<'c> FnOnce(
-            &'c mut sqlx::PgConnection,
-        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool>> + Send + 'c>>
+    dyn for<'c> FnOnce(&'c mut TenantTx) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool>> + Send + 'c>>
         + Send
         + 'a,
 >;
 
+/// Everything one invocation needs: who it runs for, what it may reach, the request.
 pub struct Invocation<'a> {
-    pub route: &'a Route,
+    /// Names the invocation in the guest's call context and in logs (a route id).
+    pub label: &'a str,
+    pub grants: Arc<Grants>,
+    pub sandbox: Sandbox,
     pub pool: &'a PgPool,
     pub schema: Arc<Schema>,
     pub org: Uuid,
@@ -262,8 +278,49 @@ pub struct Invocation<'a> {
     pub before_commit: Option<BeforeCommit<'a>>,
 }
 
-/// How an invocation ended.
-enum Outcome {
+/// How an invocation ended. Only [`Outcome::Response`] committed anything; every other
+/// outcome rolled the invocation's transaction back.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The handler answered (and its transaction, if it opened one, committed).
+    Response(Response),
+    /// The handler returned one of its error variants.
+    HandlerError(HandlerError),
+    /// The guest trapped (a bug, a panic, an invalid operation).
+    Trap(String),
+    /// Guest time passed the sandbox's CPU budget.
+    CpuDeadline,
+    /// The guest tried to grow memory past the sandbox's cap.
+    MemoryExhausted,
+    /// Wall time passed the sandbox's timeout.
+    WallTimeout,
+    /// The handler answered after one of its statements failed: nothing may commit.
+    AnsweredAfterFailedStatement,
+    /// The caller's [`BeforeCommit`] hook refused to commit.
+    CommitRefused,
+    /// The database failed while committing (or in the caller's hook).
+    Database(Error),
+}
+
+impl Outcome {
+    /// A short, stable name for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Response(_) => "response",
+            Outcome::HandlerError(_) => "handler_error",
+            Outcome::Trap(_) => "trap",
+            Outcome::CpuDeadline => "cpu_deadline",
+            Outcome::MemoryExhausted => "memory",
+            Outcome::WallTimeout => "wall_timeout",
+            Outcome::AnsweredAfterFailedStatement => "answered_after_failed_statement",
+            Outcome::CommitRefused => "commit_refused",
+            Outcome::Database(_) => "database",
+        }
+    }
+}
+
+/// How the guest's call itself ended, before the transaction is settled.
+enum Ended {
     Response(Response),
     HandlerError(HandlerError),
     Trap(wasmtime::Error),
@@ -271,9 +328,8 @@ enum Outcome {
 }
 
 impl Runtime {
-    pub async fn invoke(&self, plugin: &LoadedPlugin, inv: Invocation<'_>) -> std::result::Result<Reply, ApiError> {
-        let route = inv.route;
-        let sandbox = route.sandbox;
+    pub async fn invoke(&self, plugin: &LoadedPlugin, inv: Invocation<'_>) -> Outcome {
+        let sandbox = inv.sandbox;
         let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
         // No preopens, no environment, no network, no inherited stdio: what the guest prints
         // is captured (bounded) and goes to the log, tagged like `log.emit` lines.
@@ -297,49 +353,50 @@ impl Runtime {
                     Role::SuperAdmin => wit_ctx::Role::SuperAdmin,
                 },
                 request_id: inv.request_id.to_string(),
-                route_id: route.id.clone(),
+                route_id: inv.label.to_string(),
                 plugin_name: plugin.name.clone(),
                 plugin_version: plugin.version.clone(),
             },
             db: DbState {
                 pool: inv.pool.clone(),
                 schema: inv.schema.clone(),
-                grants: route.grants.clone(),
+                grants: inv.grants.clone(),
                 tenant: inv.org,
-                role: inv.role.as_str(),
+                actor: Actor::Caller(inv.role),
                 tx: None,
                 aborted: false,
                 statements: 0,
-                host_time: Duration::ZERO,
             },
-            http: HttpState { grants: route.grants.clone(), tls: self.tls.clone(), requests: 0, host_time: Duration::ZERO },
+            http: HttpState { grants: inv.grants.clone(), tls: self.tls.clone(), requests: 0 },
             log: LogState { request_id: inv.request_id.to_string(), org: inv.org, plugin: plugin.name.clone(), lines: 0 },
-            started: std::time::Instant::now(),
+            cpu: Arc::new(cpu::CpuMeter::default()),
         };
+        let meter = state.cpu.clone();
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        // The epoch fires every EPOCH_TICK; at each deadline we compare guest time (wall time
-        // minus time in host calls) with the CPU budget, and either trap or check again later.
+        // The epoch fires every EPOCH_TICK. A guest that runs for a time slice yields to the
+        // scheduler (so it never holds a worker thread for long), and at each slice its CPU
+        // time is compared with the budget.
         let cpu = sandbox.cpu;
-        let ticks = |left: Duration| (left.as_micros() / EPOCH_TICK.as_micros()).max(1) as u64;
+        let ticks = |left: Duration| (left.as_micros() / EPOCH_TICK.as_micros()).clamp(1, SLICE_TICKS as u128) as u64;
         store.set_epoch_deadline(ticks(cpu));
         store.epoch_deadline_callback(move |ctx| {
-            let used = ctx.data().guest_time();
+            let used = ctx.data().cpu.used();
             if used >= cpu {
                 return Err(wasmtime::Error::new(CpuDeadline));
             }
-            Ok(wasmtime::UpdateDeadline::Continue(ticks(cpu - used)))
+            Ok(wasmtime::UpdateDeadline::Yield(ticks(cpu - used)))
         });
 
         let call = async {
             let handler = plugin.pre.instantiate_async(&mut store).await?;
             handler.gateway_plugin_http_handler().call_handle(&mut store, &inv.request).await
         };
-        let outcome = match tokio::time::timeout(sandbox.timeout, call).await {
-            Ok(Ok(Ok(resp))) => Outcome::Response(resp),
-            Ok(Ok(Err(e))) => Outcome::HandlerError(e),
-            Ok(Err(trap)) => Outcome::Trap(trap),
-            Err(_) => Outcome::WallTimeout,
+        let ended = match tokio::time::timeout(sandbox.timeout, cpu::Metered::new(call, meter)).await {
+            Ok(Ok(Ok(resp))) => Ended::Response(resp),
+            Ok(Ok(Err(e))) => Ended::HandlerError(e),
+            Ok(Err(trap)) => Ended::Trap(trap),
+            Err(_) => Ended::WallTimeout,
         };
         for (stream, pipe) in [("stdout", &stdout), ("stderr", &stderr)] {
             let bytes = pipe.contents();
@@ -351,68 +408,69 @@ impl Runtime {
         let memory_hit = store.data().limiter.hit;
         let db = &mut store.data_mut().db;
         let (tx, aborted) = (db.tx.take(), db.aborted);
-        let log_fail = |code: Code, detail: &str| {
-            tracing::warn!(request_id = %inv.request_id, org_id = %inv.org, plugin = %plugin.name,
-                version = %plugin.version, code = code.as_str(), detail, "plugin_failed");
+        let outcome = settle(ended, tx, aborted, memory_hit, inv.before_commit).await;
+        let detail = match &outcome {
+            Outcome::Response(_) | Outcome::HandlerError(_) => None,
+            Outcome::Trap(detail) => Some(detail.as_str()),
+            Outcome::Database(e) => Some(if matches!(e, Error::Db(_)) { "database error" } else { "bookkeeping error" }),
+            _ => Some(""),
         };
-        match outcome {
-            Outcome::Response(resp) => {
-                if let Some(mut tx) = tx {
-                    if aborted {
-                        let _ = tx.rollback().await;
-                        log_fail(Code::PluginFailed, "returned a response after a failed statement");
-                        return Err(ApiError::new(Code::PluginFailed, "plugin failed"));
-                    }
-                    if let Some(hook) = inv.before_commit {
-                        match hook(&mut tx).await {
-                            Ok(true) => {}
-                            Ok(false) => {
-                                let _ = tx.rollback().await;
-                                return Err(ApiError::new(Code::Conflict, "the invocation's bookkeeping refused to commit"));
-                            }
-                            Err(e) => {
-                                let _ = tx.rollback().await;
-                                return Err(ApiError::from(e));
-                            }
-                        }
-                    }
-                    if let Err(e) = tx.commit().await {
-                        return Err(ApiError::from(e));
-                    }
-                }
-                reply(plugin, resp)
+        if let Some(detail) = detail {
+            tracing::warn!(request_id = %inv.request_id, org_id = %inv.org, plugin = %plugin.name,
+                version = %plugin.version, outcome = outcome.kind(), detail, "plugin_failed");
+        }
+        outcome
+    }
+}
+
+/// Commits the invocation's transaction when the handler answered (after the caller's hook),
+/// rolls it back otherwise, and says how the invocation ended.
+async fn settle(
+    ended: Ended,
+    tx: Option<TenantTx>,
+    aborted: bool,
+    memory_hit: bool,
+    before_commit: Option<BeforeCommit<'_>>,
+) -> Outcome {
+    let resp = match ended {
+        Ended::Response(resp) => resp,
+        other => {
+            if let Some(tx) = tx {
+                let _ = tx.rollback().await;
             }
-            other => {
-                if let Some(tx) = tx {
-                    let _ = tx.rollback().await;
+            return match other {
+                Ended::HandlerError(e) => Outcome::HandlerError(e),
+                Ended::Trap(_) if memory_hit => Outcome::MemoryExhausted,
+                Ended::Trap(e) if e.downcast_ref::<CpuDeadline>().is_some() || e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
+                    Outcome::CpuDeadline
                 }
-                Err(match other {
-                    Outcome::HandlerError(e) => handler_error(e),
-                    Outcome::Trap(e) => {
-                        let code = if memory_hit {
-                            Code::PluginResourceExhausted
-                        } else if e.downcast_ref::<CpuDeadline>().is_some()
-                            || e.downcast_ref::<Trap>() == Some(&Trap::Interrupt)
-                        {
-                            Code::PluginTimeout
-                        } else {
-                            Code::PluginFailed
-                        };
-                        log_fail(code, &format!("{e:#}"));
-                        ApiError::new(code, match code {
-                            Code::PluginTimeout => "plugin exceeded its CPU deadline",
-                            Code::PluginResourceExhausted => "plugin exceeded its memory limit",
-                            _ => "plugin failed",
-                        })
-                    }
-                    Outcome::WallTimeout => {
-                        log_fail(Code::PluginTimeout, "wall-clock timeout");
-                        ApiError::new(Code::PluginTimeout, "plugin exceeded its time limit")
-                    }
-                    Outcome::Response(_) => unreachable!(),
-                })
+                Ended::Trap(e) => Outcome::Trap(format!("{e:#}")),
+                Ended::WallTimeout => Outcome::WallTimeout,
+                Ended::Response(_) => unreachable!("handled above"),
+            };
+        }
+    };
+    let Some(mut tx) = tx else { return Outcome::Response(resp) };
+    if aborted {
+        let _ = tx.rollback().await;
+        return Outcome::AnsweredAfterFailedStatement;
+    }
+    if let Some(hook) = before_commit {
+        match hook(&mut tx).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = tx.rollback().await;
+                return Outcome::CommitRefused;
+            }
+            Err(e) => {
+                let _ = tx.rollback().await;
+                return Outcome::Database(e);
             }
         }
+    }
+    match tx.commit().await {
+        Ok(()) => Outcome::Response(resp),
+        Err(e) => Outcome::Database(e),
     }
 }
 
@@ -448,63 +506,3 @@ impl std::fmt::Display for CpuDeadline {
 }
 
 impl std::error::Error for CpuDeadline {}
-
-/// Response headers a plugin may not set: framing and the gateway's own.
-const RESERVED_RESPONSE: &[&str] = &["content-length", "transfer-encoding", "connection", "x-request-id", "x-plugin-version"];
-
-fn reply(plugin: &LoadedPlugin, r: Response) -> std::result::Result<Reply, ApiError> {
-    let status = StatusCode::from_u16(r.status)
-        .ok()
-        .filter(|s| s.as_u16() >= 200)
-        .ok_or_else(|| ApiError::new(Code::PluginFailed, "plugin returned an invalid status"))?;
-    let mut content_type = HeaderValue::from_static("application/octet-stream");
-    let mut headers = Vec::new();
-    for Header { name, value } in r.headers.into_iter().take(64) {
-        let name = name.to_ascii_lowercase();
-        if RESERVED_RESPONSE.contains(&name.as_str()) {
-            continue;
-        }
-        let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) else {
-            return Err(ApiError::new(Code::PluginFailed, "plugin returned an invalid header"));
-        };
-        if n == http::header::CONTENT_TYPE {
-            content_type = v;
-        } else {
-            headers.push((n, v));
-        }
-    }
-    if let Ok(v) = HeaderValue::from_str(&plugin.version) {
-        headers.push((HeaderName::from_static("x-plugin-version"), v));
-    }
-    Ok(Reply { status, content_type, headers, body: Bytes::from(r.body) })
-}
-
-fn handler_error(e: HandlerError) -> ApiError {
-    use bindings::types::Problem;
-    let with = |code: Code, p: Problem| {
-        let mut err = ApiError::new(code, p.message);
-        if let Some(c) = p.code.filter(|c| valid_code(c)) {
-            err = err.with_code(c);
-        }
-        if let Some(d) = p.details {
-            err = err.with_details(serde_json::from_str(&d).unwrap_or(serde_json::Value::String(d)));
-        }
-        err
-    };
-    match e {
-        HandlerError::Invalid(p) => with(Code::ValidationFailed, p),
-        HandlerError::Forbidden(p) => with(Code::Forbidden, p),
-        HandlerError::NotFound(_) => ApiError::not_found(),
-        HandlerError::Conflict(p) => with(Code::Conflict, p),
-        HandlerError::Unprocessable(p) => with(Code::Unprocessable, p),
-        HandlerError::Unavailable(m) => ApiError::new(Code::Unavailable, m),
-        HandlerError::Failed(m) => ApiError::new(Code::PluginFailed, m),
-    }
-}
-
-/// Plugin-chosen codes: `SCREAMING_SNAKE_CASE`, 3 to 64 characters.
-fn valid_code(c: &str) -> bool {
-    (3..=64).contains(&c.len())
-        && c.as_bytes()[0].is_ascii_uppercase()
-        && c.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
-}

@@ -3,14 +3,17 @@
 
 use std::sync::Arc;
 
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 use uuid::Uuid;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::db::structured::Schema;
+use crate::db::TenantTx;
 use crate::plugin::bindings::context::CallContext;
-use crate::policy::Grants;
+use crate::plugin::cpu::CpuMeter;
+use crate::plugin::grants::Grants;
+use crate::role::Actor;
 
 /// The store's data for one invocation.
 pub struct StoreState {
@@ -21,16 +24,8 @@ pub struct StoreState {
     pub db: DbState,
     pub http: HttpState,
     pub log: LogState,
-    /// When the invocation started; with the time spent in host calls, gives guest CPU time.
-    pub started: std::time::Instant,
-}
-
-impl StoreState {
-    /// Time spent running guest code: wall time minus time waiting in host calls (database,
-    /// HTTP). The CPU deadline counts this, so waiting for a lock is not "CPU".
-    pub fn guest_time(&self) -> std::time::Duration {
-        self.started.elapsed().saturating_sub(self.db.host_time + self.http.host_time)
-    }
+    /// CPU the invocation has used (see `plugin::cpu`).
+    pub cpu: Arc<CpuMeter>,
 }
 
 impl WasiView for StoreState {
@@ -45,13 +40,11 @@ pub struct DbState {
     pub schema: Arc<Schema>,
     pub grants: Arc<Grants>,
     pub tenant: Uuid,
-    pub role: &'static str,
-    pub tx: Option<Transaction<'static, Postgres>>,
+    pub actor: Actor,
+    pub tx: Option<TenantTx>,
     /// Set once a statement failed in the database: the transaction can only roll back.
     pub aborted: bool,
     pub statements: u32,
-    /// Time spent inside `tenant-db` calls.
-    pub host_time: std::time::Duration,
 }
 
 /// `outbound-http`: the allowlist and limits.
@@ -60,8 +53,6 @@ pub struct HttpState {
     /// TLS client settings, shared by every invocation.
     pub tls: Arc<rustls::ClientConfig>,
     pub requests: u32,
-    /// Time spent inside `outbound-http` calls.
-    pub host_time: std::time::Duration,
 }
 
 /// `log`: the tags every line carries.

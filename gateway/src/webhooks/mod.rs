@@ -8,6 +8,7 @@
 //!
 //! This module does not store events or run jobs: `native::webhooks` stores, `jobs` runs.
 
+pub mod adapter;
 pub mod seal;
 pub mod verify;
 

@@ -2,6 +2,7 @@
 //! Every capability checks the route's grants before any side effect.
 
 pub mod context;
+pub mod host_pattern;
 pub mod log;
 pub mod outbound_http;
 pub mod tenant_db;

@@ -6,7 +6,7 @@ use wasmtime::component::HasData;
 use crate::db::structured as sql;
 use crate::plugin::bindings::tenant_db::{DbError, DeleteQuery, Host, InsertQuery, Rows, SelectQuery, UpdateQuery};
 use crate::plugin::state::DbState;
-use crate::policy::Access;
+use crate::plugin::grants::Access;
 
 pub struct Data;
 
@@ -28,14 +28,14 @@ impl DbState {
     async fn run(&mut self, st: Result<sql::Statement, DbError>) -> Result<Rows, DbError> {
         let st = st?;
         let tx = self.transaction().await?;
-        match sql::run(&mut **tx, st).await {
+        match sql::run(tx, st).await {
             Ok(rows) => Ok(rows),
             Err(e) => Err(self.failed(&e)),
         }
     }
 
     /// The invocation's transaction, opened on first use.
-    async fn transaction(&mut self) -> Result<&mut sqlx::Transaction<'static, sqlx::Postgres>, DbError> {
+    async fn transaction(&mut self) -> Result<&mut crate::db::TenantTx, DbError> {
         if self.aborted {
             return Err(DbError::Aborted);
         }
@@ -45,7 +45,7 @@ impl DbState {
             return Err(DbError::Invalid(format!("more than {MAX_STATEMENTS} statements in one invocation")));
         }
         if self.tx.is_none() {
-            let tx = crate::db::begin_tenant_limited(&self.pool, self.tenant, self.role, self.grants.db_statement_timeout_ms)
+            let tx = crate::db::begin_tenant_limited(&self.pool, self.tenant, self.actor, self.grants.db_statement_timeout_ms)
                 .await
                 .map_err(|e| match e {
                     crate::Error::Db(d) => sql::classify(&d),
@@ -109,9 +109,8 @@ impl DbState {
         if key.is_empty() || key.len() > 512 {
             return Err(DbError::Invalid("lock key must be 1 to 512 bytes".into()));
         }
-        let tenant = self.tenant;
         let tx = self.transaction().await?;
-        match sql::try_lock(&mut **tx, tenant, &key).await {
+        match sql::try_lock(tx, &key).await {
             Ok(got) => Ok(got),
             Err(e) => Err(self.failed(&e)),
         }
@@ -121,9 +120,8 @@ impl DbState {
         if key.is_empty() || key.len() > 512 {
             return Err(DbError::Invalid("lock key must be 1 to 512 bytes".into()));
         }
-        let tenant = self.tenant;
         let tx = self.transaction().await?;
-        match sql::lock(&mut **tx, tenant, &key).await {
+        match sql::lock(tx, &key).await {
             Ok(()) => Ok(()),
             Err(e) => Err(self.failed(&e)),
         }
@@ -144,34 +142,24 @@ impl DbState {
     }
 }
 
-/// Every call is timed, so that waiting on the database does not count against the plugin's
-/// CPU deadline.
-macro_rules! timed {
-    ($self:ident, $e:expr) => {{
-        let started = std::time::Instant::now();
-        let r = $e.await;
-        $self.host_time += started.elapsed();
-        r
-    }};
-}
-
+/// Waiting on the database is not CPU: `plugin::cpu` charges only the polls that run.
 impl Host for DbState {
     async fn select(&mut self, q: SelectQuery) -> Result<Rows, DbError> {
-        timed!(self, self.select_inner(q))
+        self.select_inner(q).await
     }
     async fn insert(&mut self, q: InsertQuery) -> Result<Rows, DbError> {
-        timed!(self, self.insert_inner(q))
+        self.insert_inner(q).await
     }
     async fn update(&mut self, q: UpdateQuery) -> Result<Rows, DbError> {
-        timed!(self, self.update_inner(q))
+        self.update_inner(q).await
     }
     async fn delete(&mut self, q: DeleteQuery) -> Result<Rows, DbError> {
-        timed!(self, self.delete_inner(q))
+        self.delete_inner(q).await
     }
     async fn lock(&mut self, key: String) -> Result<(), DbError> {
-        timed!(self, self.lock_inner(key))
+        self.lock_inner(key).await
     }
     async fn try_lock(&mut self, key: String) -> Result<bool, DbError> {
-        timed!(self, self.try_lock_inner(key))
+        self.try_lock_inner(key).await
     }
 }

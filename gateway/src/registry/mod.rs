@@ -6,6 +6,8 @@
 //! `Arc`), new requests get the new one. Other replicas hear of it through
 //! `NOTIFY gateway_plugins` and a periodic re-check.
 
+pub mod fixtures;
+
 use std::sync::Arc;
 
 use serde_json::json;
@@ -14,7 +16,7 @@ use uuid::Uuid;
 
 use crate::db;
 use crate::error::{ApiError, Code};
-use crate::plugin::{fixtures, LoadedPlugin, Runtime, WIT_VERSIONS};
+use crate::plugin::{LoadedPlugin, Runtime, WIT_VERSIONS};
 use crate::state::AppState;
 
 /// Names as in policies: lower-case letters, digits and `-`.

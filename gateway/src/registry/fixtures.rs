@@ -22,10 +22,11 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::bindings::types::{Header, Request};
-use super::{Invocation, LoadedPlugin, Runtime};
 use crate::error::{Error, Result};
-use crate::policy::{PolicySet, Role, Route};
+use crate::phases::dispatch::plugin_reply;
+use crate::plugin::bindings::types::{Header, Request};
+use crate::plugin::{Invocation, LoadedPlugin, Runtime, Sandbox};
+use crate::role::Role;
 
 /// The name of the custom section that carries fixtures.
 pub const SECTION: &str = "gateway:fixtures";
@@ -172,21 +173,6 @@ fn leb_push(out: &mut Vec<u8>, mut n: usize) {
     }
 }
 
-/// The route every sandboxed local run uses: default limits, member role, no grants.
-pub fn sandbox_route() -> Route {
-    let policies = PolicySet::from_sources(
-        &[(
-            "sandbox.toml".into(),
-            "[plans.standard]\ndefault = true\n[plugins.sandbox]\nfile = \"-\"\n\
-             [[route]]\nid = \"sandbox\"\nmethod = \"POST\"\npath = \"/\"\ntarget = \"plugin:sandbox\"\nroles = [\"member\"]\n"
-                .into(),
-        )],
-        crate::native::NAMES,
-    )
-    .expect("the built-in sandbox policy is valid");
-    policies.routes.into_iter().next().expect("one route")
-}
-
 /// The outcome of one sandboxed request, as a client would see it.
 pub struct Observed {
     pub status: u16,
@@ -195,12 +181,15 @@ pub struct Observed {
 
 /// Runs one request in the no-grant sandbox. `pool` is never used for a query (no grants),
 /// it only satisfies the invocation's shape.
-pub async fn run_one(runtime: &Runtime, plugin: &LoadedPlugin, route: &Route, pool: &sqlx::PgPool, request: Request) -> Observed {
+pub async fn run_one(runtime: &Runtime, plugin: &LoadedPlugin, pool: &sqlx::PgPool, request: Request) -> Observed {
     let outcome = runtime
         .invoke(
             plugin,
             Invocation {
-                route,
+                label: "sandbox",
+                // Default limits, no tables, no hosts: every capability answers before it acts.
+                grants: Default::default(),
+                sandbox: Sandbox::default(),
                 pool,
                 schema: Default::default(),
                 org: Uuid::nil(),
@@ -212,7 +201,7 @@ pub async fn run_one(runtime: &Runtime, plugin: &LoadedPlugin, route: &Route, po
             },
         )
         .await;
-    match outcome {
+    match plugin_reply(&plugin.version, outcome) {
         Ok(reply) => Observed {
             status: reply.status.as_u16(),
             body: serde_json::from_slice(&reply.body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&reply.body).into())),
@@ -223,7 +212,6 @@ pub async fn run_one(runtime: &Runtime, plugin: &LoadedPlugin, route: &Route, po
 
 /// Runs every fixture; the first that fails is the error (`"fixture `name`: …"`).
 pub async fn run(runtime: &Runtime, plugin: &LoadedPlugin, pool: &sqlx::PgPool, fixtures: &[Fixture]) -> std::result::Result<usize, String> {
-    let route = sandbox_route();
     for f in fixtures {
         let r = &f.request;
         let mut headers: Vec<Header> = r.headers.iter().map(|(n, v)| Header { name: n.to_ascii_lowercase(), value: v.clone() }).collect();
@@ -236,7 +224,7 @@ pub async fn run(runtime: &Runtime, plugin: &LoadedPlugin, pool: &sqlx::PgPool, 
             headers.push(Header { name: "content-type".into(), value: "application/json".into() });
         }
         let request = Request { method: r.method.clone(), path: r.path.clone(), params: vec![], query: r.query.clone(), headers, body };
-        let seen = run_one(runtime, plugin, &route, pool, request).await;
+        let seen = run_one(runtime, plugin, pool, request).await;
         let fail = |what: String| Err(format!("fixture `{}`: {what}", f.name));
         if seen.status != f.expect.status {
             return fail(format!("expected status {}, got {} ({})", f.expect.status, seen.status, brief(&seen.body)));

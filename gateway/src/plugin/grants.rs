@@ -1,0 +1,65 @@
+//! What a plugin may reach (its [`Grants`]) and what it may spend (its [`Sandbox`]): the
+//! capability configuration each host interface checks. Policies build these from
+//! `[route.grants]` and `[route.sandbox]`; the runtime knows nothing of routes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::host::host_pattern::HostPattern;
+
+/// Access a plugin has to one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// What an invocation's plugin may reach, and how long it may take.
+#[derive(Debug, Clone)]
+pub struct Grants {
+    /// Tenant tables by name; anything else is `not-granted`.
+    pub tables: HashMap<String, Access>,
+    /// Outbound destinations; anything else is `not-allowed`.
+    pub hosts: Vec<HostPattern>,
+    pub http_timeout: Duration,
+    pub http_max_response: usize,
+    pub db_statement_timeout_ms: u64,
+    pub db_max_rows: u32,
+}
+
+impl Default for Grants {
+    /// No tables, no hosts, default limits: the sandbox contract fixtures run in.
+    fn default() -> Grants {
+        Grants {
+            tables: HashMap::new(),
+            hosts: Vec::new(),
+            http_timeout: Duration::from_millis(5_000),
+            http_max_response: 1024 * 1024,
+            db_statement_timeout_ms: 2_000,
+            db_max_rows: 1_000,
+        }
+    }
+}
+
+/// Resource limits of one invocation.
+#[derive(Debug, Clone, Copy)]
+pub struct Sandbox {
+    /// Linear memory cap, in bytes.
+    pub memory: usize,
+    /// Guest CPU time before the invocation is stopped.
+    pub cpu: Duration,
+    /// Wall-clock time before the invocation is stopped.
+    pub timeout: Duration,
+}
+
+pub const DEFAULT_PLUGIN_MEMORY: usize = 64 * 1024 * 1024;
+pub const MAX_PLUGIN_MEMORY: usize = 256 * 1024 * 1024;
+
+impl Default for Sandbox {
+    fn default() -> Sandbox {
+        Sandbox { memory: DEFAULT_PLUGIN_MEMORY, cpu: Duration::from_millis(200), timeout: Duration::from_millis(10_000) }
+    }
+}

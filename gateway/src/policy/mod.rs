@@ -1,0 +1,223 @@
+//! Policies: the `policies/*.toml` files that bind routes to targets, roles, limits and plans.
+//!
+//! Loading is all-or-nothing: any invalid file stops start-up with the file, the line and the
+//! reason. The loaded [`PolicySet`] is immutable; a reload builds a new one.
+//!
+//! This module does not know how requests are served; it only describes them. A plugin
+//! route's grants and sandbox are the runtime's own types ([`crate::plugin::grants`]); this
+//! module only reads them from TOML.
+//!
+//! # Layout
+//!
+//! One file per section of a policy file: [`plans`] (`[plans.*]`), [`plugins`]
+//! (`[plugins.*]`), [`providers`] (`[providers.*]`), [`routes`] (`[[route]]`), with
+//! [`router`] (path patterns, lookup), [`handlers`] (the native handlers a route may name) and
+//! [`units`] (rates, quotas, sizes).
+
+pub mod handlers;
+pub mod plans;
+pub mod plugins;
+pub mod providers;
+pub mod router;
+pub mod routes;
+pub mod units;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+pub use handlers::Native;
+pub use plans::{Limits, Plan};
+pub use plugins::PluginDecl;
+pub use providers::Provider;
+pub use router::{Lookup, PathPattern};
+pub use routes::{Auth, BodyKind, Idempotency, Route, Scope, Target, DEFAULT_BODY_LIMIT, MAX_BODY_LIMIT};
+pub use units::{ByteSize, Quota, Rate};
+
+/// Everything loaded from the policy directory.
+#[derive(Debug, Clone)]
+pub struct PolicySet {
+    pub routes: Vec<Route>,
+    pub providers: HashMap<String, Provider>,
+    pub plugins: HashMap<String, PluginDecl>,
+    pub plans: HashMap<String, Plan>,
+    pub default_plan: String,
+}
+
+/// One policy file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpec {
+    #[serde(default)]
+    plugins: HashMap<String, plugins::PluginSpec>,
+    #[serde(default)]
+    plans: HashMap<String, plans::PlanSpec>,
+    #[serde(default)]
+    providers: HashMap<String, providers::ProviderSpec>,
+    #[serde(default)]
+    route: Vec<toml::Spanned<routes::RouteSpec>>,
+}
+
+/// Builds the error for a file (and line): `file:line: reason`.
+type Fail<'a> = dyn Fn(Option<usize>, String) -> Error + 'a;
+
+impl PolicySet {
+    /// Loads every `*.toml` in `dir` (sorted by name).
+    pub fn load(dir: &Path) -> Result<PolicySet> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| Error::Policy {
+                file: dir.display().to_string(),
+                reason: format!("cannot read policy directory: {e}"),
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        let mut sources = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f).map_err(|e| Error::Policy {
+                file: f.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            sources.push((f.display().to_string(), text));
+        }
+        Self::from_sources(&sources)
+    }
+
+    /// Builds a set from `(file name, text)` pairs: each file's sections in turn, then the
+    /// references between files.
+    pub fn from_sources(sources: &[(String, String)]) -> Result<PolicySet> {
+        let mut set = PolicySet {
+            routes: Vec::new(),
+            providers: HashMap::new(),
+            plugins: HashMap::new(),
+            plans: HashMap::new(),
+            default_plan: String::new(),
+        };
+        let mut default_plan: Option<(String, String)> = None;
+        for (file, text) in sources {
+            let fail = |line: Option<usize>, reason: String| Error::Policy {
+                file: match line {
+                    Some(l) => format!("{file}:{l}"),
+                    None => file.clone(),
+                },
+                reason,
+            };
+            let spec: FileSpec = toml::from_str(text).map_err(|e| {
+                let line = e.span().map(|s| line_of(text, s.start));
+                fail(line, e.message().to_string())
+            })?;
+            plugins::collect(&spec.plugins, file, &fail, &mut set.plugins)?;
+            plans::collect(&spec.plans, file, &fail, &mut set.plans, &mut default_plan)?;
+            providers::collect(&spec.providers, file, &fail, &mut set.providers)?;
+            for spanned in spec.route {
+                let line = line_of(text, spanned.span().start);
+                let r = spanned.into_inner();
+                let id = r.id.clone();
+                let route = routes::build(r, &set.routes, format!("{file}:{line}"))
+                    .map_err(|reason| fail(Some(line), format!("route {id:?}: {reason}")))?;
+                set.routes.push(route);
+            }
+        }
+        set.default_plan = match default_plan {
+            Some((name, _)) => name,
+            None => {
+                return Err(Error::Policy {
+                    file: sources.first().map(|s| s.0.clone()).unwrap_or_else(|| "policies".into()),
+                    reason: "no plan is marked `default = true`".into(),
+                })
+            }
+        };
+        set.check_references()?;
+        Ok(set)
+    }
+
+    /// What one file may name from another: a route's plugin and plans, a provider's route.
+    fn check_references(&self) -> Result<()> {
+        for r in &self.routes {
+            let bad = |reason: String| Error::Policy { file: r.source.clone(), reason: format!("route {:?}: {reason}", r.id) };
+            if let Target::Plugin(p) = &r.target {
+                if !self.plugins.contains_key(p) {
+                    return Err(bad(format!("plugin {p:?} is not declared in any [plugins.*]")));
+                }
+            }
+            if let Some(plan) = r.rate_limit.keys().find(|p| !self.plans.contains_key(*p)) {
+                return Err(bad(format!("rate_limit names unknown plan {plan:?}")));
+            }
+        }
+        for p in self.providers.values() {
+            if !self.routes.iter().any(|r| r.id == p.route && r.internal) {
+                return Err(Error::Policy {
+                    file: p.source.clone(),
+                    reason: format!("provider {:?}: route {:?} is not an internal plugin route", p.name, p.route),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn plan(&self, name: &str) -> Option<&Plan> {
+        self.plans.get(name)
+    }
+
+    pub fn route(&self, id: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| r.id == id)
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// A plain SQL identifier: lower-case letters, digits and `_`, not starting with a digit.
+pub fn valid_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && !s.as_bytes()[0].is_ascii_digit()
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLANS: &str = "[plans.standard]\ndefault = true\nper_user = { rate = \"20/s\" }\n";
+
+    fn load(route: &str) -> Result<PolicySet> {
+        PolicySet::from_sources(&[("plans.toml".into(), PLANS.into()), ("r.toml".into(), route.into())])
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let e = load("[[route]]\nid = \"w\"\nmethod = \"GET\"\npath = \"/v1/whoami\"\ntarget = \"native:nope\"\nroles = [\"member\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("r.toml:1") && e.contains("nope"), "{e}");
+        let e = load("\n\n[[route]]\nid = \"w\"\nmethod = \"GET\"\npath = \"/v1/whoami\"\ntarget = \"native:whoami\"\nroles = [\"root\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("r.toml:8") && e.contains("root"), "{e}");
+        let e = load("[[route]]\nid = \"w\"\nmethod = \"GET\"\npath = \"/v1/whoami\"\ntarget = \"native:whoami\"\nroles = [\"member\"]\n[route.rate_limit.standard]\nper_org = { rate = \"5/fortnight\" }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("r.toml:8") && e.contains("fortnight"), "{e}");
+    }
+
+    #[test]
+    fn lookup_distinguishes_wrong_method() {
+        let set = load("[[route]]\nid = \"w\"\nmethod = \"GET\"\npath = \"/v1/whoami\"\ntarget = \"native:whoami\"\nroles = [\"member\"]\n").unwrap();
+        assert!(matches!(set.lookup(&http::Method::GET, "/v1/whoami"), Lookup::Found(..)));
+        assert!(matches!(set.lookup(&http::Method::POST, "/v1/whoami"), Lookup::WrongMethod));
+        assert!(matches!(set.lookup(&http::Method::GET, "/v1/who"), Lookup::NotFound));
+        assert_eq!(set.default_plan, "standard");
+        let Lookup::Found(r, _) = set.lookup(&http::Method::GET, "/v1/whoami") else { unreachable!() };
+        assert_eq!(r.target, Target::Native(Native::Whoami));
+    }
+}

@@ -1,0 +1,321 @@
+//! `[[route]]`: method and path, target, who may call, body rules, per-plan limits, and for
+//! plugin targets the grants and sandbox. One function per concern; `build` strings them
+//! together.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use super::handlers::{self, Native};
+use super::plans::Limits;
+use super::router::PathPattern;
+use super::units::ByteSize;
+use super::valid_identifier;
+use crate::plugin::grants::{Access, Grants, Sandbox, MAX_PLUGIN_MEMORY};
+use crate::plugin::host::host_pattern::HostPattern;
+use crate::role::Role;
+
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// Upper bound for any route's `body_limit`.
+pub const MAX_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Where a route's requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A handler compiled into the gateway.
+    Native(Native),
+    /// A WebAssembly plugin by name.
+    Plugin(String),
+}
+
+/// A target as written, before the native handler's name is resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TargetSpec {
+    Native(String),
+    Plugin(String),
+}
+
+impl<'de> Deserialize<'de> for TargetSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.split_once(':') {
+            Some(("native", n)) if !n.is_empty() => Ok(TargetSpec::Native(n.to_string())),
+            Some(("plugin", n)) if !n.is_empty() => Ok(TargetSpec::Plugin(n.to_string())),
+            _ => Err(serde::de::Error::custom(format!(
+                "target {s:?}: expected \"native:<handler>\" or \"plugin:<name>\""
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// The route acts inside one org (from the token, or `X-Org-Id` for a super-admin).
+    #[default]
+    Tenant,
+    /// The route acts on the platform itself (super-admin only, no org context).
+    Platform,
+}
+
+/// What authenticates a route's callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Auth {
+    /// `Authorization: Bearer <token>`; the org comes from the token.
+    #[default]
+    Bearer,
+    /// Webhook ingress: the `{endpoint_id}` path parameter names the endpoint, the endpoint
+    /// decides the org, and its signature (checked by the `verify` phase) is the credential.
+    Webhook,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Idempotency {
+    #[default]
+    None,
+    /// An `Idempotency-Key` header is passed on when present.
+    Optional,
+    /// Requests without an `Idempotency-Key` header are refused (400 VALIDATION_FAILED).
+    Required,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyKind {
+    #[default]
+    Json,
+    Raw,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RouteSpec {
+    pub(super) id: String,
+    /// Required unless `internal`.
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+    target: TargetSpec,
+    /// Not reachable over HTTP: a plugin route that jobs invoke (e.g. a provider's webhook
+    /// adapter), with its own grants and sandbox.
+    #[serde(default)]
+    internal: bool,
+    #[serde(default)]
+    auth: Auth,
+    #[serde(default)]
+    roles: Vec<Role>,
+    #[serde(default)]
+    scope: Scope,
+    #[serde(default)]
+    body_limit: Option<ByteSize>,
+    #[serde(default)]
+    idempotency: Idempotency,
+    /// `json` (default): a non-empty body must be JSON and is checked for tenant fields;
+    /// `raw`: passed through as bytes (e.g. component uploads).
+    #[serde(default)]
+    body: BodyKind,
+    /// Per-plan overrides of the plan's own limits, for this route alone.
+    #[serde(default)]
+    rate_limit: HashMap<String, Limits>,
+    /// Sandbox limits for a plugin target.
+    #[serde(default)]
+    sandbox: Option<SandboxSpec>,
+    /// What a plugin target may reach.
+    #[serde(default)]
+    grants: Option<GrantsSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantsSpec {
+    /// table name -> "read" | "write".
+    #[serde(default)]
+    tables: HashMap<String, Access>,
+    /// Outbound URL patterns: `scheme://host[:port]`, host may be `*.domain` or `*`, port `*`.
+    #[serde(default)]
+    hosts: Vec<String>,
+    #[serde(default)]
+    http_timeout_ms: Option<u64>,
+    #[serde(default)]
+    http_max_response: Option<ByteSize>,
+    #[serde(default)]
+    db_statement_timeout_ms: Option<u64>,
+    #[serde(default)]
+    db_max_rows: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SandboxSpec {
+    #[serde(default)]
+    memory: Option<ByteSize>,
+    #[serde(default)]
+    cpu_ms: Option<u64>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// A route, validated.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub id: String,
+    pub method: http::Method,
+    pub path: String,
+    pub pattern: PathPattern,
+    pub target: Target,
+    pub roles: Vec<Role>,
+    pub scope: Scope,
+    pub auth: Auth,
+    /// Invoked by jobs only, never matched against requests.
+    pub internal: bool,
+    pub body_limit: usize,
+    pub idempotency: Idempotency,
+    pub body: BodyKind,
+    pub rate_limit: HashMap<String, Limits>,
+    /// For plugin targets: grants and sandbox limits (defaults when not declared).
+    pub grants: Arc<Grants>,
+    pub sandbox: Sandbox,
+    /// `file:line`, for messages.
+    pub source: String,
+}
+
+
+impl Route {
+    /// Super-admins may call every route (tenant routes with `X-Org-Id`); others need their
+    /// role listed.
+    pub fn allows(&self, role: Role) -> bool {
+        role == Role::SuperAdmin || self.roles.contains(&role)
+    }
+}
+
+/// Validates one `[[route]]` against the routes read before it; errors are the reason only
+/// (the caller adds file, line and route id).
+pub(super) fn build(r: RouteSpec, earlier: &[Route], source: String) -> Result<Route, String> {
+    let (method, path, pattern) = endpoint(&r)?;
+    if let Some(other) = earlier.iter().find(|o| o.id == r.id) {
+        return Err(format!("id already used at {}", other.source));
+    }
+    if let Some(other) = earlier.iter().find(|o| !r.internal && !o.internal && o.method == method && o.path == path) {
+        return Err(format!("{method} {path} already routed at {}", other.source));
+    }
+    let target = target(&r, &path)?;
+    access(&r)?;
+    if r.body_limit.is_some_and(|b| b.0 > MAX_BODY_LIMIT) {
+        return Err(format!("body_limit above {} MiB", MAX_BODY_LIMIT >> 20));
+    }
+    let is_plugin = matches!(target, Target::Plugin(_));
+    if !is_plugin && (r.grants.is_some() || r.sandbox.is_some()) {
+        return Err("grants and sandbox apply to plugin targets only".into());
+    }
+    let grants = Arc::new(grants(r.grants.clone().unwrap_or_default())?);
+    let sandbox = sandbox(r.sandbox.clone().unwrap_or_default())?;
+    Ok(Route {
+        source,
+        id: r.id,
+        method,
+        path,
+        pattern,
+        target,
+        roles: r.roles,
+        scope: r.scope,
+        auth: r.auth,
+        internal: r.internal,
+        body_limit: r.body_limit.map(|b| b.0).unwrap_or(DEFAULT_BODY_LIMIT),
+        idempotency: r.idempotency,
+        // A webhook body is the provider's bytes, signed as they are: never read as the
+        // caller's JSON (its `org_id` fields are the provider's business).
+        body: if r.auth == Auth::Webhook { BodyKind::Raw } else { r.body },
+        rate_limit: r.rate_limit,
+        grants,
+        sandbox,
+    })
+}
+
+/// Method, path and pattern; internal routes get `POST /internal/<id>`, never matched.
+fn endpoint(r: &RouteSpec) -> Result<(http::Method, String, PathPattern), String> {
+    let (method_text, path) = match (r.internal, &r.method, &r.path) {
+        (false, Some(m), Some(p)) => (m.clone(), p.clone()),
+        (false, _, _) => return Err("method and path are required (or `internal = true`)".into()),
+        (true, None, None) => ("POST".to_string(), format!("/internal/{}", r.id)),
+        (true, _, _) => return Err("an internal route has no method or path".into()),
+    };
+    let method = http::Method::from_bytes(method_text.to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("method {method_text:?} is not an HTTP method"))?;
+    let pattern = PathPattern::parse(&path)?;
+    Ok((method, path, pattern))
+}
+
+/// Resolves the target (a native handler's name becomes a [`Native`]) and checks the rules
+/// that tie targets to internal routes and webhook authentication.
+fn target(r: &RouteSpec, path: &str) -> Result<Target, String> {
+    let target = match &r.target {
+        TargetSpec::Plugin(p) => Target::Plugin(p.clone()),
+        TargetSpec::Native(n) => Target::Native(
+            Native::parse(n).ok_or_else(|| format!("unknown native handler {n:?} (known: {})", handlers::names()))?,
+        ),
+    };
+    if r.internal && !matches!(target, Target::Plugin(_)) {
+        return Err("an internal route must target a plugin".into());
+    }
+    let ingress = target == Target::Native(Native::WebhookIngress);
+    if r.auth == Auth::Webhook {
+        if !ingress {
+            return Err("auth = \"webhook\" is for target \"native:webhook_ingress\"".into());
+        }
+        if !path.contains("{endpoint_id}") {
+            return Err("a webhook route's path names {endpoint_id}".into());
+        }
+    } else if ingress {
+        return Err("native:webhook_ingress needs auth = \"webhook\"".into());
+    }
+    Ok(target)
+}
+
+/// Scope and roles agree: platform routes are for super-admins, tenant routes name a role.
+fn access(r: &RouteSpec) -> Result<(), String> {
+    if r.scope == Scope::Platform && r.roles.iter().any(|x| *x != Role::SuperAdmin) {
+        return Err("platform routes are for super_admin only".into());
+    }
+    if r.scope == Scope::Tenant && r.roles.is_empty() && r.auth == Auth::Bearer && !r.internal {
+        return Err("a tenant route needs at least one role".into());
+    }
+    Ok(())
+}
+
+/// `[route.grants]`, with defaults for what is not written.
+fn grants(g: GrantsSpec) -> Result<Grants, String> {
+    let hosts = g.hosts.iter().map(|h| HostPattern::parse(h)).collect::<Result<Vec<_>, _>>()?;
+    for t in g.tables.keys() {
+        if !valid_identifier(t) {
+            return Err(format!("grant names table {t:?}, which is not a plain identifier"));
+        }
+    }
+    let d = Grants::default();
+    Ok(Grants {
+        tables: g.tables,
+        hosts,
+        http_timeout: g.http_timeout_ms.map(Duration::from_millis).unwrap_or(d.http_timeout),
+        http_max_response: g.http_max_response.map(|b| b.0).unwrap_or(d.http_max_response),
+        db_statement_timeout_ms: g.db_statement_timeout_ms.unwrap_or(d.db_statement_timeout_ms),
+        db_max_rows: g.db_max_rows.unwrap_or(d.db_max_rows).max(1),
+    })
+}
+
+/// `[route.sandbox]`, with defaults for what is not written.
+fn sandbox(sb: SandboxSpec) -> Result<Sandbox, String> {
+    let d = Sandbox::default();
+    let memory = sb.memory.map(|b| b.0).unwrap_or(d.memory);
+    if !(1024 * 1024..=MAX_PLUGIN_MEMORY).contains(&memory) {
+        return Err(format!("sandbox memory must be between 1MiB and {}MiB", MAX_PLUGIN_MEMORY >> 20));
+    }
+    Ok(Sandbox {
+        memory,
+        cpu: sb.cpu_ms.map(|ms| Duration::from_millis(ms.max(1))).unwrap_or(d.cpu),
+        timeout: sb.timeout_ms.map(|ms| Duration::from_millis(ms.max(1))).unwrap_or(d.timeout),
+    })
+}

@@ -1,0 +1,326 @@
+//! Start-up, shutdown and reload: the order things come up and go down in.
+//!
+//! Start: signals → policies → database (and the embedded cluster) → bootstrap token →
+//! schema and grants → plugins → listen → registry versions → background tasks (limit sweeps,
+//! plugin re-checks, `--watch`, invalidations, job workers). Stop: drain connections → stop
+//! workers → close the pool → stop the cluster.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use std::collections::HashMap;
+
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+
+use crate::config::Config;
+use crate::db::structured::Schema;
+use crate::error::{Error, Result};
+use crate::{db, embedded, jobs, ops, plugin, registry, server, webhooks};
+use crate::policy::PolicySet;
+use crate::state::AppState;
+
+/// A migrated database: either the one `DATABASE_URL` names, or the embedded cluster.
+pub struct Database {
+    pub pool: PgPool,
+    cluster: Option<embedded::Cluster>,
+}
+
+impl Database {
+    pub async fn open(config: &Config) -> Result<Database> {
+        let (opts, cluster) = match &config.database_url {
+            Some(url) => (url.parse().map_err(|e| Error::Config(format!("DATABASE_URL: {e}")))?, None),
+            None => {
+                let c = embedded::Cluster::start(&config.data_dir, Default::default()).await?;
+                (c.connect_options(), Some(c))
+            }
+        };
+        let pool = db::connect(opts, config.db_max_connections).await?;
+        db::migrate(&pool).await?;
+        Ok(Database { pool, cluster })
+    }
+
+    /// Closes the pool, then stops the embedded cluster if this process started it.
+    pub async fn close(self) {
+        self.pool.close().await;
+        if let Some(c) = self.cluster {
+            c.stop().await;
+        }
+    }
+}
+
+/// `gateway serve`: runs until SIGTERM/SIGINT, then drains and stops.
+pub async fn serve(config: Config) -> Result<()> {
+    // Signals first, so that nothing after this point can be killed without draining.
+    let shutdown = server::shutdown_signal()?;
+    // Policies next: a bad policy should fail before anything starts.
+    let policies = PolicySet::load(&config.policies)?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| Error::io(format!("creating {}", config.data_dir.display()), e))?;
+    let database = Database::open(&config).await?;
+    match ops::bootstrap(&database.pool, config.bootstrap_token.as_deref()).await {
+        Ok(Some(token)) => announce_bootstrap_token(&config.data_dir, &token)?,
+        Ok(None) => {}
+        Err(e) => {
+            database.close().await;
+            return Err(Error::Config(format!("bootstrap token: {}", e.message)));
+        }
+    }
+    let (schema, plugins, runtime) = match load_plugins(&config, &database.pool, &policies).await {
+        Ok(v) => v,
+        Err(e) => {
+            database.close().await;
+            return Err(e);
+        }
+    };
+    let secret_key = webhooks::seal::SecretKey::load(config.secret_key.as_deref(), &config.data_dir)?;
+    let state = Arc::new(AppState::new(database.pool.clone(), policies, runtime, schema, plugins, secret_key));
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::io(format!("binding {}", config.listen), e))?;
+    let addr = listener.local_addr().map_err(|e| Error::io("local addr", e))?;
+    write_atomic(&config.data_dir.join("gateway.addr"), addr.to_string().as_bytes())?;
+    tracing::info!(%addr, routes = state.routing().policies.routes.len(), "gateway listening");
+
+    // Active registry versions override the files named in policies.
+    if let Err(e) = registry::sync(&state, None).await {
+        tracing::error!(error = %e, "loading active plugin versions failed");
+    }
+    let sweeper = tokio::spawn(sweep_limits(state.clone()));
+    let resync = tokio::spawn(resync_plugins(state.clone()));
+    let watcher = config.watch.then(|| tokio::spawn(watch(config.clone(), state.clone())));
+    let listener_task = tokio::spawn(listen_invalidations(state.clone()));
+    let workers = jobs::Workers::start(
+        state.clone(),
+        jobs::Settings {
+            workers: config.job_workers,
+            org_concurrency: config.job_org_concurrency,
+            lease: Duration::from_secs(config.job_lease_secs.into()),
+            db_connections: config.job_db_connections,
+        },
+    );
+    server::serve(listener, state.clone(), shutdown).await;
+    if let Some(w) = workers {
+        w.stop(Duration::from_secs(10)).await;
+    }
+    sweeper.abort();
+    resync.abort();
+    if let Some(w) = watcher {
+        w.abort();
+    }
+    listener_task.abort();
+    drop(state);
+    database.close().await;
+    let _ = std::fs::remove_file(config.data_dir.join("gateway.addr"));
+    tracing::info!("gateway stopped");
+    Ok(())
+}
+
+type Loaded = (Arc<Schema>, HashMap<String, Arc<plugin::LoadedPlugin>>, Arc<plugin::Runtime>);
+
+/// Checks every route's table grants against the live schema and compiles every declared
+/// plugin. Any failure names the policy file.
+async fn load_plugins(config: &Config, pool: &PgPool, policies: &PolicySet) -> Result<Loaded> {
+    let schema = Arc::new(Schema::load(pool).await?);
+    check_grants(policies, &schema)?;
+    let tls = plugin::tls_config(config.extra_ca_file.as_deref())?;
+    let runtime = plugin::Runtime::new(Some(config.data_dir.join("compiled")), tls)?;
+    let plugins = load_plugin_files(config, &runtime, policies, &HashMap::new()).await?;
+    Ok((schema, plugins, runtime))
+}
+
+/// Every table a route grants must exist and be a tenant table.
+fn check_grants(policies: &PolicySet, schema: &Schema) -> Result<()> {
+    for r in &policies.routes {
+        let mut tables: Vec<_> = r.grants.tables.keys().collect();
+        tables.sort();
+        for t in tables {
+            if !schema.has_table(t) {
+                return Err(Error::Policy {
+                    file: r.source.clone(),
+                    reason: format!("route {:?}: grant names table {t:?}, which does not exist or has no tenant_id", r.id),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Compiles the plugin files policies declare; `keep` holds plugins to leave as they are
+/// (registry versions, which take precedence over files).
+async fn load_plugin_files(
+    config: &Config,
+    runtime: &Arc<plugin::Runtime>,
+    policies: &PolicySet,
+    keep: &HashMap<String, Arc<plugin::LoadedPlugin>>,
+) -> Result<HashMap<String, Arc<plugin::LoadedPlugin>>> {
+    let mut plugins = HashMap::new();
+    let mut decls: Vec<_> = policies.plugins.values().collect();
+    decls.sort_by(|a, b| a.name.cmp(&b.name));
+    for d in decls {
+        if let Some(k) = keep.get(&d.name) {
+            plugins.insert(d.name.clone(), k.clone());
+            continue;
+        }
+        let path = config.plugin_dir.join(&d.file);
+        let bytes = std::fs::read(&path).map_err(|e| Error::Policy {
+            file: d.source.clone(),
+            reason: format!("plugin {:?}: cannot read {}: {e} (build plugins with `cargo xtask plugins`)", d.name, path.display()),
+        })?;
+        let started = std::time::Instant::now();
+        let sha = plugin::digest(&bytes);
+        let from_cache = runtime.is_cached(&sha);
+        let version = d.version.clone().unwrap_or_else(|| format!("sha256:{}", &sha[..12]));
+        let rt = runtime.clone();
+        let name = d.name.clone();
+        let loaded = tokio::task::spawn_blocking(move || rt.load_digested(&name, &version, &bytes, sha))
+            .await
+            .map_err(|e| Error::Plugin { plugin: d.name.clone(), reason: e.to_string() })?
+            .map_err(|e| Error::Policy { file: d.source.clone(), reason: e.to_string() })?;
+        tracing::info!(plugin = %d.name, version = %loaded.version, sha256 = %loaded.sha256,
+            from_cache, load_ms = started.elapsed().as_millis() as u64, "plugin_loaded");
+        plugins.insert(d.name.clone(), Arc::new(loaded));
+    }
+    Ok(plugins)
+}
+
+/// What the watcher compares: every policy file and every plugin file they name, with
+/// modification time and size.
+fn watched_fingerprint(config: &Config, policies: &PolicySet) -> Vec<(std::path::PathBuf, Option<std::time::SystemTime>, u64)> {
+    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir(&config.policies)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    paths.extend(policies.plugins.values().map(|d| config.plugin_dir.join(&d.file)));
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let m = std::fs::metadata(&p).ok();
+            let (t, n) = (m.as_ref().and_then(|m| m.modified().ok()), m.map(|m| m.len()).unwrap_or(0));
+            (p, t, n)
+        })
+        .collect()
+}
+
+/// `serve --watch`: reloads changed policy and plugin files. A change that does not load
+/// (bad policy, grant on a missing table, not a component) is refused with a logged reason
+/// and the running set stays.
+async fn watch(config: Config, state: Arc<AppState>) {
+    let mut seen = watched_fingerprint(&config, &state.routing().policies);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let now = watched_fingerprint(&config, &state.routing().policies);
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match reload(&config, &state).await {
+            Ok(routes) => tracing::info!(routes, "policies and plugins reloaded"),
+            Err(e) => tracing::warn!(error = %e, "reload refused; keeping the running policies and plugins"),
+        }
+    }
+}
+
+async fn reload(config: &Config, state: &AppState) -> Result<usize> {
+    let policies = PolicySet::load(&config.policies)?;
+    check_grants(&policies, &state.schema)?;
+    // Registry versions stay; files are recompiled only when their bytes changed.
+    let active: std::collections::HashSet<String> =
+        db::plugins::all_active(&state.pool).await?.into_iter().map(|(n, _, _)| n).collect();
+    let mut keep = HashMap::new();
+    for name in policies.plugins.keys() {
+        if let Some(p) = state.plugin(name).filter(|_| active.contains(name)) {
+            keep.insert(name.clone(), p);
+        }
+    }
+    let plugins = load_plugin_files(config, &state.runtime, &policies, &keep).await?;
+    let routes = policies.routes.len();
+    state.replace(policies, plugins);
+    Ok(routes)
+}
+
+/// Shows a freshly generated super-admin token once, and keeps it in a 0600 file.
+fn announce_bootstrap_token(data_dir: &Path, token: &str) -> Result<()> {
+    let path = data_dir.join("bootstrap-token");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+    writeln!(f, "{token}").map_err(|e| Error::io("writing bootstrap token", e))?;
+    // Printed to the console once, on purpose; it never goes through the log pipeline.
+    println!("bootstrap super-admin token (shown once, also in {}): {token}", path.display());
+    Ok(())
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data).map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("renaming {}", path.display()), e))
+}
+
+async fn sweep_limits(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        state.routing().limits.sweep();
+    }
+}
+
+/// The backstop for missed notifications: re-check active plugin versions periodically.
+async fn resync_plugins(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = registry::sync(&state, None).await {
+            tracing::debug!(error = %e, "plugin re-check failed");
+        }
+    }
+}
+
+/// Follows changes made by any replica (or the CLI): clears cached credentials and plans,
+/// and swaps in newly activated plugin versions.
+async fn listen_invalidations(state: Arc<AppState>) {
+    loop {
+        match sqlx::postgres::PgListener::connect_with(&state.pool).await {
+            Ok(mut l) => {
+                if l.listen_all([db::INVALIDATE_CHANNEL, db::plugins::PLUGINS_CHANNEL, db::webhooks::JOBS_CHANNEL]).await.is_ok() {
+                    // Anything may have changed while we were not listening.
+                    state.directory.invalidate_all();
+                    state.endpoints.invalidate_all();
+                    state.jobs_wake.notify_waiters();
+                    let _ = registry::sync(&state, None).await;
+                    while let Ok(n) = l.recv().await {
+                        if n.channel() == db::plugins::PLUGINS_CHANNEL {
+                            let (state, name) = (state.clone(), n.payload().to_string());
+                            tokio::spawn(async move {
+                                if let Err(e) = registry::sync(&state, Some(&name)).await {
+                                    tracing::warn!(plugin = %name, error = %e, "plugin sync failed");
+                                }
+                            });
+                        } else if n.channel() == db::webhooks::JOBS_CHANNEL {
+                            state.jobs_wake.notify_waiters();
+                        } else {
+                            state.directory.invalidate_all();
+                            state.endpoints.invalidate_all();
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "invalidation listener cannot connect"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
