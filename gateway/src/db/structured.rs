@@ -84,6 +84,9 @@ pub struct Statement {
     pub sql: String,
     pub args: PgArguments,
     pub returns: Vec<(String, Kind)>,
+    /// What was bound, in order (`args` cannot be read back); checked against `args` in tests.
+    #[cfg(test)]
+    pub(crate) bound: Vec<tests::Bound>,
 }
 
 struct Builder<'s> {
@@ -92,6 +95,8 @@ struct Builder<'s> {
     sql: String,
     args: PgArguments,
     n: usize,
+    #[cfg(test)]
+    bound: Vec<tests::Bound>,
 }
 
 type Check<T> = std::result::Result<T, DbError>;
@@ -106,7 +111,15 @@ impl<'s> Builder<'s> {
         let columns = schema.tables.get(table).ok_or_else(|| DbError::UnknownTable(table.to_string()))?;
         let mut args = PgArguments::default();
         args.add(tenant).map_err(|e| DbError::Invalid(e.to_string()))?;
-        Ok(Builder { table, columns, sql: String::new(), args, n: 1 })
+        Ok(Builder {
+            table,
+            columns,
+            sql: String::new(),
+            args,
+            n: 1,
+            #[cfg(test)]
+            bound: vec![tests::Bound::Uuid(tenant)],
+        })
     }
 
     fn column(&self, name: &str) -> Check<&'s Column> {
@@ -140,12 +153,16 @@ impl<'s> Builder<'s> {
             Value::Text(s) | Value::Json(s) | Value::Uuid(s) | Value::Timestamp(s) => self.args.add(s.clone()),
         };
         r.map_err(|e| DbError::Invalid(e.to_string()))?;
+        #[cfg(test)]
+        self.bound.push(tests::Bound::of(v));
         self.n += 1;
         Ok(format!("${}::{}", self.n, quote(&col.sql_type)))
     }
 
     fn bind_text(&mut self, s: &str) -> Check<String> {
         self.args.add(s.to_string()).map_err(|e| DbError::Invalid(e.to_string()))?;
+        #[cfg(test)]
+        self.bound.push(tests::Bound::Text(s.to_string()));
         self.n += 1;
         Ok(format!("${}::text", self.n))
     }
@@ -240,7 +257,13 @@ impl<'s> Builder<'s> {
     }
 
     fn finish(self, returns: Vec<(String, Kind)>) -> Statement {
-        Statement { sql: self.sql, args: self.args, returns }
+        Statement {
+            sql: self.sql,
+            args: self.args,
+            returns,
+            #[cfg(test)]
+            bound: self.bound,
+        }
     }
 }
 
@@ -386,9 +409,13 @@ pub async fn run(tx: &mut TenantTx, st: Statement) -> std::result::Result<Rows, 
     Ok(Rows { columns, affected: values.len() as u64, rows: values })
 }
 
+/// Binds the tenant (as text), then the key.
+const TRY_LOCK_SQL: &str = "SELECT pg_try_advisory_xact_lock(hashtextextended($1::text || ':' || $2::text, 0))";
+const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || $2::text, 0))";
+
 /// `pg_try_advisory_xact_lock` on the same hash as [`lock`].
 pub async fn try_lock(tx: &mut TenantTx, key: &str) -> std::result::Result<bool, sqlx::Error> {
-    sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1::text || ':' || $2::text, 0))")
+    sqlx::query_scalar(TRY_LOCK_SQL)
         .bind(tx.org().to_string())
         .bind(key)
         .fetch_one(tx.conn())
@@ -397,7 +424,7 @@ pub async fn try_lock(tx: &mut TenantTx, key: &str) -> std::result::Result<bool,
 
 /// `pg_advisory_xact_lock` on a 64-bit hash of tenant and key.
 pub async fn lock(tx: &mut TenantTx, key: &str) -> std::result::Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || $2::text, 0))")
+    sqlx::query(LOCK_SQL)
         .bind(tx.org().to_string())
         .bind(key)
         .execute(tx.conn())
@@ -431,3 +458,7 @@ pub fn classify(e: &sqlx::Error) -> DbError {
         _ => DbError::Unavailable,
     }
 }
+
+#[cfg(test)]
+#[path = "structured_tests.rs"]
+mod tests;
