@@ -1,6 +1,7 @@
 //! One module per imported WIT interface, each implemented on its own view of the store.
 //! Every capability checks the route's grants before any side effect.
 
+pub mod addr;
 pub mod context;
 pub mod host_pattern;
 pub mod log;
