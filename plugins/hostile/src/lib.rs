@@ -24,7 +24,7 @@
 //! | `memory` | `{"mib": 32, "ms": 0}` | linear-memory growth |
 //! | `log-flood` | `{"lines": 1000, "fields": 8, "field_bytes": 256, "message_bytes": 64, "level": "info"}` | log volume |
 //! | `log-forge` | `{"victim_org": "…", "channel": "all", "line": null}` | forged access lines naming another org |
-//! | `stdout-flood` | `{"lines": 10000, "line_bytes": 128, "stream": "both", "ansi": true}` | stdio volume, terminal escapes |
+//! | `stdout-flood` | `{"lines": 1000, "line_bytes": 128, "stream": "both", "ansi": true}` | stdio volume, terminal escapes |
 //! | `outbound` | `{"url": "http://127.0.0.1:1/", "method": "GET", "headers": {}, "body": ""}` | SSRF / egress |
 //! | `echo-request` | same as `outbound`, method default `POST` | what the plugin can see of its own outbound call |
 //! | `insert-pk` | `{"table": "crm_contacts", "row": {…}, "returning": null, "on_conflict": null, "update": null, "on_error": "conflict"}` | another org's primary key as an existence oracle |
@@ -40,11 +40,21 @@
 //!
 //! # Answers
 //!
-//! Every mode that returns answers 200 with a JSON object that starts with `"mode"` and says
-//! what it did. A `tenant-db` error ends the mode with 409 `HOSTILE_DB_ERROR` whose `details`
+//! Every mode that returns answers 200 with a JSON object carrying `"mode"` and what it did
+//! (`ok` answers just `{"ok": true}`). A `tenant-db` error ends the mode with 409 `HOSTILE_DB_ERROR` whose `details`
 //! are `{"error": "<db-error variant>", "detail": "<its payload>"}`, because after a
 //! database error the host refuses to commit (and would turn a 200 into 502 with no detail).
 //! An unknown mode is 400 `VALIDATION_FAILED`.
+//!
+//! # Budgets (the host as of this plugin's first commit)
+//!
+//! The CPU deadline measures wall time minus time spent in `tenant-db` and `outbound-http`
+//! calls, so a WASI sleep, `log.emit` and stdio calls, and the host's lifting of a large
+//! response all count as CPU: with the default `cpu_ms = 200`, `sleep`/`db-sleep`/
+//! `lock-sleep` with `ms` above ~200 end in 504 `PLUGIN_TIMEOUT` (CPU deadline), and in a
+//! debug-built gateway lifting a big response costs tens of ms per MiB (12 MiB passed and
+//! 16 MiB failed the default budget in `gateway plugin check`; give 40 MiB `cpu_ms` ≥ 2000).
+//! Give the test route the `cpu_ms` / `timeout_ms` the scenario needs.
 
 use std::hint::black_box;
 use std::io::Write;
@@ -487,7 +497,7 @@ fn log_forge(p: &Params) -> Result<Response, HandlerError> {
 /// full, and what reaches the log must not carry raw terminal control sequences.
 /// Write errors are counted, never fatal (`println!` would panic on them).
 fn stdout_flood(p: &Params) -> Result<Response, HandlerError> {
-    let lines = p.u64("lines", 10_000);
+    let lines = p.u64("lines", 1000);
     let line_bytes = p.u64("line_bytes", 128) as usize;
     let stream = p.str("stream", "both");
     let ansi = p.bool("ansi", true);
@@ -625,7 +635,11 @@ fn headers(req: &Request) -> Result<Response, HandlerError> {
         "context": {
             "org_id": c.org_id,
             "user_id": c.user_id,
-            "role": format!("{:?}", c.role),
+            "role": match c.role {
+                context::Role::Member => "member",
+                context::Role::Admin => "admin",
+                context::Role::SuperAdmin => "super_admin",
+            },
             "request_id": c.request_id,
             "route_id": c.route_id,
             "plugin_name": c.plugin_name,
