@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 async fn one(pool: &sqlx::PgPool, org: Uuid, email: &str) -> anyhow::Result<()> {
     // The same opening the plugin's transaction gets (one round trip after BEGIN).
-    let mut tx = gateway::db::begin_tenant_limited(pool, org, gateway::role::Role::Admin.into(), 2000).await?;
+    let mut tx = gateway::db::begin_tenant_limited(pool, org, gateway::role::Role::Admin.into(), 2000, 6000).await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text || ':' || $2::text, 0))")
         .bind(org.to_string()).bind(format!("identity:email:{email}")).execute(tx.raw_connection()).await?;
     let found: Option<String> = sqlx::query_scalar("SELECT \"contact_id\"::text FROM \"contact_identities\" WHERE \"tenant_id\" = $1 AND \"type\" = $2::\"text\" AND \"value\" = $3::\"text\" LIMIT 1")

@@ -66,6 +66,11 @@ pub struct Directory {
 }
 
 impl Directory {
+    /// What the cache already knows of a token, without the database: `None` when nothing.
+    pub fn cached(&self, token: &str) -> Option<Option<Caller>> {
+        self.tokens.get(&digest(token))
+    }
+
     /// The caller a bearer token names, or `None` for an unknown or revoked one.
     pub async fn authenticate(&self, pool: &PgPool, token: &str) -> Result<Option<Caller>> {
         let key = digest(token);
@@ -108,11 +113,75 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_address_is_blocked_after_its_burst_of_failures_and_others_are_not() {
+        let s = Strangers::new(1.0, 3.0);
+        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        for _ in 0..3 {
+            assert!(s.blocked(a).is_none());
+            s.failed(a);
+        }
+        let wait = s.blocked(a).expect("blocked after 3 failures");
+        assert!(wait <= std::time::Duration::from_secs(1));
+        assert!(s.blocked(b).is_none());
+    }
+
+    #[test]
     fn tokens_are_random_and_hash_to_32_bytes() {
         let (a, b) = (generate_token(), generate_token());
         assert_ne!(a, b);
         assert!(a.starts_with("gw_") && a.len() == 3 + 43);
         assert_eq!(digest(&a).len(), 32);
         assert_ne!(log_tag(&a), log_tag(&b));
+    }
+}
+
+/// Failed credentials per client address. Every unknown token or webhook endpoint id costs a
+/// database lookup; an address that keeps presenting them is refused (429) before the lookup,
+/// while credentials already known to the cache are still served. A token bucket per address:
+/// `rate` failures per second, `burst` at once; idle addresses are swept.
+pub struct Strangers {
+    buckets: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (f64, std::time::Instant)>>,
+    rate: f64,
+    burst: f64,
+}
+
+impl Default for Strangers {
+    fn default() -> Strangers {
+        Strangers::new(10.0, 50.0)
+    }
+}
+
+impl Strangers {
+    pub fn new(rate: f64, burst: f64) -> Strangers {
+        Strangers { buckets: Default::default(), rate, burst }
+    }
+
+    fn refill(&self, b: &mut (f64, std::time::Instant)) {
+        let now = std::time::Instant::now();
+        b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * self.rate).min(self.burst);
+        b.1 = now;
+    }
+
+    /// How long this address must wait before its next uncached credential is looked up.
+    pub fn blocked(&self, ip: std::net::IpAddr) -> Option<std::time::Duration> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let b = buckets.get_mut(&ip)?;
+        self.refill(b);
+        (b.0 < 1.0).then(|| std::time::Duration::from_secs_f64((1.0 - b.0) / self.rate))
+    }
+
+    /// Records a failed credential from this address.
+    pub fn failed(&self, ip: std::net::IpAddr) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let b = buckets.entry(ip).or_insert((self.burst, std::time::Instant::now()));
+        self.refill(b);
+        b.0 -= 1.0;
+    }
+
+    /// Forgets addresses whose bucket is full again.
+    pub fn sweep(&self) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let (rate, burst) = (self.rate, self.burst);
+        buckets.retain(|_, b| b.0 + b.1.elapsed().as_secs_f64() * rate < burst);
     }
 }

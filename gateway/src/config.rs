@@ -48,6 +48,12 @@ pub struct Config {
     /// `GATEWAY_JOB_DB_CONNECTIONS`, default 8: the job workers' own pool, apart from the
     /// requests' (`GATEWAY_DB_MAX_CONNECTIONS`).
     pub job_db_connections: u32,
+    /// `GATEWAY_PLUGIN_DB_CONNECTIONS`, default 16: plugin invocations' own pool, apart from
+    /// the one authentication and native routes use.
+    pub plugin_db_connections: u32,
+    /// `GATEWAY_PLUGIN_DB_CONNECTIONS_PER_ORG`, default 4: plugin-pool connections one org's
+    /// invocations may hold at once.
+    pub plugin_db_connections_per_org: u32,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,6 +73,8 @@ struct FileConfig {
     job_org_concurrency: Option<u32>,
     job_lease_secs: Option<u32>,
     job_db_connections: Option<u32>,
+    plugin_db_connections: Option<u32>,
+    plugin_db_connections_per_org: Option<u32>,
 }
 
 fn number<T: std::str::FromStr>(env: &impl Fn(&str) -> Option<String>, key: &str, file: Option<T>, default: T) -> Result<T> {
@@ -127,6 +135,14 @@ impl Config {
             job_org_concurrency: number(&env, "GATEWAY_JOB_ORG_CONCURRENCY", file.job_org_concurrency, 8)?.max(1),
             job_lease_secs: number(&env, "GATEWAY_JOB_LEASE_SECS", file.job_lease_secs, 60)?.max(1),
             job_db_connections: number(&env, "GATEWAY_JOB_DB_CONNECTIONS", file.job_db_connections, 8)?.max(1),
+            plugin_db_connections: number(&env, "GATEWAY_PLUGIN_DB_CONNECTIONS", file.plugin_db_connections, 16)?.max(1),
+            plugin_db_connections_per_org: number(
+                &env,
+                "GATEWAY_PLUGIN_DB_CONNECTIONS_PER_ORG",
+                file.plugin_db_connections_per_org,
+                4,
+            )?
+            .max(1),
         })
     }
 }

@@ -24,6 +24,7 @@
 //! - [`plugin`]: the WebAssembly runtime and its host interfaces; knows nothing of HTTP.
 //! - [`registry`]: plugin versions: upload (with contract fixtures), activate, roll back, sync.
 //! - [`ratelimit`]: governor buckets built from the policies.
+//! - [`admission`]: per-org plugin concurrency and CPU budgets.
 //! - [`auth`]: bearer tokens and the credential cache.
 //! - [`cache`]: the short-lived bounded cache behind tokens, plans and webhook endpoints.
 //! - [`phases`]: the request pipeline, guard → limit → payload → dispatch → respond → log.
@@ -34,6 +35,7 @@
 //! - [`server`]: the hyper accept loop and graceful shutdown.
 //! - [`error`]: the library error and the HTTP error contract.
 
+pub mod admission;
 pub mod auth;
 pub mod cache;
 pub mod config;

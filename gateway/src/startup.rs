@@ -78,7 +78,7 @@ pub async fn serve(config: Config) -> Result<()> {
         }
     };
     let secret_key = webhooks::seal::SecretKey::load(config.secret_key.as_deref(), &config.data_dir)?;
-    let state = Arc::new(AppState::new(database.pool.clone(), policies, runtime, schema, plugins, secret_key));
+    let state = Arc::new(AppState::new(database.pool.clone(), policies, runtime, schema, plugins, secret_key, config.plugin_db_connections));
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::io(format!("binding {}", config.listen), e))?;
@@ -129,6 +129,7 @@ async fn load_plugins(config: &Config, pool: &PgPool, policies: &PolicySet) -> R
     check_grants(policies, &schema)?;
     let tls = plugin::tls_config(config.extra_ca_file.as_deref())?;
     let runtime = plugin::Runtime::new(Some(config.data_dir.join("compiled")), tls)?;
+    runtime.db_slots.set_cap(config.plugin_db_connections_per_org);
     let plugins = load_plugin_files(config, &runtime, policies, &HashMap::new()).await?;
     Ok((schema, plugins, runtime))
 }
@@ -275,6 +276,8 @@ async fn sweep_limits(state: Arc<AppState>) {
     loop {
         tick.tick().await;
         state.routing().limits.sweep();
+        state.admission.sweep();
+        state.strangers.sweep();
     }
 }
 

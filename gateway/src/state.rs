@@ -29,6 +29,13 @@ impl Routing {
 
 pub struct AppState {
     pub pool: PgPool,
+    /// Plugin invocations' own connections: plugins can never take the ones authentication
+    /// and native routes need.
+    pub plugin_pool: PgPool,
+    /// Per-org plugin concurrency and CPU budgets.
+    pub admission: crate::admission::Admission,
+    /// Client addresses that keep presenting unknown credentials.
+    pub strangers: crate::auth::Strangers,
     pub directory: Directory,
     pub runtime: Arc<Runtime>,
     /// Tenant tables and their columns, as plugins may address them.
@@ -51,8 +58,12 @@ impl AppState {
         schema: Arc<Schema>,
         plugins: HashMap<String, Arc<LoadedPlugin>>,
         secret_key: SecretKey,
+        plugin_db_connections: u32,
     ) -> AppState {
         AppState {
+            plugin_pool: crate::db::sibling_pool(&pool, plugin_db_connections),
+            admission: Default::default(),
+            strangers: Default::default(),
             pool,
             directory: Directory::default(),
             runtime,

@@ -36,6 +36,7 @@ hosts = ["http://127.0.0.1:*", "http://*:*"]
 http_timeout_ms = 2000
 http_max_response = "64KiB"
 db_max_rows = 5
+locks = true
 "#;
 
 /// The probe's tables: one granted, one tenant table that is not granted.

@@ -26,29 +26,51 @@ pub async fn begin_tenant(pool: &PgPool, org: Uuid, actor: Actor) -> Result<Tena
     enter_tenant(pool.begin().await?, org, actor, None).await
 }
 
-/// [`begin_tenant`] with this transaction's own statement timeout (plugin invocations, whose
-/// grants set it), still in one round trip after `BEGIN`.
-pub async fn begin_tenant_limited(pool: &PgPool, org: Uuid, actor: Actor, statement_timeout_ms: u64) -> Result<TenantTx> {
-    enter_tenant(pool.begin().await?, org, actor, Some(statement_timeout_ms)).await
+/// [`begin_tenant`] with this transaction's own statement timeout and idle bound (plugin
+/// invocations, whose grants set them), still in one round trip after `BEGIN`. A transaction
+/// left idle longer than `idle_timeout_ms` (a plugin holding its connection while it sleeps
+/// or spins) is ended by the database, which frees the connection's locks and snapshot.
+pub async fn begin_tenant_limited(
+    pool: &PgPool,
+    org: Uuid,
+    actor: Actor,
+    statement_timeout_ms: u64,
+    idle_timeout_ms: u64,
+) -> Result<TenantTx> {
+    enter(pool.begin().await?, org, actor, Some(statement_timeout_ms), Some(idle_timeout_ms)).await
 }
 
 /// Switches an open (owner) transaction into a tenant's context, for work that must commit
 /// atomically with platform writes; [`TenantTx::leave`] steps back out.
 pub async fn enter_tenant(
-    mut tx: Transaction<'static, Postgres>,
+    tx: Transaction<'static, Postgres>,
     org: Uuid,
     actor: Actor,
     statement_timeout_ms: Option<u64>,
 ) -> Result<TenantTx> {
+    enter(tx, org, actor, statement_timeout_ms, None).await
+}
+
+/// One statement: role, tenant, actor, and the optional timeouts.
+async fn enter(
+    mut tx: Transaction<'static, Postgres>,
+    org: Uuid,
+    actor: Actor,
+    statement_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+) -> Result<TenantTx> {
     sqlx::query(
         "SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true), \
          set_config('app.role', $3, true), \
-         set_config('statement_timeout', COALESCE($4, current_setting('statement_timeout')), true)",
+         set_config('statement_timeout', COALESCE($4, current_setting('statement_timeout')), true), \
+         set_config('idle_in_transaction_session_timeout', \
+                    COALESCE($5, current_setting('idle_in_transaction_session_timeout')), true)",
     )
     .bind(APP_ROLE)
     .bind(org.to_string())
     .bind(actor.as_str())
     .bind(statement_timeout_ms.map(|ms| ms.to_string()))
+    .bind(idle_timeout_ms.map(|ms| ms.to_string()))
     .execute(&mut *tx)
     .await?;
     Ok(TenantTx { tx, org, actor })

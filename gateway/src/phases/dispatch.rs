@@ -8,7 +8,9 @@ use serde_json::Value;
 use crate::error::{ApiError, Code};
 use crate::native;
 use crate::plugin::bindings::types::{HandlerError, Header, Response};
+use crate::admission::Refused;
 use crate::plugin::Outcome;
+use crate::policy::routes::{Exposure, CREDENTIAL_REQUEST_HEADERS, GUARDED_RESPONSE_HEADERS};
 use crate::phases::guard::Caller;
 use crate::policy::{Route, Target};
 use crate::state::AppState;
@@ -91,10 +93,18 @@ async fn plugin(name: &str, call: Call<'_>) -> Result<Reply, ApiError> {
         return Err(ApiError::new(Code::Unavailable, format!("plugin {name:?} is not loaded")));
     };
     let org = call.caller.org.ok_or_else(|| ApiError::new(Code::Internal, "plugin route without an org"))?;
+    let limits = call
+        .caller
+        .plan
+        .as_deref()
+        .and_then(|p| call.state.routing().policies.plan(p).map(|p| p.plugins))
+        .unwrap_or_default();
+    let permit = call.state.admission.admit(org, limits).await.map_err(refused)?;
+    let exposure = &call.route.exposure;
     let headers = call
         .headers
         .iter()
-        .filter(|(k, _)| *k != http::header::AUTHORIZATION)
+        .filter(|(k, _)| passed_to_plugin(k.as_str(), exposure))
         .map(|(k, v)| Header { name: k.as_str().to_string(), value: String::from_utf8_lossy(v.as_bytes()).into_owned() })
         .collect();
     let request = Request {
@@ -109,7 +119,7 @@ async fn plugin(name: &str, call: Call<'_>) -> Result<Reply, ApiError> {
         label: &call.route.id,
         grants: call.route.grants.clone(),
         sandbox: call.route.sandbox,
-        pool: &call.state.pool,
+        pool: &call.state.plugin_pool,
         schema: call.state.schema.clone(),
         org,
         user: call.caller.user,
@@ -118,13 +128,36 @@ async fn plugin(name: &str, call: Call<'_>) -> Result<Reply, ApiError> {
         request,
         before_commit: None,
     };
-    plugin_reply(&loaded.version, call.state.runtime.invoke(&loaded, inv).await)
+    let (outcome, cpu) = call.state.runtime.invoke_metered(&loaded, inv).await;
+    permit.charge(cpu);
+    drop(permit);
+    plugin_reply_within(exposure, &loaded.version, outcome)
 }
 
-/// What a plugin invocation's outcome means to an HTTP client.
+/// The gateway's own credential never reaches a plugin; the caller's other credentials only
+/// where the route passes them on.
+fn passed_to_plugin(name: &str, exposure: &Exposure) -> bool {
+    name != "authorization" && (!CREDENTIAL_REQUEST_HEADERS.contains(&name) || exposure.pass_headers.iter().any(|p| p == name))
+}
+
+fn refused(r: Refused) -> ApiError {
+    let (message, retry) = match r {
+        Refused::Concurrency => ("too many of this org's plugin invocations are running", 1),
+        Refused::Cpu { retry_after } => ("this org's plugin CPU budget is spent", retry_after.as_secs_f64().ceil().max(1.0) as u64),
+    };
+    ApiError::new(Code::RateLimited, message).with_header("retry-after", retry.to_string())
+}
+
+/// What a plugin invocation's outcome means to an HTTP client, under the default response
+/// rules (no guarded headers, 1 MiB).
 pub fn plugin_reply(version: &str, outcome: Outcome) -> Result<Reply, ApiError> {
+    plugin_reply_within(&Exposure::default(), version, outcome)
+}
+
+/// [`plugin_reply`] under a route's own response rules.
+pub fn plugin_reply_within(exposure: &Exposure, version: &str, outcome: Outcome) -> Result<Reply, ApiError> {
     match outcome {
-        Outcome::Response(r) => plugin_response(version, r),
+        Outcome::Response(r) => plugin_response(exposure, version, r),
         Outcome::HandlerError(e) => Err(handler_error(e)),
         Outcome::Trap(_) | Outcome::AnsweredAfterFailedStatement => Err(ApiError::new(Code::PluginFailed, "plugin failed")),
         Outcome::CpuDeadline => Err(ApiError::new(Code::PluginTimeout, "plugin exceeded its CPU deadline")),
@@ -137,17 +170,31 @@ pub fn plugin_reply(version: &str, outcome: Outcome) -> Result<Reply, ApiError> 
 
 /// Response headers a plugin may not set: framing and the gateway's own.
 const RESERVED_RESPONSE: &[&str] = &["content-length", "transfer-encoding", "connection", "x-request-id", "x-plugin-version"];
+/// Headers a plugin answer may carry, and their total size.
+const MAX_RESPONSE_HEADERS: usize = 64;
+const MAX_RESPONSE_HEADER_BYTES: usize = 16 * 1024;
 
-fn plugin_response(version: &str, r: Response) -> Result<Reply, ApiError> {
+fn plugin_response(exposure: &Exposure, version: &str, r: Response) -> Result<Reply, ApiError> {
     let status = StatusCode::from_u16(r.status)
         .ok()
         .filter(|s| s.as_u16() >= 200)
         .ok_or_else(|| ApiError::new(Code::PluginFailed, "plugin returned an invalid status"))?;
+    if r.body.len() > exposure.response_limit {
+        return Err(ApiError::new(Code::PluginFailed, "plugin answer exceeds the route's response_limit"));
+    }
+    let header_bytes: usize = r.headers.iter().map(|h| h.name.len() + h.value.len()).sum();
+    if r.headers.len() > MAX_RESPONSE_HEADERS || header_bytes > MAX_RESPONSE_HEADER_BYTES {
+        return Err(ApiError::new(Code::PluginFailed, "plugin answer has too many or too large headers"));
+    }
     let mut content_type = HeaderValue::from_static("application/octet-stream");
     let mut headers = Vec::new();
-    for Header { name, value } in r.headers.into_iter().take(64) {
+    for Header { name, value } in r.headers {
         let name = name.to_ascii_lowercase();
         if RESERVED_RESPONSE.contains(&name.as_str()) {
+            continue;
+        }
+        if GUARDED_RESPONSE_HEADERS.contains(&name.as_str()) && !exposure.response_headers.contains(&name) {
+            tracing::debug!(header = %name, "plugin response header not allowed on this route; dropped");
             continue;
         }
         let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) else {

@@ -3,6 +3,8 @@
 //! On webhook routes the endpoint named in the path decides the org; its signature is
 //! checked by the `verify` phase once the body is read.
 
+use std::net::IpAddr;
+
 use http::HeaderMap;
 use uuid::Uuid;
 
@@ -18,9 +20,18 @@ fn unauthenticated() -> ApiError {
         .with_header("www-authenticate", "Bearer")
 }
 
-pub async fn check(state: &AppState, route: &Route, params: &[(String, String)], headers: &HeaderMap) -> Result<Caller, ApiError> {
+/// 429 for a client address that keeps presenting unknown credentials (see `auth::Strangers`).
+fn stranger(state: &AppState, peer: IpAddr) -> Result<(), ApiError> {
+    match state.strangers.blocked(peer) {
+        None => Ok(()),
+        Some(wait) => Err(ApiError::new(Code::RateLimited, "too many unknown credentials from this address")
+            .with_header("retry-after", (wait.as_secs_f64().ceil() as u64).max(1).to_string())),
+    }
+}
+
+pub async fn check(state: &AppState, route: &Route, params: &[(String, String)], headers: &HeaderMap, peer: IpAddr) -> Result<Caller, ApiError> {
     if route.auth == Auth::Webhook {
-        return webhook(state, params).await;
+        return webhook(state, params, peer).await;
     }
     let token = headers
         .get(http::header::AUTHORIZATION)
@@ -29,7 +40,13 @@ pub async fn check(state: &AppState, route: &Route, params: &[(String, String)],
         .map(str::trim)
         .filter(|t| !t.is_empty() && t.len() <= 256)
         .ok_or_else(unauthenticated)?;
-    let p = state.directory.authenticate(&state.pool, token).await?.ok_or_else(unauthenticated)?;
+    if state.directory.cached(token).is_none() {
+        stranger(state, peer)?;
+    }
+    let Some(p) = state.directory.authenticate(&state.pool, token).await? else {
+        state.strangers.failed(peer);
+        return Err(unauthenticated());
+    };
     if !route.allows(p.role) {
         return Err(ApiError::forbidden("your role may not call this route"));
     }
@@ -55,13 +72,19 @@ pub async fn check(state: &AppState, route: &Route, params: &[(String, String)],
 }
 
 /// Unknown, malformed and disabled endpoint ids are all 404: nothing tells them apart.
-async fn webhook(state: &AppState, params: &[(String, String)]) -> Result<Caller, ApiError> {
+async fn webhook(state: &AppState, params: &[(String, String)], peer: IpAddr) -> Result<Caller, ApiError> {
     let id = params
         .iter()
         .find(|(k, _)| k == "endpoint_id")
         .and_then(|(_, v)| Uuid::parse_str(v).ok())
         .ok_or_else(ApiError::not_found)?;
-    let endpoint = state.endpoints.get(&state.pool, id).await?.ok_or_else(ApiError::not_found)?;
+    if !state.endpoints.is_cached(id) {
+        stranger(state, peer)?;
+    }
+    let Some(endpoint) = state.endpoints.get(&state.pool, id).await? else {
+        state.strangers.failed(peer);
+        return Err(ApiError::not_found());
+    };
     let plan = state.directory.org_plan(&state.pool, endpoint.org).await?.ok_or_else(ApiError::not_found)?;
     Ok(Caller { role: Role::Member, token_id: id, user: None, org: Some(endpoint.org), plan: Some(plan), endpoint: Some(endpoint) })
 }

@@ -13,6 +13,7 @@ pub mod payload;
 pub mod respond;
 pub mod verify;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,17 +29,17 @@ use crate::state::AppState;
 pub use dispatch::{Call, Reply};
 
 /// Serves one request end to end. Never fails: every error becomes a coded response.
-pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: IpAddr) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let mut entry = log::Entry::new(respond::request_id(req.headers()), &req);
-    let reply = pipeline(&state, req, &mut entry).await;
+    let reply = pipeline(&state, req, peer, &mut entry).await;
     let resp = respond::finish(reply, &entry.request_id);
     entry.status = resp.status().as_u16();
     log::emit(&entry, started.elapsed());
     resp
 }
 
-async fn pipeline(state: &AppState, req: Request<Incoming>, entry: &mut log::Entry) -> Result<Reply, ApiError> {
+async fn pipeline(state: &AppState, req: Request<Incoming>, peer: IpAddr, entry: &mut log::Entry) -> Result<Reply, ApiError> {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path();
     if parts.method == http::Method::GET {
@@ -63,7 +64,7 @@ async fn pipeline(state: &AppState, req: Request<Incoming>, entry: &mut log::Ent
     };
     entry.route = Some(route.id.clone());
     let checked = async {
-        let caller = guard::check(state, route, &params, &parts.headers).await?;
+        let caller = guard::check(state, route, &params, &parts.headers, peer).await?;
         limit::check(state, route, &caller)?;
         Ok::<_, ApiError>(caller)
     };

@@ -24,6 +24,9 @@ pub struct Grants {
     pub tables: HashMap<String, Access>,
     /// Outbound destinations; anything else is `not-allowed`.
     pub hosts: Vec<HostPattern>,
+    /// Advisory locks (`lock`, `try-lock`): they open a transaction and hold a connection,
+    /// so they are granted like tables.
+    pub locks: bool,
     pub http_timeout: Duration,
     pub http_max_response: usize,
     pub db_statement_timeout_ms: u64,
@@ -36,6 +39,7 @@ impl Default for Grants {
         Grants {
             tables: HashMap::new(),
             hosts: Vec::new(),
+            locks: false,
             http_timeout: Duration::from_millis(5_000),
             http_max_response: 1024 * 1024,
             db_statement_timeout_ms: 2_000,

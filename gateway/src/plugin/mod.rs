@@ -20,6 +20,7 @@
 pub mod bindings;
 pub mod cpu;
 pub mod grants;
+pub mod guest;
 pub mod host;
 pub mod state;
 
@@ -48,7 +49,7 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(2);
 
 /// A guest runs at most this many ticks before it yields to the scheduler and its CPU time is
 /// checked against its budget.
-const SLICE_TICKS: u64 = 2;
+const SLICE_TICKS: u64 = 1;
 
 /// Bytes of guest stdout / stderr kept per invocation (the rest is dropped).
 const STDIO_CAPTURE: usize = 8 * 1024;
@@ -56,7 +57,8 @@ const STDIO_CAPTURE: usize = 8 * 1024;
 /// The WIT package versions this gateway serves.
 pub const WIT_VERSIONS: &[&str] = &["gateway:plugin@0.1.0"];
 
-/// A compiled, linked plugin, ready to instantiate.
+/// A compiled, linked plugin, ready to instantiate (cheap to clone: the code is shared).
+#[derive(Clone)]
 pub struct LoadedPlugin {
     pub name: String,
     pub version: String,
@@ -76,6 +78,8 @@ pub struct Runtime {
     engine_hash: String,
     /// TLS for outbound HTTP: web PKI roots, plus `GATEWAY_EXTRA_CA_FILE` when set.
     pub tls: Arc<rustls::ClientConfig>,
+    /// Plugin-pool connections per org (`GATEWAY_PLUGIN_DB_CONNECTIONS_PER_ORG`).
+    pub db_slots: Arc<host::tenant_db::OrgSlots>,
 }
 
 /// Builds the outbound TLS client configuration (ring provider, safe defaults).
@@ -164,7 +168,15 @@ impl Runtime {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
-        Ok(Arc::new(Runtime { engine, linker, compiled: Default::default(), disk_cache, engine_hash, tls }))
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            compiled: Default::default(),
+            disk_cache,
+            engine_hash,
+            tls,
+            db_slots: Arc::new(host::tenant_db::OrgSlots::new(4)),
+        }))
     }
 
     /// Compiles and links a component. Refuses anything that is not a component of the
@@ -275,7 +287,22 @@ pub struct Invocation<'a> {
     pub role: Role,
     pub request_id: &'a str,
     pub request: Request,
-    pub before_commit: Option<BeforeCommit<'a>>,
+    pub before_commit: Option<BeforeCommit<'static>>,
+}
+
+/// An [`Invocation`] with everything owned, so it can run on the guest runtime.
+struct Owned {
+    label: String,
+    grants: Arc<Grants>,
+    sandbox: Sandbox,
+    pool: PgPool,
+    schema: Arc<Schema>,
+    org: Uuid,
+    user: Option<Uuid>,
+    role: Role,
+    request_id: String,
+    request: Request,
+    before_commit: Option<BeforeCommit<'static>>,
 }
 
 /// How an invocation ended. Only [`Outcome::Response`] committed anything; every other
@@ -328,7 +355,48 @@ enum Ended {
 }
 
 impl Runtime {
+    /// Runs one invocation on the guest runtime (see [`guest`]) and says how it ended.
     pub async fn invoke(&self, plugin: &LoadedPlugin, inv: Invocation<'_>) -> Outcome {
+        self.invoke_metered(plugin, inv).await.0
+    }
+
+    /// [`Runtime::invoke`], also returning the CPU time the invocation used.
+    pub async fn invoke_metered(&self, plugin: &LoadedPlugin, inv: Invocation<'_>) -> (Outcome, Duration) {
+        let inv = Owned {
+            label: inv.label.to_string(),
+            grants: inv.grants,
+            sandbox: inv.sandbox,
+            pool: inv.pool.clone(),
+            schema: inv.schema,
+            org: inv.org,
+            user: inv.user,
+            role: inv.role,
+            request_id: inv.request_id.to_string(),
+            request: inv.request,
+            before_commit: inv.before_commit,
+        };
+        let (engine, tls, slots, plugin) = (self.engine.clone(), self.tls.clone(), self.db_slots.clone(), plugin.clone());
+        let meter = Arc::new(cpu::CpuMeter::default());
+        let task = guest::spawn(run(engine, tls, slots, plugin, inv, meter.clone()));
+        let outcome = match task.await {
+            Ok(outcome) => outcome,
+            Err(e) => Outcome::Trap(format!("invocation task failed: {e}")),
+        };
+        (outcome, meter.total())
+    }
+}
+
+/// One invocation, start to end: a fresh store and instance, the guest's call under its CPU
+/// and wall-clock limits, then its transaction settled.
+async fn run(
+    engine: Engine,
+    tls: Arc<rustls::ClientConfig>,
+    slots: Arc<host::tenant_db::OrgSlots>,
+    plugin: LoadedPlugin,
+    inv: Owned,
+    meter: Arc<cpu::CpuMeter>,
+) -> Outcome {
+    {
         let sandbox = inv.sandbox;
         let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
         // No preopens, no environment, no network, no inherited stdio: what the guest prints
@@ -352,8 +420,8 @@ impl Runtime {
                     Role::Admin => wit_ctx::Role::Admin,
                     Role::SuperAdmin => wit_ctx::Role::SuperAdmin,
                 },
-                request_id: inv.request_id.to_string(),
-                route_id: inv.label.to_string(),
+                request_id: inv.request_id.clone(),
+                route_id: inv.label.clone(),
                 plugin_name: plugin.name.clone(),
                 plugin_version: plugin.version.clone(),
             },
@@ -364,15 +432,16 @@ impl Runtime {
                 tenant: inv.org,
                 actor: Actor::Caller(inv.role),
                 tx: None,
+                slots,
+                slot: None,
                 aborted: false,
                 statements: 0,
             },
-            http: HttpState { grants: inv.grants.clone(), tls: self.tls.clone(), requests: 0 },
-            log: LogState { request_id: inv.request_id.to_string(), org: inv.org, plugin: plugin.name.clone(), lines: 0 },
-            cpu: Arc::new(cpu::CpuMeter::default()),
+            http: HttpState { grants: inv.grants.clone(), tls, requests: 0 },
+            log: LogState { request_id: inv.request_id.clone(), org: inv.org, plugin: plugin.name.clone(), lines: 0 },
+            cpu: meter.clone(),
         };
-        let meter = state.cpu.clone();
-        let mut store = Store::new(&self.engine, state);
+        let mut store = Store::new(&engine, state);
         store.limiter(|s| &mut s.limiter);
         // The epoch fires every EPOCH_TICK. A guest that runs for a time slice yields to the
         // scheduler (so it never holds a worker thread for long), and at each slice its CPU

@@ -42,6 +42,10 @@ pub struct DbState {
     pub tenant: Uuid,
     pub actor: Actor,
     pub tx: Option<TenantTx>,
+    /// The org's connection slots, and the one this invocation holds while its transaction
+    /// is open.
+    pub slots: Arc<crate::plugin::host::tenant_db::OrgSlots>,
+    pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
     /// Set once a statement failed in the database: the transaction can only roll back.
     pub aborted: bool,
     pub statements: u32,

@@ -20,6 +20,59 @@ use crate::role::Role;
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 /// Upper bound for any route's `body_limit`.
 pub const MAX_BODY_LIMIT: usize = 64 * 1024 * 1024;
+pub const DEFAULT_RESPONSE_LIMIT: usize = 1024 * 1024;
+/// Upper bound for any route's `response_limit`.
+pub const MAX_RESPONSE_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Upper bounds of the sandbox and grant settings a policy may write.
+pub mod bounds {
+    pub const CPU_MS: u64 = 10_000;
+    pub const TIMEOUT_MS: u64 = 60_000;
+    pub const HTTP_TIMEOUT_MS: u64 = 30_000;
+    pub const HTTP_MAX_RESPONSE: usize = 16 * 1024 * 1024;
+    pub const DB_STATEMENT_TIMEOUT_MS: u64 = 30_000;
+    pub const DB_MAX_ROWS: u32 = 10_000;
+}
+
+/// Response headers a plugin may set only where its route lists them: they change how
+/// browsers treat the gateway's origin (cookies, redirects, HSTS, CORS, CSP).
+pub const GUARDED_RESPONSE_HEADERS: &[&str] = &[
+    "set-cookie",
+    "location",
+    "refresh",
+    "strict-transport-security",
+    "content-security-policy",
+    "clear-site-data",
+    "alt-svc",
+    "www-authenticate",
+    "access-control-allow-origin",
+    "access-control-allow-credentials",
+    "access-control-allow-headers",
+    "access-control-allow-methods",
+    "access-control-expose-headers",
+    "access-control-max-age",
+];
+
+/// Request headers that carry the caller's credentials; plugins see them only where their
+/// route lists them (`authorization` never: it is the gateway's own credential).
+pub const CREDENTIAL_REQUEST_HEADERS: &[&str] =
+    &["cookie", "proxy-authorization", "x-api-key", "api-key", "x-auth-token", "x-access-token", "x-csrf-token"];
+
+/// What a plugin's answer may carry and which credential headers it receives.
+#[derive(Debug, Clone)]
+pub struct Exposure {
+    pub response_limit: usize,
+    /// Lower-case names from [`GUARDED_RESPONSE_HEADERS`] this route allows.
+    pub response_headers: Vec<String>,
+    /// Lower-case names from [`CREDENTIAL_REQUEST_HEADERS`] this route passes on.
+    pub pass_headers: Vec<String>,
+}
+
+impl Default for Exposure {
+    fn default() -> Exposure {
+        Exposure { response_limit: DEFAULT_RESPONSE_LIMIT, response_headers: Vec::new(), pass_headers: Vec::new() }
+    }
+}
 
 /// Where a route's requests go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +181,17 @@ pub(super) struct RouteSpec {
     /// What a plugin target may reach.
     #[serde(default)]
     grants: Option<GrantsSpec>,
+    /// Largest plugin answer (default 1 MiB).
+    #[serde(default)]
+    response_limit: Option<ByteSize>,
+    /// Response headers a plugin may set beyond the ordinary ones (`set-cookie`, `location`,
+    /// `strict-transport-security`, CORS headers ... are dropped unless listed here).
+    #[serde(default)]
+    response_headers: Vec<String>,
+    /// Credential-bearing request headers passed to the plugin (`cookie`,
+    /// `proxy-authorization`, API-key headers ... are removed unless listed here).
+    #[serde(default)]
+    pass_headers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -147,6 +211,9 @@ struct GrantsSpec {
     db_statement_timeout_ms: Option<u64>,
     #[serde(default)]
     db_max_rows: Option<u32>,
+    /// May the plugin take advisory locks (`lock`, `try-lock`)?
+    #[serde(default)]
+    locks: bool,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -180,6 +247,8 @@ pub struct Route {
     /// For plugin targets: grants and sandbox limits (defaults when not declared).
     pub grants: Arc<Grants>,
     pub sandbox: Sandbox,
+    /// What a plugin's answer may carry, and which request headers it sees.
+    pub exposure: Exposure,
     /// `file:line`, for messages.
     pub source: String,
 }
@@ -209,11 +278,13 @@ pub(super) fn build(r: RouteSpec, earlier: &[Route], source: String) -> Result<R
         return Err(format!("body_limit above {} MiB", MAX_BODY_LIMIT >> 20));
     }
     let is_plugin = matches!(target, Target::Plugin(_));
-    if !is_plugin && (r.grants.is_some() || r.sandbox.is_some()) {
-        return Err("grants and sandbox apply to plugin targets only".into());
+    let shapes_answer = r.response_limit.is_some() || !r.response_headers.is_empty() || !r.pass_headers.is_empty();
+    if !is_plugin && (r.grants.is_some() || r.sandbox.is_some() || shapes_answer) {
+        return Err("grants, sandbox, response_limit, response_headers and pass_headers apply to plugin targets only".into());
     }
     let grants = Arc::new(grants(r.grants.clone().unwrap_or_default())?);
     let sandbox = sandbox(r.sandbox.clone().unwrap_or_default())?;
+    let exposure = exposure(&r)?;
     Ok(Route {
         source,
         id: r.id,
@@ -233,7 +304,41 @@ pub(super) fn build(r: RouteSpec, earlier: &[Route], source: String) -> Result<R
         rate_limit: r.rate_limit,
         grants,
         sandbox,
+        exposure,
     })
+}
+
+/// `response_limit`, `response_headers`, `pass_headers`.
+fn exposure(r: &RouteSpec) -> Result<Exposure, String> {
+    let response_limit = r.response_limit.map(|b| b.0).unwrap_or(DEFAULT_RESPONSE_LIMIT);
+    if !(1..=MAX_RESPONSE_LIMIT).contains(&response_limit) {
+        return Err(format!("response_limit must be between 1 byte and {} MiB", MAX_RESPONSE_LIMIT >> 20));
+    }
+    let names = |list: &[String], known: &[&str], key: &str| -> Result<Vec<String>, String> {
+        list.iter()
+            .map(|h| {
+                let h = h.to_ascii_lowercase();
+                if known.contains(&h.as_str()) {
+                    Ok(h)
+                } else {
+                    Err(format!("{key}: {h:?} is not one of {}", known.join(", ")))
+                }
+            })
+            .collect()
+    };
+    Ok(Exposure {
+        response_limit,
+        response_headers: names(&r.response_headers, GUARDED_RESPONSE_HEADERS, "response_headers")?,
+        pass_headers: names(&r.pass_headers, CREDENTIAL_REQUEST_HEADERS, "pass_headers")?,
+    })
+}
+
+/// A policy value within its bound.
+fn bounded<T: PartialOrd + std::fmt::Display + Copy>(key: &str, v: Option<T>, min: T, max: T) -> Result<Option<T>, String> {
+    match v {
+        Some(x) if x < min || x > max => Err(format!("{key} must be between {min} and {max}")),
+        other => Ok(other),
+    }
 }
 
 /// Method, path and pattern; internal routes get `POST /internal/<id>`, never matched.
@@ -296,13 +401,18 @@ fn grants(g: GrantsSpec) -> Result<Grants, String> {
         }
     }
     let d = Grants::default();
+    let http_timeout_ms = bounded("http_timeout_ms", g.http_timeout_ms, 1, bounds::HTTP_TIMEOUT_MS)?;
+    let http_max_response = bounded("http_max_response", g.http_max_response.map(|b| b.0), 1, bounds::HTTP_MAX_RESPONSE)?;
+    let db_statement_timeout_ms = bounded("db_statement_timeout_ms", g.db_statement_timeout_ms, 1, bounds::DB_STATEMENT_TIMEOUT_MS)?;
+    let db_max_rows = bounded("db_max_rows", g.db_max_rows, 1, bounds::DB_MAX_ROWS)?;
     Ok(Grants {
         tables: g.tables,
         hosts,
-        http_timeout: g.http_timeout_ms.map(Duration::from_millis).unwrap_or(d.http_timeout),
-        http_max_response: g.http_max_response.map(|b| b.0).unwrap_or(d.http_max_response),
-        db_statement_timeout_ms: g.db_statement_timeout_ms.unwrap_or(d.db_statement_timeout_ms),
-        db_max_rows: g.db_max_rows.unwrap_or(d.db_max_rows).max(1),
+        locks: g.locks,
+        http_timeout: http_timeout_ms.map(Duration::from_millis).unwrap_or(d.http_timeout),
+        http_max_response: http_max_response.unwrap_or(d.http_max_response),
+        db_statement_timeout_ms: db_statement_timeout_ms.unwrap_or(d.db_statement_timeout_ms),
+        db_max_rows: db_max_rows.unwrap_or(d.db_max_rows),
     })
 }
 
@@ -313,9 +423,11 @@ fn sandbox(sb: SandboxSpec) -> Result<Sandbox, String> {
     if !(1024 * 1024..=MAX_PLUGIN_MEMORY).contains(&memory) {
         return Err(format!("sandbox memory must be between 1MiB and {}MiB", MAX_PLUGIN_MEMORY >> 20));
     }
+    let cpu_ms = bounded("cpu_ms", sb.cpu_ms, 1, bounds::CPU_MS)?;
+    let timeout_ms = bounded("timeout_ms", sb.timeout_ms, 1, bounds::TIMEOUT_MS)?;
     Ok(Sandbox {
         memory,
-        cpu: sb.cpu_ms.map(|ms| Duration::from_millis(ms.max(1))).unwrap_or(d.cpu),
-        timeout: sb.timeout_ms.map(|ms| Duration::from_millis(ms.max(1))).unwrap_or(d.timeout),
+        cpu: cpu_ms.map(Duration::from_millis).unwrap_or(d.cpu),
+        timeout: timeout_ms.map(Duration::from_millis).unwrap_or(d.timeout),
     })
 }

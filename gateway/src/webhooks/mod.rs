@@ -101,6 +101,12 @@ impl Endpoints {
         &self.key
     }
 
+    /// Whether the cache already knows this id (either way), so that looking it up costs
+    /// no database round trip.
+    pub fn is_cached(&self, id: Uuid) -> bool {
+        self.cache.get(&id).is_some()
+    }
+
     /// The active endpoint with this id, or `None` (unknown or disabled).
     pub async fn get(&self, pool: &PgPool, id: Uuid) -> Result<Option<Arc<Endpoint>>> {
         if let Some(hit) = self.cache.get(&id) {

@@ -17,6 +17,41 @@ impl HasData for Data {
 /// Statements per invocation, so a runaway plugin cannot hold a connection forever.
 const MAX_STATEMENTS: u32 = 1_000;
 
+/// How long an invocation waits for one of its org's connection slots before `unavailable`.
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Connection slots per org: one org's invocations hold at most `cap` connections of the
+/// plugin pool at once, so they can slow only each other down when they sit on them.
+pub struct OrgSlots {
+    cap: std::sync::atomic::AtomicU32,
+    orgs: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, std::sync::Arc<tokio::sync::Semaphore>>>,
+}
+
+impl OrgSlots {
+    pub fn new(cap: u32) -> OrgSlots {
+        OrgSlots { cap: cap.max(1).into(), orgs: Default::default() }
+    }
+
+    /// Changes the cap for orgs seen from now on.
+    pub fn set_cap(&self, cap: u32) {
+        self.cap.store(cap.max(1), std::sync::atomic::Ordering::Relaxed);
+        self.orgs.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    async fn acquire(&self, org: uuid::Uuid) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let sem = {
+            let mut orgs = self.orgs.lock().unwrap_or_else(|p| p.into_inner());
+            if orgs.len() > 10_000 {
+                // Forget idle orgs (nobody holds their semaphore but the map).
+                orgs.retain(|_, s| std::sync::Arc::strong_count(s) > 1);
+            }
+            let cap = self.cap.load(std::sync::atomic::Ordering::Relaxed) as usize;
+            orgs.entry(org).or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(cap))).clone()
+        };
+        tokio::time::timeout(SLOT_WAIT, sem.acquire_owned()).await.ok()?.ok()
+    }
+}
+
 impl DbState {
     fn check_grant(&self, table: &str, need: Access) -> Result<(), DbError> {
         match self.grants.tables.get(table) {
@@ -45,7 +80,14 @@ impl DbState {
             return Err(DbError::Invalid(format!("more than {MAX_STATEMENTS} statements in one invocation")));
         }
         if self.tx.is_none() {
-            let tx = crate::db::begin_tenant_limited(&self.pool, self.tenant, self.actor, self.grants.db_statement_timeout_ms)
+            if self.slot.is_none() {
+                self.slot = Some(self.slots.acquire(self.tenant).await.ok_or(DbError::Unavailable)?);
+            }
+            // Idle (the guest is not in a database call) for longer than one outbound call or
+            // one statement may take, plus a second: the database ends the transaction.
+            let g = &self.grants;
+            let idle_ms = (g.http_timeout.as_millis() as u64).max(g.db_statement_timeout_ms) + 1_000;
+            let tx = crate::db::begin_tenant_limited(&self.pool, self.tenant, self.actor, g.db_statement_timeout_ms, idle_ms)
                 .await
                 .map_err(|e| match e {
                     crate::Error::Db(d) => sql::classify(&d),
@@ -106,6 +148,9 @@ impl DbState {
     }
 
     async fn try_lock_inner(&mut self, key: String) -> Result<bool, DbError> {
+        if !self.grants.locks {
+            return Err(DbError::NotGranted("locks".into()));
+        }
         if key.is_empty() || key.len() > 512 {
             return Err(DbError::Invalid("lock key must be 1 to 512 bytes".into()));
         }
@@ -117,6 +162,9 @@ impl DbState {
     }
 
     async fn lock_inner(&mut self, key: String) -> Result<(), DbError> {
+        if !self.grants.locks {
+            return Err(DbError::NotGranted("locks".into()));
+        }
         if key.is_empty() || key.len() > 512 {
             return Err(DbError::Invalid("lock key must be 1 to 512 bytes".into()));
         }
