@@ -1,7 +1,7 @@
 //! Errors: [`Error`] is the library's one error enum; [`ApiError`] is what an HTTP caller sees.
 //!
 //! Every failure a client can observe maps to a stable `error_code` (the public contract listed
-//! in `docs/errors.md`). SQL text and driver messages never reach a response: they are logged
+//! in `docs/http-api.md`). SQL text and driver messages never reach a response: they are logged
 //! with the request id and replaced by a generic message.
 
 use http::StatusCode;

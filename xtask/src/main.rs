@@ -84,10 +84,9 @@ fn plugins() {
 
 /// Puts each plugin's `fixtures.json` into its component as the `gateway:fixtures` custom
 /// section (replacing the one a previous run added), so the fixtures ship with the bytes and
-/// the gateway runs them on upload. The format is in `docs/plugins.md`; the gateway's own
-/// reader is `gateway::plugin::fixtures`.
+/// the gateway runs them on upload. The format is in `docs/plugins.md`; the section is read
+/// and written by the `fixture-section` crate, which the gateway uses too.
 fn embed_fixtures() {
-    const SECTION: &[u8] = b"gateway:fixtures";
     let out_dir = root().join("plugins/target/wasm32-wasip2/release");
     let Ok(dirs) = std::fs::read_dir(root().join("plugins")) else { return };
     for dir in dirs.flatten() {
@@ -98,57 +97,15 @@ fn embed_fixtures() {
             eprintln!("xtask: {}: {e}", wasm.display());
             exit(1)
         });
-        let mut out = bytes[..8].to_vec();
-        let mut rest = &bytes[8..];
-        while let Some((&id, tail)) = rest.split_first() {
-            let (size, tail) = leb(tail);
-            let (contents, tail) = tail.split_at(size);
-            let ours = id == 0 && {
-                let (n, name) = leb(contents);
-                name.get(..n) == Some(SECTION)
-            };
-            if !ours {
-                out.push(id);
-                push_leb(&mut out, size);
-                out.extend_from_slice(contents);
-            }
-            rest = tail;
-        }
-        let mut section = Vec::new();
-        push_leb(&mut section, SECTION.len());
-        section.extend_from_slice(SECTION);
-        section.extend_from_slice(&json);
-        out.push(0);
-        push_leb(&mut out, section.len());
-        out.extend_from_slice(&section);
+        let out = fixture_section::embed(&bytes, &json).unwrap_or_else(|e| {
+            eprintln!("xtask: {}: {e}", wasm.display());
+            exit(1)
+        });
         if out != bytes {
             // A new file, renamed over: cargo hard-links its output to `deps/`, which stays as built.
             let tmp = wasm.with_extension("wasm.tmp");
             std::fs::write(&tmp, out).and_then(|_| std::fs::rename(&tmp, &wasm)).expect("writing the component");
         }
-    }
-}
-
-fn leb(bytes: &[u8]) -> (usize, &[u8]) {
-    let (mut value, mut shift) = (0usize, 0);
-    for (i, &b) in bytes.iter().enumerate() {
-        value |= usize::from(b & 0x7f) << shift;
-        shift += 7;
-        if b & 0x80 == 0 {
-            return (value, &bytes[i + 1..]);
-        }
-    }
-    panic!("malformed component");
-}
-
-fn push_leb(out: &mut Vec<u8>, mut n: usize) {
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            return out.push(b);
-        }
-        out.push(b | 0x80);
     }
 }
 

@@ -29,7 +29,7 @@ use crate::plugin::{Invocation, LoadedPlugin, Runtime, Sandbox};
 use crate::role::Role;
 
 /// The name of the custom section that carries fixtures.
-pub const SECTION: &str = "gateway:fixtures";
+pub const SECTION: &str = fixture_section::SECTION;
 
 /// Fixtures beyond this many are refused: an upload must not become a long-running job.
 const MAX_FIXTURES: usize = 200;
@@ -79,61 +79,23 @@ pub struct Expect {
     pub body: Option<Value>,
 }
 
-/// Top-level sections of a component or module: `(id, contents)`. `None` when the bytes are
-/// not a well-formed binary (wasmtime reports that better when it compiles them).
-fn sections(bytes: &[u8]) -> Option<Vec<(u8, &[u8])>> {
-    let mut rest = bytes.get(8..)?;
-    let mut out = Vec::new();
-    while let Some((&id, tail)) = rest.split_first() {
-        let (size, tail) = leb_u32(tail)?;
-        let (contents, tail) = (tail.get(..size as usize)?, tail.get(size as usize..)?);
-        out.push((id, contents));
-        rest = tail;
-    }
-    Some(out)
-}
-
-fn leb_u32(bytes: &[u8]) -> Option<(u32, &[u8])> {
-    let mut value = 0u32;
-    for (i, &b) in bytes.iter().enumerate().take(5) {
-        value |= u32::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((value, &bytes[i + 1..]));
-        }
-    }
-    None
-}
-
-fn custom_section(contents: &[u8]) -> Option<(&str, &[u8])> {
-    let (len, tail) = leb_u32(contents)?;
-    let name = std::str::from_utf8(tail.get(..len as usize)?).ok()?;
-    Some((name, &tail[len as usize..]))
-}
-
 /// The fixtures embedded in `bytes`, if any. A section that is present but unreadable is
 /// an error: a plugin that meant to ship fixtures must not pass by shipping broken ones.
+/// Bytes that are not a well-formed binary have none (wasmtime reports that better when it
+/// compiles them).
 pub fn extract(bytes: &[u8]) -> Result<Option<Vec<Fixture>>> {
     let bad = |reason: String| Error::Plugin { plugin: "-".into(), reason };
-    let Some(sections) = sections(bytes) else { return Ok(None) };
-    let mut found = None;
-    for (id, contents) in sections {
-        if id != 0 {
-            continue;
-        }
-        match custom_section(contents) {
-            Some((SECTION, _)) if found.is_some() => return Err(bad(format!("more than one `{SECTION}` section"))),
-            Some((SECTION, data)) => {
-                let fixtures: Vec<Fixture> =
-                    serde_json::from_slice(data).map_err(|e| bad(format!("`{SECTION}` section is not valid fixtures JSON: {e}")))?;
-                if fixtures.len() > MAX_FIXTURES {
-                    return Err(bad(format!("{} fixtures; at most {MAX_FIXTURES}", fixtures.len())));
-                }
-                found = Some(fixtures);
-            }
-            _ => {}
-        }
+    let data = match fixture_section::extract(bytes) {
+        Ok(Some(data)) => data,
+        Ok(None) | Err(fixture_section::Error::NotWasm | fixture_section::Error::Malformed { .. }) => return Ok(None),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    let fixtures: Vec<Fixture> =
+        serde_json::from_slice(data).map_err(|e| bad(format!("`{SECTION}` section is not valid fixtures JSON: {e}")))?;
+    if fixtures.len() > MAX_FIXTURES {
+        return Err(bad(format!("{} fixtures; at most {MAX_FIXTURES}", fixtures.len())));
     }
-    Ok(found)
+    Ok(Some(fixtures))
 }
 
 /// `bytes` with `fixtures_json` as its fixtures section (replacing any there was).
@@ -141,36 +103,7 @@ pub fn embed(bytes: &[u8], fixtures_json: &[u8]) -> Result<Vec<u8>> {
     let bad = |reason: String| Error::Plugin { plugin: "-".into(), reason };
     // Refuse what `extract` would refuse, at embedding time rather than at upload.
     serde_json::from_slice::<Vec<Fixture>>(fixtures_json).map_err(|e| bad(format!("fixtures: {e}")))?;
-    let sections = sections(bytes).ok_or_else(|| bad("not a WebAssembly binary".into()))?;
-    let mut out = bytes[..8].to_vec();
-    for (id, contents) in sections {
-        if id == 0 && custom_section(contents).is_some_and(|(n, _)| n == SECTION) {
-            continue;
-        }
-        out.push(id);
-        leb_push(&mut out, contents.len());
-        out.extend_from_slice(contents);
-    }
-    let mut section = Vec::new();
-    leb_push(&mut section, SECTION.len());
-    section.extend_from_slice(SECTION.as_bytes());
-    section.extend_from_slice(fixtures_json);
-    out.push(0);
-    leb_push(&mut out, section.len());
-    out.extend_from_slice(&section);
-    Ok(out)
-}
-
-fn leb_push(out: &mut Vec<u8>, mut n: usize) {
-    loop {
-        let b = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
+    fixture_section::embed(bytes, fixtures_json).map_err(|e| bad(e.to_string()))
 }
 
 /// The outcome of one sandboxed request, as a client would see it.

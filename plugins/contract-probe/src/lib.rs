@@ -41,12 +41,12 @@ fn value(v: &J) -> Value {
                 "int" => Value::Integer(x.as_i64().unwrap_or(0)),
                 "float" => Value::Float(x.as_f64().unwrap_or(0.0)),
                 "json" => Value::Json(x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())),
-                "uuid" => Value::Uuid(x.as_str().unwrap_or_default().to_string()),
-                "timestamp" => Value::Timestamp(x.as_str().unwrap_or_default().to_string()),
-                _ => Value::Text(x.as_str().unwrap_or_default().to_string()),
+                "uuid" => Value::uuid(x.as_str().unwrap_or_default()),
+                "timestamp" => Value::timestamp(x.as_str().unwrap_or_default()),
+                _ => Value::text(x.as_str().unwrap_or_default()),
             }
         }
-        other => Value::Text(other.as_str().unwrap_or_default().to_string()),
+        other => Value::text(other.as_str().unwrap_or_default()),
     }
 }
 

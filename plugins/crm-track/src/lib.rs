@@ -13,8 +13,9 @@
 mod validate;
 
 use gateway_plugin_sdk::db::{self, Filtered, Row, Value};
+use gateway_plugin_sdk::encoding::{hex, is_uuid};
 use gateway_plugin_sdk::serde_json::{json, Map, Value as J};
-use gateway_plugin_sdk::{self as sdk, context, HandlerError, Request, Response};
+use gateway_plugin_sdk::{self as sdk, HandlerError, Request, Response};
 use sha2::{Digest, Sha256};
 
 use validate::{Identity, Track};
@@ -33,26 +34,6 @@ impl sdk::Guest for CrmTrack {
 }
 
 sdk::export_plugin!(CrmTrack);
-
-fn text(s: &str) -> Value {
-    Value::Text(s.to_string())
-}
-
-fn uuid(s: &str) -> Value {
-    Value::Uuid(s.to_string())
-}
-
-fn opt_uuid(s: &Option<String>) -> Value {
-    s.as_deref().map(uuid).unwrap_or(Value::Null)
-}
-
-/// Request ids and hashes only: no emails or phones in logs.
-fn log(msg: &str, fields: &[(&str, &str)]) {
-    let ctx = context::get();
-    let mut all = vec![("org_id", ctx.org_id.as_str()), ("request_id", ctx.request_id.as_str())];
-    all.extend_from_slice(fields);
-    sdk::log::info(msg, &all);
-}
 
 fn track(req: &Request) -> Result<Response, HandlerError> {
     let body = req.json_value()?;
@@ -84,46 +65,43 @@ fn track(req: &Request) -> Result<Response, HandlerError> {
         t.props.insert("idemKey".into(), J::String(key.clone()));
     }
 
-    let resolved = resolve_contact(&t).inspect_err(|_| log("crm_track_contact_resolve_failed", &[]))?;
+    let resolved = resolve_contact(&t).inspect_err(|_| sdk::log::info("crm_track_contact_resolve_failed", &[]))?;
 
-    let conflicts = if resolved.conflicts.is_empty() {
-        Value::Null
-    } else {
-        Value::Json(json!(resolved.conflicts).to_string())
-    };
+    let conflicts = if resolved.conflicts.is_empty() { Value::Null } else { Value::json(&json!(resolved.conflicts)) };
     let event = db::insert("crm_events")
         .columns(&["contact_id", "business_id", "type", "props", "request_hash", "conflicts"])
         .row(vec![
-            uuid(&resolved.contact_id),
-            opt_uuid(&t.business_id),
-            text(&t.kind),
-            Value::Json(J::Object(t.props.clone()).to_string()),
-            text(&request_hash),
+            Value::uuid(&resolved.contact_id),
+            Value::opt_uuid(t.business_id.as_deref()),
+            Value::text(&t.kind),
+            Value::json(&J::Object(t.props.clone())),
+            Value::text(&request_hash),
             conflicts,
         ])
         .returning(&["id", "created_at"])
         .execute()?;
-    let event = Row::all(event).into_iter().next().ok_or_else(|| sdk::failed("event not stored"))?;
+    let event = Row::first(event).ok_or_else(|| sdk::failed("event not stored"))?;
     let event_id = event.str("id").unwrap_or_default().to_string();
 
     let mut outbox = db::insert("crm_outbox").columns(&["topic", "payload"]).row(vec![
-        text("event.tracked.v1"),
-        Value::Json(json!({
+        Value::text("event.tracked.v1"),
+        Value::json(&json!({
             "event_id": event_id, "contact_id": resolved.contact_id, "type": t.kind,
             "business_id": t.business_id, "created_at": event.str("created_at"),
-        }).to_string()),
+        })),
     ]);
     if resolved.created || resolved.linked > 0 {
         outbox = outbox.row(vec![
-            text("contact.updated.v1"),
-            Value::Json(json!({
+            Value::text("contact.updated.v1"),
+            Value::json(&json!({
                 "contact_id": resolved.contact_id, "created": resolved.created, "identities_linked": resolved.linked,
-            }).to_string()),
+            })),
         ]);
     }
     outbox.execute()?;
 
-    log("event_tracked", &[("event_id", &event_id), ("contact_id", &resolved.contact_id), ("type", &t.kind)]);
+    // Ids and the event type only: no emails or phones in logs (the host adds org and request id).
+    sdk::log::info("event_tracked", &[("event_id", &event_id), ("contact_id", &resolved.contact_id), ("type", &t.kind)]);
     sdk::json(200, &json!({ "ok": true, "event_id": event_id, "contact_id": resolved.contact_id }))
 }
 
@@ -148,8 +126,8 @@ fn resolve_contact(t: &Track) -> Result<Resolved, HandlerError> {
     for i in &t.identities {
         let found = db::select("contact_identities")
             .columns(&["contact_id"])
-            .eq("type", text(i.kind))
-            .eq("value", text(&i.value))
+            .eq("type", Value::text(i.kind))
+            .eq("value", Value::text(&i.value))
             .fetch_one()?;
         matches.push((i, found.and_then(|r| r.str("contact_id").map(str::to_string))));
     }
@@ -159,10 +137,10 @@ fn resolve_contact(t: &Track) -> Result<Resolved, HandlerError> {
         None => {
             let rows = db::insert("crm_contacts")
                 .columns(&["name", "business_id"])
-                .row(vec![t.name.as_deref().map(text).unwrap_or(Value::Null), opt_uuid(&t.business_id)])
+                .row(vec![Value::opt_text(t.name.as_deref()), Value::opt_uuid(t.business_id.as_deref())])
                 .returning(&["id"])
                 .execute()?;
-            let row = Row::all(rows).into_iter().next().ok_or_else(|| sdk::failed("contact not created"))?;
+            let row = Row::first(rows).ok_or_else(|| sdk::failed("contact not created"))?;
             (row.str("id").unwrap_or_default().to_string(), true)
         }
     };
@@ -180,23 +158,19 @@ fn resolve_contact(t: &Track) -> Result<Resolved, HandlerError> {
     if !unlinked.is_empty() {
         let mut ins = db::insert("contact_identities").columns(&["type", "value", "contact_id"]);
         for i in &unlinked {
-            ins = ins.row(vec![text(i.kind), text(&i.value), uuid(&contact_id)]);
+            ins = ins.row(vec![Value::text(i.kind), Value::text(&i.value), Value::uuid(&contact_id)]);
         }
         linked = ins.on_conflict_do_nothing(&["type", "value"]).execute()?.affected as u32;
     }
     if !created && t.name.is_some() {
         db::update("crm_contacts")
-            .set("name", text(t.name.as_deref().unwrap_or_default()))
-            .set("updated_at", Value::Timestamp(String::from("now")))
-            .eq("id", uuid(&contact_id))
+            .set("name", Value::text(t.name.as_deref().unwrap_or_default()))
+            .set("updated_at", Value::timestamp("now"))
+            .eq("id", Value::uuid(&contact_id))
             .where_null("name")
             .execute()?;
     }
     Ok(Resolved { contact_id, created, linked, conflicts })
-}
-
-fn is_uuid(s: &str) -> bool {
-    s.len() == 36 && s.bytes().enumerate().all(|(i, b)| if [8, 13, 18, 23].contains(&i) { b == b'-' } else { b.is_ascii_hexdigit() })
 }
 
 fn contact(id: &str) -> Result<Response, HandlerError> {
@@ -205,18 +179,18 @@ fn contact(id: &str) -> Result<Response, HandlerError> {
     }
     let c = db::select("crm_contacts")
         .columns(&["id", "name", "business_id", "created_at", "updated_at"])
-        .eq("id", uuid(id))
+        .eq("id", Value::uuid(id))
         .fetch_one()?
         .ok_or_else(sdk::not_found)?;
     let identities = db::select("contact_identities")
         .columns(&["type", "value", "created_at"])
-        .eq("contact_id", uuid(id))
+        .eq("contact_id", Value::uuid(id))
         .order_by("created_at", false)
         .limit(100)
         .fetch()?;
     let events = db::select("crm_events")
         .columns(&["id", "type", "props", "business_id", "conflicts", "created_at"])
-        .eq("contact_id", uuid(id))
+        .eq("contact_id", Value::uuid(id))
         .order_by("created_at", true)
         .limit(20)
         .fetch()?;
@@ -245,17 +219,13 @@ fn events(req: &Request) -> Result<Response, HandlerError> {
         if !is_uuid(&c) {
             problems.push(json!({"field": "contact_id", "problem": "must be a UUID"}));
         }
-        q = q.eq("contact_id", uuid(&c));
+        q = q.eq("contact_id", Value::uuid(&c));
     }
     if let Some(t) = req.query_param("type") {
-        q = q.eq("type", text(&t));
+        q = q.eq("type", Value::text(&t));
     }
     if let Some(b) = req.query_param("before") {
-        q = q.filter(
-            db::ColumnRef { column: "created_at".into(), path: vec![] },
-            db::Comparison::Lt,
-            Value::Timestamp(b),
-        );
+        q = q.lt("created_at", Value::timestamp(&b));
     }
     if !problems.is_empty() {
         return Err(sdk::invalid_with("query failed validation", J::Array(problems)));
@@ -267,8 +237,4 @@ fn events(req: &Request) -> Result<Response, HandlerError> {
     out.insert("events".into(), J::Array(items));
     out.insert("next_before".into(), next.map(J::String).unwrap_or(J::Null));
     sdk::json(200, &J::Object(out))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -2,11 +2,19 @@
 //! these helpers only make the structured queries pleasant to write.
 //!
 //! ```ignore
-//! let rows = db::select("crm_contacts")
-//!     .columns(&["id", "name"])
-//!     .eq("id", Value::Uuid(id))
+//! let rows = db::select("crm_events")
+//!     .columns(&["id", "type"])
+//!     .eq("contact_id", Value::uuid(id))
+//!     .lt("created_at", Value::timestamp(before))
+//!     .order_by("created_at", true)
 //!     .fetch()?;
 //! ```
+//!
+//! Values: [`Value::text`], [`Value::uuid`], [`Value::timestamp`], [`Value::json`] and the
+//! `NULL`-when-absent [`Value::opt_text`] / [`Value::opt_uuid`] build them; [`Value::as_str`]
+//! and [`Value::as_int`] read them. Filters: [`Filtered`] (`eq`, `ne`, `lt`, `le`, `gt`, `ge`,
+//! `json_eq`, `where_null`, `where_not_null`), joined with AND. The contract has no `IN`
+//! comparison: match a set with one query per value.
 
 pub use crate::bindings::gateway::plugin::tenant_db::{
     ColumnRef, Comparison, ConflictAction, DbError, Filter, OnConflict, Order, Rows, Value,
@@ -16,6 +24,59 @@ use crate::bindings::gateway::plugin::tenant_db::{
 };
 use crate::HandlerError;
 
+impl Value {
+    /// A text value (`text`, `varchar`; also accepted for uuid, timestamp and json columns).
+    pub fn text(s: &str) -> Value {
+        Value::Text(s.to_string())
+    }
+
+    /// A UUID in its text form, e.g. a path parameter or a returned id.
+    pub fn uuid(s: &str) -> Value {
+        Value::Uuid(s.to_string())
+    }
+
+    /// A timestamp as RFC 3339 text (for `timestamptz` / `timestamp` / `date` columns).
+    pub fn timestamp(s: &str) -> Value {
+        Value::Timestamp(s.to_string())
+    }
+
+    /// A JSON document, serialized, for `json` / `jsonb` columns.
+    pub fn json(doc: &serde_json::Value) -> Value {
+        Value::Json(doc.to_string())
+    }
+
+    /// [`Value::text`], or `NULL` when absent.
+    pub fn opt_text(s: Option<&str>) -> Value {
+        s.map_or(Value::Null, Value::text)
+    }
+
+    /// [`Value::uuid`], or `NULL` when absent.
+    pub fn opt_uuid(s: Option<&str>) -> Value {
+        s.map_or(Value::Null, Value::uuid)
+    }
+
+    /// Text-like values (text, uuid, json, timestamp) as `&str`; `None` for anything else.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Text(s) | Value::Uuid(s) | Value::Json(s) | Value::Timestamp(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// An integer value; `None` for anything else.
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Value::Integer(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// Whether this is `NULL`.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+}
+
 fn col(c: &str) -> ColumnRef {
     ColumnRef { column: c.to_string(), path: Vec::new() }
 }
@@ -24,24 +85,55 @@ fn strings(cols: &[&str]) -> Vec<String> {
     cols.iter().map(|c| c.to_string()).collect()
 }
 
-/// Filters shared by select, update and delete.
+/// Filters shared by select, update and delete. Every filter of a query must hold (AND).
+///
+/// Columns are checked against the route's grants and the live schema by the host; a value
+/// whose kind does not fit the column is `invalid`.
 pub trait Filtered: Sized {
+    /// The query's filter list (what the builders below append to).
     fn filters(&mut self) -> &mut Vec<Filter>;
 
+    /// `target <op> value`: the general form the other builders are shorthands for.
     fn filter(mut self, target: ColumnRef, op: Comparison, value: Value) -> Self {
         self.filters().push(Filter { target, op, value });
         self
     }
+    /// `column = value`.
     fn eq(self, column: &str, value: Value) -> Self {
         self.filter(col(column), Comparison::Eq, value)
+    }
+    /// `column <> value`.
+    fn ne(self, column: &str, value: Value) -> Self {
+        self.filter(col(column), Comparison::Ne, value)
+    }
+    /// `column < value`.
+    fn lt(self, column: &str, value: Value) -> Self {
+        self.filter(col(column), Comparison::Lt, value)
+    }
+    /// `column <= value`.
+    fn le(self, column: &str, value: Value) -> Self {
+        self.filter(col(column), Comparison::Le, value)
+    }
+    /// `column > value`.
+    fn gt(self, column: &str, value: Value) -> Self {
+        self.filter(col(column), Comparison::Gt, value)
+    }
+    /// `column >= value`.
+    fn ge(self, column: &str, value: Value) -> Self {
+        self.filter(col(column), Comparison::Ge, value)
     }
     /// `column->'a'->>'b' = value` (text comparison).
     fn json_eq(self, column: &str, path: &[&str], value: &str) -> Self {
         let target = ColumnRef { column: column.to_string(), path: strings(path) };
-        self.filter(target, Comparison::Eq, Value::Text(value.to_string()))
+        self.filter(target, Comparison::Eq, Value::text(value))
     }
+    /// `column IS NULL`.
     fn where_null(self, column: &str) -> Self {
         self.filter(col(column), Comparison::IsNull, Value::Null)
+    }
+    /// `column IS NOT NULL`.
+    fn where_not_null(self, column: &str) -> Self {
+        self.filter(col(column), Comparison::IsNotNull, Value::Null)
     }
 }
 
@@ -87,8 +179,7 @@ impl Select {
     }
     /// The first row, if any.
     pub fn fetch_one(self) -> Result<Option<Row>, DbError> {
-        let rows = self.limit(1).fetch()?;
-        Ok(Row::all(rows).into_iter().next())
+        Ok(Row::first(self.limit(1).fetch()?))
     }
 }
 
@@ -134,6 +225,7 @@ impl Insert {
 
 pub struct Update(UpdateQuery);
 
+/// `UPDATE` a table the route grants `write` on; only the caller's org's rows are touched.
 pub fn update(table: &str) -> Update {
     Update(UpdateQuery { table: table.to_string(), set: Vec::new(), filters: Vec::new(), returning: Vec::new() })
 }
@@ -160,6 +252,7 @@ impl Update {
 
 pub struct Delete(DeleteQuery);
 
+/// `DELETE` from a table the route grants `write` on; only the caller's org's rows are touched.
 pub fn delete(table: &str) -> Delete {
     Delete(DeleteQuery { table: table.to_string(), filters: Vec::new(), returning: Vec::new() })
 }
@@ -197,25 +290,27 @@ pub struct Row {
 }
 
 impl Row {
+    /// Every row of a result.
     pub fn all(rows: Rows) -> Vec<Row> {
         let columns = std::rc::Rc::new(rows.columns);
         rows.rows.into_iter().map(|values| Row { columns: columns.clone(), values }).collect()
     }
+    /// The first row of a result, if any (e.g. the one row an insert's `returning` gives).
+    pub fn first(rows: Rows) -> Option<Row> {
+        let Rows { columns, rows, .. } = rows;
+        rows.into_iter().next().map(|values| Row { columns: std::rc::Rc::new(columns), values })
+    }
+    /// A column's value; `None` when the row has no such column.
     pub fn get(&self, column: &str) -> Option<&Value> {
         self.columns.iter().position(|c| c == column).and_then(|i| self.values.get(i))
     }
-    /// Text-like values (text, uuid, json, timestamp) as `&str`.
+    /// Text-like values (text, uuid, json, timestamp) as `&str`; see [`Value::as_str`].
     pub fn str(&self, column: &str) -> Option<&str> {
-        match self.get(column)? {
-            Value::Text(s) | Value::Uuid(s) | Value::Json(s) | Value::Timestamp(s) => Some(s),
-            _ => None,
-        }
+        self.get(column)?.as_str()
     }
+    /// An integer column; see [`Value::as_int`].
     pub fn int(&self, column: &str) -> Option<i64> {
-        match self.get(column)? {
-            Value::Integer(i) => Some(*i),
-            _ => None,
-        }
+        self.get(column)?.as_int()
     }
     /// The row as a JSON object (JSON columns embedded as documents).
     pub fn to_json(&self) -> serde_json::Value {
@@ -227,6 +322,8 @@ impl Row {
     }
 }
 
+/// A value as JSON: text-like values as strings, JSON columns embedded as documents (`null`
+/// if unparsable), non-finite floats as `null`.
 pub fn value_to_json(v: &Value) -> serde_json::Value {
     match v {
         Value::Null => serde_json::Value::Null,

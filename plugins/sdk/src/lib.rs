@@ -16,11 +16,13 @@
 //!
 //! # Layout
 //! - [`bindings`]: what `wit-bindgen` generates from `wit/` (the raw contract).
-//! - [`db`]: a query builder over `tenant-db`.
+//! - [`db`]: a query builder over `tenant-db`, with value constructors and filter builders.
 //! - [`log`]: one-line logging helpers.
+//! - [`encoding`]: hex and UUID text forms.
 //! - this file: requests, responses and errors.
 
 pub mod db;
+pub mod encoding;
 pub mod log;
 
 #[doc(hidden)]
