@@ -76,6 +76,9 @@ pub struct Runtime {
     engine_hash: String,
     /// TLS for outbound HTTP: web PKI roots, plus `GATEWAY_EXTRA_CA_FILE` when set.
     pub tls: Arc<rustls::ClientConfig>,
+    /// Destination addresses outbound HTTP may connect to: built once at start-up, with the
+    /// host's interface addresses of that moment.
+    pub addresses: Arc<host::addr::AddressPolicy>,
 }
 
 /// Builds the outbound TLS client configuration (ring provider, safe defaults).
@@ -109,7 +112,11 @@ pub fn digest(bytes: &[u8]) -> String {
 impl Runtime {
     /// Builds the engine (pooling allocator, copy-on-write images, epoch interruption) and
     /// starts the epoch ticker.
-    pub fn new(disk_cache: Option<std::path::PathBuf>, tls: Arc<rustls::ClientConfig>) -> Result<Arc<Runtime>> {
+    pub fn new(
+        disk_cache: Option<std::path::PathBuf>,
+        tls: Arc<rustls::ClientConfig>,
+        addresses: host::addr::AddressPolicy,
+    ) -> Result<Arc<Runtime>> {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(512)
             .total_core_instances(2048)
@@ -164,7 +171,8 @@ impl Runtime {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
-        Ok(Arc::new(Runtime { engine, linker, compiled: Default::default(), disk_cache, engine_hash, tls }))
+        let addresses = Arc::new(addresses);
+        Ok(Arc::new(Runtime { engine, linker, compiled: Default::default(), disk_cache, engine_hash, tls, addresses }))
     }
 
     /// Compiles and links a component. Refuses anything that is not a component of the
@@ -367,7 +375,15 @@ impl Runtime {
                 aborted: false,
                 statements: 0,
             },
-            http: HttpState { grants: inv.grants.clone(), tls: self.tls.clone(), requests: 0 },
+            http: HttpState {
+                grants: inv.grants.clone(),
+                tls: self.tls.clone(),
+                addresses: self.addresses.clone(),
+                requests: 0,
+                request_id: inv.request_id.to_string(),
+                org: inv.org,
+                plugin: plugin.name.clone(),
+            },
             log: LogState { request_id: inv.request_id.to_string(), org: inv.org, plugin: plugin.name.clone(), lines: 0 },
             cpu: Arc::new(cpu::CpuMeter::default()),
         };
