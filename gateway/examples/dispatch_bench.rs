@@ -32,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
     let policies = PolicySet::load(std::path::Path::new(&args[2]))?;
     let n: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(20_000);
     let route = policies.routes.iter().find(|r| r.id == "echo").expect("echo route").clone();
-    let runtime = Runtime::new(None, gateway::plugin::tls_config(None)?)?;
+    let runtime = Runtime::new(None, gateway::plugin::tls_config(None)?, gateway::plugin::host::addr::AddressPolicy::from_host()?)?;
     let plugin = runtime.load("echo", "bench", &wasm)?;
     // Never connected: echo makes no database calls.
     let pool = sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://nobody@127.0.0.1:1/none")?;
@@ -110,7 +110,10 @@ async fn main() -> anyhow::Result<()> {
                 pool: pool.clone(), schema: schema.clone(), grants: route.grants.clone(), tenant: org,
                 actor: Role::Member.into(), tx: None, slots: runtime.db_slots.clone(), slot: None, aborted: false, statements: 0,
             },
-            http: gateway::plugin::state::HttpState { grants: route.grants.clone(), tls: tls.clone(), requests: 0 },
+            http: gateway::plugin::state::HttpState {
+                grants: route.grants.clone(), tls: tls.clone(), addresses: runtime.addresses.clone(), requests: 0,
+                request_id: "bench".into(), org, plugin: "echo".into(),
+            },
             log: gateway::plugin::state::LogState { request_id: "bench".into(), org, plugin: "echo".into(), lines: 0 },
             cpu: Default::default(),
         };

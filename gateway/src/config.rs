@@ -54,6 +54,10 @@ pub struct Config {
     /// `GATEWAY_PLUGIN_DB_CONNECTIONS_PER_ORG`, default 4: plugin-pool connections one org's
     /// invocations may hold at once.
     pub plugin_db_connections_per_org: u32,
+    /// `GATEWAY_OUTBOUND_ALLOW_LOOPBACK=1` (tests and development only): plugins' outbound
+    /// HTTP may reach loopback through an IP-literal pattern with `allow_private`. Environment
+    /// only, never the config file, so that it cannot ride along with a deployed configuration.
+    pub outbound_allow_loopback: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -81,6 +85,16 @@ fn number<T: std::str::FromStr>(env: &impl Fn(&str) -> Option<String>, key: &str
     match env(key) {
         Some(v) => v.parse().map_err(|_| Error::Config(format!("{key} {v:?} is not a number"))),
         None => Ok(file.unwrap_or(default)),
+    }
+}
+
+/// An on/off environment variable: `1`/`true` or `0`/`false`; anything else is an error
+/// rather than a guess.
+fn switch(env: &impl Fn(&str) -> Option<String>, key: &str) -> Result<bool> {
+    match env(key).as_deref() {
+        None | Some("0" | "false") => Ok(false),
+        Some("1" | "true") => Ok(true),
+        Some(v) => Err(Error::Config(format!("{key} {v:?}: use 1 or 0"))),
     }
 }
 
@@ -143,6 +157,7 @@ impl Config {
                 4,
             )?
             .max(1),
+            outbound_allow_loopback: switch(&env, "GATEWAY_OUTBOUND_ALLOW_LOOPBACK")?,
         })
     }
 }
@@ -173,6 +188,19 @@ mod tests {
         assert_eq!(c.policies, PathBuf::from("/p"));
         assert_eq!(c.data_dir, PathBuf::from(".gateway"));
         assert!(c.database_url.is_none());
+    }
+
+    #[test]
+    fn outbound_loopback_switch_is_off_unless_set_exactly() {
+        let c = |v: Option<&str>| {
+            Config::from_lookup(|k| (k == "GATEWAY_OUTBOUND_ALLOW_LOOPBACK").then(|| v.map(str::to_string)).flatten())
+        };
+        assert!(!c(None).unwrap().outbound_allow_loopback);
+        assert!(!c(Some("0")).unwrap().outbound_allow_loopback);
+        assert!(c(Some("1")).unwrap().outbound_allow_loopback);
+        assert!(c(Some("true")).unwrap().outbound_allow_loopback);
+        let e = c(Some("yes")).unwrap_err().to_string();
+        assert!(e.contains("GATEWAY_OUTBOUND_ALLOW_LOOPBACK"), "{e}");
     }
 
     #[test]

@@ -352,7 +352,8 @@ async fn check(
 ) -> anyhow::Result<()> {
     use gateway::registry::fixtures as fx;
     let bytes = read_component(&file, fixtures.as_deref())?;
-    let runtime = gateway::plugin::Runtime::new(None, gateway::plugin::tls_config(None)?)?;
+    let addresses = gateway::plugin::host::addr::AddressPolicy::from_host()?;
+    let runtime = gateway::plugin::Runtime::new(None, gateway::plugin::tls_config(None)?, addresses)?;
     let loaded = runtime.load("check", "check", &bytes).map_err(|e| anyhow::anyhow!("rejected: {e}"))?;
     // No grants: tenant-db and outbound-http calls are refused before touching anything, so
     // no database is needed.

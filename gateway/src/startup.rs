@@ -128,10 +128,23 @@ async fn load_plugins(config: &Config, pool: &PgPool, policies: &PolicySet) -> R
     let schema = Arc::new(Schema::load(pool).await?);
     check_grants(policies, &schema)?;
     let tls = plugin::tls_config(config.extra_ca_file.as_deref())?;
-    let runtime = plugin::Runtime::new(Some(config.data_dir.join("compiled")), tls)?;
+    let runtime = plugin::Runtime::new(Some(config.data_dir.join("compiled")), tls, outbound_addresses(config)?)?;
     runtime.db_slots.set_cap(config.plugin_db_connections_per_org);
     let plugins = load_plugin_files(config, &runtime, policies, &HashMap::new()).await?;
     Ok((schema, plugins, runtime))
+}
+
+/// The destination-address rule for plugins' outbound HTTP, with the host's interface
+/// addresses as they are now (one added later is not known until a restart).
+fn outbound_addresses(config: &Config) -> Result<plugin::host::addr::AddressPolicy> {
+    let local = plugin::host::addr::local_addresses().map_err(|e| Error::io("reading the interface addresses", e))?;
+    tracing::info!(addresses = local.len(), allow_loopback = config.outbound_allow_loopback, "outbound_address_policy");
+    let policy = plugin::host::addr::AddressPolicy::new(local);
+    if config.outbound_allow_loopback {
+        tracing::warn!("GATEWAY_OUTBOUND_ALLOW_LOOPBACK is set: plugins may reach this host's loopback through allow_private patterns (tests and development only)");
+        return Ok(policy.with_loopback_allowed());
+    }
+    Ok(policy)
 }
 
 /// Every table a route grants must exist and be a tenant table.

@@ -32,7 +32,7 @@ timeout_ms = 5000
 
 [route.grants]
 tables = { probe_items = "write", businesses = "read" }
-hosts = ["http://127.0.0.1:*", "http://*:*"]
+hosts = [{ url = "http://127.0.0.1:*", allow_private = true }, "http://*:*"]
 http_timeout_ms = 2000
 http_max_response = "64KiB"
 db_max_rows = 5
@@ -540,7 +540,7 @@ path = "/v1/probe-tls"
 target = "plugin:contract-probe"
 roles = ["admin"]
 [route.grants]
-hosts = ["https://127.0.0.1:*"]
+hosts = [{ url = "https://127.0.0.1:*", allow_private = true }]
 "#;
     let (db, _pool) = probe_db().await;
     let url = format!("https://127.0.0.1:{}/", addr.port());

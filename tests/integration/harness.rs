@@ -151,7 +151,10 @@ pub fn gateway_command(opts: &GatewayOptions) -> Command {
         .env("GATEWAY_POLICIES", &opts.policies)
         .env("GATEWAY_PLUGIN_DIR", plugin_dir())
         .env("GATEWAY_LOG_FORMAT", "json")
-        .env("GATEWAY_LOG", "info");
+        .env("GATEWAY_LOG", "info")
+        // Test upstreams listen on loopback; a pattern still needs `allow_private` to reach
+        // them. `extra_env` may turn it off again ("0").
+        .env("GATEWAY_OUTBOUND_ALLOW_LOOPBACK", "1");
     if let Some(url) = &opts.database_url {
         cmd.env("DATABASE_URL", url);
     }

@@ -7,6 +7,7 @@ mod contract_wit;
 mod crm;
 mod lifecycle;
 mod limits;
+mod outbound;
 mod registry;
 mod rls;
 mod webhooks;

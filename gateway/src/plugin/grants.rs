@@ -22,7 +22,8 @@ pub enum Access {
 pub struct Grants {
     /// Tenant tables by name; anything else is `not-granted`.
     pub tables: HashMap<String, Access>,
-    /// Outbound destinations; anything else is `not-allowed`.
+    /// Outbound destinations; anything else is `not-allowed`. The most specific match decides
+    /// (`host_pattern::most_specific`), and no two name the same destinations.
     pub hosts: Vec<HostPattern>,
     /// Advisory locks (`lock`, `try-lock`): they open a transaction and hold a connection,
     /// so they are granted like tables.

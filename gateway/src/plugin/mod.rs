@@ -80,6 +80,9 @@ pub struct Runtime {
     pub tls: Arc<rustls::ClientConfig>,
     /// Plugin-pool connections per org (`GATEWAY_PLUGIN_DB_CONNECTIONS_PER_ORG`).
     pub db_slots: Arc<host::tenant_db::OrgSlots>,
+    /// Destination addresses outbound HTTP may connect to: built once at start-up, with the
+    /// host's interface addresses of that moment.
+    pub addresses: Arc<host::addr::AddressPolicy>,
 }
 
 /// Builds the outbound TLS client configuration (ring provider, safe defaults).
@@ -113,7 +116,11 @@ pub fn digest(bytes: &[u8]) -> String {
 impl Runtime {
     /// Builds the engine (pooling allocator, copy-on-write images, epoch interruption) and
     /// starts the epoch ticker.
-    pub fn new(disk_cache: Option<std::path::PathBuf>, tls: Arc<rustls::ClientConfig>) -> Result<Arc<Runtime>> {
+    pub fn new(
+        disk_cache: Option<std::path::PathBuf>,
+        tls: Arc<rustls::ClientConfig>,
+        addresses: host::addr::AddressPolicy,
+    ) -> Result<Arc<Runtime>> {
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(512)
             .total_core_instances(2048)
@@ -176,6 +183,7 @@ impl Runtime {
             engine_hash,
             tls,
             db_slots: Arc::new(host::tenant_db::OrgSlots::new(4)),
+            addresses: Arc::new(addresses),
         }))
     }
 
@@ -375,9 +383,10 @@ impl Runtime {
             request: inv.request,
             before_commit: inv.before_commit,
         };
-        let (engine, tls, slots, plugin) = (self.engine.clone(), self.tls.clone(), self.db_slots.clone(), plugin.clone());
+        let (engine, tls, plugin) = (self.engine.clone(), self.tls.clone(), plugin.clone());
+        let (slots, addresses) = (self.db_slots.clone(), self.addresses.clone());
         let meter = Arc::new(cpu::CpuMeter::default());
-        let task = guest::spawn(run(engine, tls, slots, plugin, inv, meter.clone()));
+        let task = guest::spawn(run(engine, tls, slots, addresses, plugin, inv, meter.clone()));
         let outcome = match task.await {
             Ok(outcome) => outcome,
             Err(e) => Outcome::Trap(format!("invocation task failed: {e}")),
@@ -392,6 +401,7 @@ async fn run(
     engine: Engine,
     tls: Arc<rustls::ClientConfig>,
     slots: Arc<host::tenant_db::OrgSlots>,
+    addresses: Arc<host::addr::AddressPolicy>,
     plugin: LoadedPlugin,
     inv: Owned,
     meter: Arc<cpu::CpuMeter>,
@@ -437,7 +447,15 @@ async fn run(
                 aborted: false,
                 statements: 0,
             },
-            http: HttpState { grants: inv.grants.clone(), tls, requests: 0 },
+            http: HttpState {
+                grants: inv.grants.clone(),
+                tls,
+                addresses,
+                requests: 0,
+                request_id: inv.request_id.clone(),
+                org: inv.org,
+                plugin: plugin.name.clone(),
+            },
             log: LogState { request_id: inv.request_id.clone(), org: inv.org, plugin: plugin.name.clone(), lines: 0 },
             cpu: meter.clone(),
         };

@@ -13,6 +13,7 @@ use crate::db::TenantTx;
 use crate::plugin::bindings::context::CallContext;
 use crate::plugin::cpu::CpuMeter;
 use crate::plugin::grants::Grants;
+use crate::plugin::host::addr::AddressPolicy;
 use crate::role::Actor;
 
 /// The store's data for one invocation.
@@ -56,7 +57,13 @@ pub struct HttpState {
     pub grants: Arc<Grants>,
     /// TLS client settings, shared by every invocation.
     pub tls: Arc<rustls::ClientConfig>,
+    /// Which destination addresses may be connected to, shared by every invocation.
+    pub addresses: Arc<AddressPolicy>,
     pub requests: u32,
+    /// Tags for the log line of a refused destination.
+    pub request_id: String,
+    pub org: Uuid,
+    pub plugin: String,
 }
 
 /// `log`: the tags every line carries.

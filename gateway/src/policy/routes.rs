@@ -200,9 +200,10 @@ struct GrantsSpec {
     /// table name -> "read" | "write".
     #[serde(default)]
     tables: HashMap<String, Access>,
-    /// Outbound URL patterns: `scheme://host[:port]`, host may be `*.domain` or `*`, port `*`.
+    /// Outbound URL patterns: `scheme://host[:port]`, host may be `*.domain` or `*`, port `*`;
+    /// or `{ url = "...", allow_private = true }` for an IP literal on a private network.
     #[serde(default)]
-    hosts: Vec<String>,
+    hosts: Vec<HostSpec>,
     #[serde(default)]
     http_timeout_ms: Option<u64>,
     #[serde(default)]
@@ -214,6 +215,42 @@ struct GrantsSpec {
     /// May the plugin take advisory locks (`lock`, `try-lock`)?
     #[serde(default)]
     locks: bool,
+}
+
+/// One `grants.hosts` entry: a URL pattern, or a table carrying options with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HostSpec {
+    url: String,
+    allow_private: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostTable {
+    url: String,
+    #[serde(default)]
+    allow_private: bool,
+}
+
+impl<'de> Deserialize<'de> for HostSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        // By hand rather than `untagged`, so a bad table says which key is wrong.
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = HostSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a URL pattern \"scheme://host[:port]\" or a table { url = \"...\", allow_private = true }")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<HostSpec, E> {
+                Ok(HostSpec { url: s.to_string(), allow_private: false })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> std::result::Result<HostSpec, A::Error> {
+                let t = HostTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(HostSpec { url: t.url, allow_private: t.allow_private })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -394,7 +431,7 @@ fn access(r: &RouteSpec) -> Result<(), String> {
 
 /// `[route.grants]`, with defaults for what is not written.
 fn grants(g: GrantsSpec) -> Result<Grants, String> {
-    let hosts = g.hosts.iter().map(|h| HostPattern::parse(h)).collect::<Result<Vec<_>, _>>()?;
+    let hosts = host_patterns(&g.hosts)?;
     for t in g.tables.keys() {
         if !valid_identifier(t) {
             return Err(format!("grant names table {t:?}, which is not a plain identifier"));
@@ -416,6 +453,21 @@ fn grants(g: GrantsSpec) -> Result<Grants, String> {
     })
 }
 
+/// `grants.hosts`. Two entries naming the same destinations are refused: the winner among
+/// matching patterns is the most specific one, and two equally specific ones would leave it
+/// (and its `allow_private`) to the order they are written in.
+fn host_patterns(specs: &[HostSpec]) -> Result<Vec<HostPattern>, String> {
+    let mut out: Vec<HostPattern> = Vec::with_capacity(specs.len());
+    for h in specs {
+        let p = if h.allow_private { HostPattern::parse_private(&h.url)? } else { HostPattern::parse(&h.url)? };
+        if let Some(other) = out.iter().find(|o| o.same_destinations(&p)) {
+            return Err(format!("host {:?}: the same destinations as an earlier entry ({other})", h.url));
+        }
+        out.push(p);
+    }
+    Ok(out)
+}
+
 /// `[route.sandbox]`, with defaults for what is not written.
 fn sandbox(sb: SandboxSpec) -> Result<Sandbox, String> {
     let d = Sandbox::default();
@@ -430,4 +482,47 @@ fn sandbox(sb: SandboxSpec) -> Result<Sandbox, String> {
         cpu: cpu_ms.map(Duration::from_millis).unwrap_or(d.cpu),
         timeout: timeout_ms.map(Duration::from_millis).unwrap_or(d.timeout),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::host::host_pattern::Host;
+
+    fn hosts(toml_text: &str) -> Result<Vec<HostPattern>, String> {
+        let spec: GrantsSpec = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+        grants(spec).map(|g| g.hosts)
+    }
+
+    #[test]
+    fn hosts_accept_strings_and_tables() {
+        let h = hosts(r#"hosts = ["https://api.example.com", { url = "http://10.0.0.5:8080", allow_private = true }, { url = "http://*:*" }]"#)
+            .unwrap();
+        assert_eq!(h.len(), 3);
+        assert_eq!((h[0].host.clone(), h[0].port, h[0].allow_private), (Host::Name("api.example.com".into()), Some(443), false));
+        assert_eq!((h[1].host.clone(), h[1].port, h[1].allow_private), (Host::Ip("10.0.0.5".parse().unwrap()), Some(8080), true));
+        assert_eq!((h[2].host.clone(), h[2].port, h[2].allow_private), (Host::Any, None, false));
+        assert!(hosts("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn hosts_refusals_are_clear() {
+        for (text, why) in [
+            (r#"hosts = [{ url = "https://api.example.com", allow_private = true }]"#, "only for an IP-literal pattern"),
+            (r#"hosts = [{ url = "http://*.corp.example:*", allow_private = true }]"#, "never a wildcard"),
+            (r#"hosts = [{ url = "http://*:*", allow_private = true }]"#, "never a wildcard"),
+            (r#"hosts = [{ url = "http://169.254.169.254", allow_private = true }]"#, "link-local"),
+            (r#"hosts = [{ url = "http://10.0.0.5", allow_privat = true }]"#, "allow_privat"),
+            (r#"hosts = [{ allow_private = true }]"#, "url"),
+            (r#"hosts = [42]"#, "URL pattern"),
+            (r#"hosts = ["http://10.0.0.5:8080", { url = "http://10.0.0.5:8080", allow_private = true }]"#, "same destinations"),
+            (r#"hosts = ["http://[::1]:*", "http://[0::1]:*"]"#, "same destinations"),
+            (r#"hosts = ["https://*.example.com", "https://*.EXAMPLE.COM:443"]"#, "same destinations"),
+        ] {
+            let e = hosts(text).unwrap_err();
+            assert!(e.contains(why), "{text}: {e}");
+        }
+        // Different ports or schemes are different destinations.
+        assert_eq!(hosts(r#"hosts = ["http://10.0.0.5:8080", "http://10.0.0.5:*", "https://10.0.0.5:8080"]"#).unwrap().len(), 3);
+    }
 }

@@ -1,7 +1,12 @@
-//! `outbound-http`: allowlist first, then DNS, then an address check, then one HTTP/1.1
-//! exchange (TLS for `https://`, verified against the web PKI roots plus any configured
-//! extra CA) on a connection to the address we checked, so a second DNS answer cannot swap in
-//! a private address. Redirects are returned to the plugin, never followed.
+//! `outbound-http`: the most specific allowlist pattern first, then DNS (once), then the
+//! address check (`addr::AddressPolicy`) on every answer, then one HTTP/1.1 exchange (TLS for
+//! `https://`, verified against the web PKI roots plus any configured extra CA) on a
+//! connection to an address we checked, so a second DNS answer cannot swap in a private one.
+//! Redirects are returned to the plugin, never followed.
+//!
+//! The address check runs for every pattern, exact names included: a name in the allowlist
+//! says nothing about where its zone points it. Only an IP-literal pattern's `allow_private`
+//! relaxes it, and only as far as `AddressPolicy` allows.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -12,6 +17,7 @@ use wasmtime::component::HasData;
 
 use crate::plugin::bindings::outbound_http::{HttpError, Host, IncomingResponse, OutgoingRequest};
 use crate::plugin::bindings::types::Header;
+use crate::plugin::host::host_pattern::most_specific;
 use crate::plugin::state::HttpState;
 
 pub struct Data;
@@ -26,37 +32,12 @@ const MAX_REQUEST_BODY: usize = 4 * 1024 * 1024;
 const RESERVED: &[&str] =
     &["host", "connection", "content-length", "transfer-encoding", "upgrade", "te", "trailer", "keep-alive", "proxy-authorization", "proxy-connection"];
 
-/// Addresses a plugin may not reach unless the policy names the exact host.
-pub fn is_restricted(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || o[0] == 0
-                || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64/10, carrier-grade NAT
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_restricted(IpAddr::V4(v4));
-            }
-            let s = v6.segments();
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
-                || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
-        }
-    }
-}
-
 struct Target {
     scheme: String,
+    /// Lower-case; an IPv6 literal keeps its brackets.
     host: String,
+    /// The host, when it is an IP literal.
+    ip: Option<IpAddr>,
     port: u16,
     path: String,
 }
@@ -74,15 +55,18 @@ fn parse_url(url: &str) -> Result<Target, HttpError> {
     let host = auth.host().to_ascii_lowercase();
     let port = auth.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
     let path = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
-    Ok(Target { scheme: scheme.to_string(), host, port, path })
+    let ip = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
+    Ok(Target { scheme: scheme.to_string(), host, ip, port, path })
 }
 
 impl HttpState {
-    async fn resolve(&self, t: &Target, exact: bool) -> Result<Vec<SocketAddr>, HttpError> {
-        let literal = t.host.trim_start_matches('[').trim_end_matches(']');
-        let addrs: Vec<SocketAddr> = match literal.parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, t.port)],
-            Err(_) => tokio::net::lookup_host((t.host.as_str(), t.port))
+    /// The addresses to connect to: the literal, or every DNS answer, each of which must pass
+    /// the address check. One refused answer refuses the name: a name that mixes allowed and
+    /// refused addresses is how rebinding starts, and its zone's owner picks the mix.
+    async fn resolve(&self, t: &Target, allow_private: bool) -> Result<Vec<SocketAddr>, HttpError> {
+        let addrs: Vec<SocketAddr> = match t.ip {
+            Some(ip) => vec![SocketAddr::new(ip, t.port)],
+            None => tokio::net::lookup_host((t.host.as_str(), t.port))
                 .await
                 .map_err(|e| HttpError::DnsFailed(format!("{}: {e}", t.host)))?
                 .collect(),
@@ -90,10 +74,20 @@ impl HttpState {
         if addrs.is_empty() {
             return Err(HttpError::DnsFailed(t.host.clone()));
         }
-        // Any restricted answer refuses the whole name: a name that mixes public and private
-        // addresses is how rebinding attacks start.
-        if !exact && addrs.iter().any(|a| is_restricted(a.ip())) {
-            return Err(HttpError::ForbiddenAddress(t.host.clone()));
+        for a in &addrs {
+            if let Err(denied) = self.addresses.check(a.ip(), allow_private) {
+                // Scheme, host and port only: the path and query may carry the plugin's secrets.
+                tracing::warn!(request_id = %self.request_id, org_id = %self.org, plugin = %self.plugin,
+                    scheme = %t.scheme, host = %t.host, port = t.port, address = %denied.ip, allow_private,
+                    reason = denied.name(), detail = %denied, "outbound_refused");
+                // A DNS name's answers are not the plugin's to learn (they map the operator's
+                // network): it hears the reason's name only.
+                let message = match t.ip {
+                    Some(_) => denied.to_string(),
+                    None => format!("{} resolves to a refused address ({})", t.host, denied.name()),
+                };
+                return Err(HttpError::ForbiddenAddress(message));
+            }
         }
         Ok(addrs)
     }
@@ -114,10 +108,9 @@ impl HttpState {
             HttpError::ConnectFailed(last.map(|e| e.to_string()).unwrap_or_else(|| "no address".into()))
         })?;
         if t.scheme == "https" {
-            let literal = t.host.trim_start_matches('[').trim_end_matches(']');
-            let name = match literal.parse::<IpAddr>() {
-                Ok(ip) => rustls::pki_types::ServerName::IpAddress(ip.into()),
-                Err(_) => rustls::pki_types::ServerName::try_from(t.host.clone())
+            let name = match t.ip {
+                Some(ip) => rustls::pki_types::ServerName::IpAddress(ip.into()),
+                None => rustls::pki_types::ServerName::try_from(t.host.clone())
                     .map_err(|_| HttpError::InvalidRequest(format!("bad TLS name {}", t.host)))?,
             };
             let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
@@ -193,34 +186,14 @@ impl HttpState {
             return Err(HttpError::InvalidRequest("request body too large".into()));
         }
         let t = parse_url(&req.url)?;
-        let pattern = self
-            .grants
-            .hosts
-            .iter()
-            .find(|p| p.matches(&t.scheme, &t.host, t.port))
-            .ok_or_else(|| HttpError::NotAllowed(format!("{}://{}:{}", t.scheme, t.host, t.port)))?;
-        let exact = pattern.is_exact();
+        let allow_private = most_specific(&self.grants.hosts, &t.scheme, &t.host, t.port)
+            .ok_or_else(|| HttpError::NotAllowed(format!("{}://{}:{}", t.scheme, t.host, t.port)))?
+            .allow_private;
         let timeout = self.grants.http_timeout;
         let work = async {
-            let addrs = self.resolve(&t, exact).await?;
+            let addrs = self.resolve(&t, allow_private).await?;
             self.exchange(&t, &addrs, req).await
         };
         tokio::time::timeout(timeout, work).await.unwrap_or(Err(HttpError::Timeout))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn restricted_addresses() {
-        for ip in ["127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "0.0.0.0", "224.0.0.1",
-                   "100.64.0.1", "::1", "::", "fd00::1", "fe80::1", "ff02::1", "::ffff:127.0.0.1", "::ffff:10.1.2.3"] {
-            assert!(is_restricted(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["93.184.216.34", "8.8.8.8", "2606:4700::1111", "172.32.0.1"] {
-            assert!(!is_restricted(ip.parse().unwrap()), "{ip}");
-        }
     }
 }
