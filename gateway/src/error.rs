@@ -208,9 +208,9 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => {
             // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now,
             // 57014 query_canceled (statement_timeout), 08xxx connection exceptions,
-            // 53300 too_many_connections.
+            // 53300 too_many_connections, 25P03 idle_in_transaction_session_timeout.
             matches!(db.code().as_deref(), Some(c) if c.starts_with("08") || c.starts_with("57P")
-                || c == "57014" || c == "53300")
+                || c == "57014" || c == "53300" || c == "25P03")
         }
         _ => false,
     }

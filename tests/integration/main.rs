@@ -6,6 +6,7 @@ mod contract;
 mod contract_wit;
 mod crm;
 mod lifecycle;
+mod neighbours;
 mod limits;
 mod outbound;
 mod registry;

@@ -211,6 +211,31 @@ mod tests {
     }
 
     #[test]
+    fn every_sandbox_and_grant_setting_has_an_upper_bound() {
+        let route = |extra: &str| {
+            format!("[plugins.p]\nfile = \"p.wasm\"\n[[route]]\nid = \"p\"\nmethod = \"POST\"\npath = \"/p\"\ntarget = \"plugin:p\"\nroles = [\"member\"]\n{extra}")
+        };
+        assert!(load(&route("[route.sandbox]\ncpu_ms = 10000\ntimeout_ms = 60000\n")).is_ok());
+        for (extra, key) in [
+            ("[route.sandbox]\ncpu_ms = 10001\n", "cpu_ms"),
+            ("[route.sandbox]\ntimeout_ms = 600000\n", "timeout_ms"),
+            ("[route.sandbox]\nmemory = \"1024MiB\"\n", "memory"),
+            ("[route.grants]\nhttp_timeout_ms = 30001\n", "http_timeout_ms"),
+            ("[route.grants]\nhttp_max_response = \"17MiB\"\n", "http_max_response"),
+            ("[route.grants]\ndb_statement_timeout_ms = 99999\n", "db_statement_timeout_ms"),
+            ("[route.grants]\ndb_max_rows = 4294967295\n", "db_max_rows"),
+            ("response_limit = \"17MiB\"\n", "response_limit"),
+            ("response_headers = [\"x-anything\"]\n", "response_headers"),
+            ("pass_headers = [\"authorization\"]\n", "pass_headers"),
+        ] {
+            let e = load(&route(extra)).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("r.toml:"), "{extra}: {e}");
+        }
+        let e = load("[plans.x]\nplugin_concurrency = 0\n").unwrap_err().to_string();
+        assert!(e.contains("plugin_concurrency"), "{e}");
+    }
+
+    #[test]
     fn lookup_distinguishes_wrong_method() {
         let set = load("[[route]]\nid = \"w\"\nmethod = \"GET\"\npath = \"/v1/whoami\"\ntarget = \"native:whoami\"\nroles = [\"member\"]\n").unwrap();
         assert!(matches!(set.lookup(&http::Method::GET, "/v1/whoami"), Lookup::Found(..)));

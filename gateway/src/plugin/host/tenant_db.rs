@@ -17,11 +17,9 @@ impl HasData for Data {
 /// Statements per invocation, so a runaway plugin cannot hold a connection forever.
 const MAX_STATEMENTS: u32 = 1_000;
 
-/// How long an invocation waits for one of its org's connection slots before `unavailable`.
-const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// Connection slots per org: one org's invocations hold at most `cap` connections of the
-/// plugin pool at once, so they can slow only each other down when they sit on them.
+/// plugin pool at once, so they can slow only each other down when they sit on them. Waiting
+/// for a slot is bounded by the invocation's own wall-clock timeout.
 pub struct OrgSlots {
     cap: std::sync::atomic::AtomicU32,
     orgs: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, std::sync::Arc<tokio::sync::Semaphore>>>,
@@ -48,7 +46,7 @@ impl OrgSlots {
             let cap = self.cap.load(std::sync::atomic::Ordering::Relaxed) as usize;
             orgs.entry(org).or_insert_with(|| std::sync::Arc::new(tokio::sync::Semaphore::new(cap))).clone()
         };
-        tokio::time::timeout(SLOT_WAIT, sem.acquire_owned()).await.ok()?.ok()
+        sem.acquire_owned().await.ok()
     }
 }
 
