@@ -5,7 +5,7 @@ start_gateway() {
   DATA=$(mktemp -d /tmp/gwbench.XXXXXX)
   SUPER="bench-super-admin-$(date +%s%N)"; local admin="$SUPER"
   RUST_BACKTRACE=0 GATEWAY_DATA_DIR="$DATA" GATEWAY_LISTEN=127.0.0.1:0 GATEWAY_BOOTSTRAP_TOKEN="$admin" \
-    GATEWAY_LOG_FORMAT=json GATEWAY_LOG=info ./target/release/gateway serve >/dev/null 2>"$DATA/gateway.log" &
+    GATEWAY_LOG_FORMAT=json GATEWAY_LOG=info "${GATEWAY_BIN:-./target/release/gateway}" serve >/dev/null 2>"$DATA/gateway.log" &
   GW=$!
   for _ in $(seq 1 600); do [ -s "$DATA/gateway.addr" ] && break; sleep 0.1; done
   GWADDR=$(cat "$DATA/gateway.addr")
