@@ -111,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
                 actor: Role::Member.into(), tx: None, aborted: false, statements: 0,
             },
             http: gateway::plugin::state::HttpState { grants: route.grants.clone(), tls: tls.clone(), requests: 0 },
-            log: gateway::plugin::state::LogState { request_id: "bench".into(), org, plugin: "echo".into(), lines: 0 },
+            log: gateway::plugin::state::LogState::new("bench".into(), org, "echo".into(), runtime.log_rate.clone()),
             cpu: Default::default(),
         };
         let t = runtime.phase_times(&plugin, state, &request()).await;

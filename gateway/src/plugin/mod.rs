@@ -53,6 +53,9 @@ const SLICE_TICKS: u64 = 2;
 /// Bytes of guest stdout / stderr kept per invocation (the rest is dropped).
 const STDIO_CAPTURE: usize = 8 * 1024;
 
+/// Lines of each of stdout / stderr logged per invocation (the rest are counted as dropped).
+const STDIO_LINES: usize = 20;
+
 /// The WIT package versions this gateway serves.
 pub const WIT_VERSIONS: &[&str] = &["gateway:plugin@0.1.0"];
 
@@ -76,6 +79,8 @@ pub struct Runtime {
     engine_hash: String,
     /// TLS for outbound HTTP: web PKI roots, plus `GATEWAY_EXTRA_CA_FILE` when set.
     pub tls: Arc<rustls::ClientConfig>,
+    /// Plugin log lines per second per org (`host::log`), shared by every invocation.
+    pub log_rate: Arc<host::log::OrgLogRate>,
 }
 
 /// Builds the outbound TLS client configuration (ring provider, safe defaults).
@@ -164,7 +169,15 @@ impl Runtime {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
-        Ok(Arc::new(Runtime { engine, linker, compiled: Default::default(), disk_cache, engine_hash, tls }))
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            compiled: Default::default(),
+            disk_cache,
+            engine_hash,
+            tls,
+            log_rate: Default::default(),
+        }))
     }
 
     /// Compiles and links a component. Refuses anything that is not a component of the
@@ -368,7 +381,7 @@ impl Runtime {
                 statements: 0,
             },
             http: HttpState { grants: inv.grants.clone(), tls: self.tls.clone(), requests: 0 },
-            log: LogState { request_id: inv.request_id.to_string(), org: inv.org, plugin: plugin.name.clone(), lines: 0 },
+            log: LogState::new(inv.request_id.to_string(), inv.org, plugin.name.clone(), self.log_rate.clone()),
             cpu: Arc::new(cpu::CpuMeter::default()),
         };
         let meter = state.cpu.clone();
@@ -398,12 +411,25 @@ impl Runtime {
             Ok(Err(trap)) => Ended::Trap(trap),
             Err(_) => Ended::WallTimeout,
         };
+        // Stdio lines share the invocation's log budget and the org's log rate with
+        // `log.emit`, and like its lines carry the plugin's text as a value after the tags.
+        let log = &mut store.data_mut().log;
         for (stream, pipe) in [("stdout", &stdout), ("stderr", &stderr)] {
             let bytes = pipe.contents();
-            for line in String::from_utf8_lossy(&bytes).lines().filter(|l| !l.trim().is_empty()).take(20) {
-                tracing::info!(target: "gateway::plugin", request_id = %inv.request_id, org_id = %inv.org,
-                    plugin = %plugin.name, stream, "{line}");
+            for (i, line) in String::from_utf8_lossy(&bytes).lines().filter(|l| !l.trim().is_empty()).enumerate() {
+                if i >= STDIO_LINES {
+                    log.drop_unread();
+                } else if log.admit(line.len()) {
+                    tracing::info!(target: "gateway::plugin", request_id = %inv.request_id, org_id = %inv.org,
+                        plugin = %plugin.name, stream, text = line, "plugin_stdio");
+                }
             }
+        }
+        if log.dropped() > 0 {
+            // Not a plugin line: it goes to the lossless writer, once per invocation.
+            tracing::warn!(target: "gateway::plugin_log", request_id = %inv.request_id, org_id = %inv.org,
+                plugin = %plugin.name, dropped = log.dropped(), over_budget = log.over_budget, over_rate = log.over_rate,
+                "plugin_log_lines_dropped");
         }
         let memory_hit = store.data().limiter.hit;
         let db = &mut store.data_mut().db;
