@@ -114,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
                 grants: route.grants.clone(), tls: tls.clone(), addresses: runtime.addresses.clone(), requests: 0,
                 request_id: "bench".into(), org, plugin: "echo".into(),
             },
-            log: gateway::plugin::state::LogState { request_id: "bench".into(), org, plugin: "echo".into(), lines: 0 },
+            log: gateway::plugin::state::LogState::new("bench".into(), org, "echo".into(), runtime.log_rate.clone()),
             cpu: Default::default(),
         };
         let t = runtime.phase_times(&plugin, state, &request()).await;

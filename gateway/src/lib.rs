@@ -34,6 +34,8 @@
 //! - [`ops`]: administrative operations shared by HTTP and the CLI.
 //! - [`server`]: the hyper accept loop and graceful shutdown.
 //! - [`error`]: the library error and the HTTP error contract.
+//! - [`logging`]: where log lines go (plugin lines lossy, the rest lossless) and what the
+//!   text format escapes.
 
 pub mod admission;
 pub mod auth;
@@ -42,6 +44,7 @@ pub mod config;
 pub mod db;
 pub mod embedded;
 pub mod error;
+pub mod logging;
 pub mod native;
 pub mod ops;
 pub mod phases;

@@ -129,24 +129,32 @@ enum TokenCmd {
     },
 }
 
-/// Logs go to stderr through a writer thread, so a request never waits on the terminal or
-/// the log collector. The buffer is bounded and lossless: when it is full, writers wait.
-fn init_tracing(config: &Config, default_level: &str) -> tracing_appender::non_blocking::WorkerGuard {
+/// Logs go to stderr through writer threads, so a request never waits on the terminal or the
+/// log collector. Access, audit and the gateway's own lines go through a bounded, lossless
+/// buffer (when it is full, writers wait: none of them may be lost). Plugin lines go through
+/// their own bounded, lossy buffer: when it is full they are dropped and counted, never waited
+/// for, and the count is logged every 10 s while it grows. The text format escapes control
+/// characters in every field, the message included (`gateway::logging`).
+fn init_tracing(config: &Config, default_level: &str, report_drops: bool) -> [tracing_appender::non_blocking::WorkerGuard; 2] {
+    use gateway::logging;
     let filter = tracing_subscriber::EnvFilter::try_from_env("GATEWAY_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(65_536)
-        .thread_name("log-writer")
-        .finish(std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
+    let (main, main_guard) = logging::main_sink(std::io::stderr(), logging::BUFFER_LINES);
+    let (plugin, plugin_guard) = logging::plugin_sink(std::io::stderr(), logging::PLUGIN_BUFFER_LINES);
+    if report_drops {
+        logging::report_drops(plugin.error_counter(), logging::DROP_REPORT_PERIOD);
+    }
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(logging::route(plugin, main))
+        .with_ansi(ansi);
     if config.log_json {
         builder.json().flatten_event(true).init();
     } else {
-        builder.init();
+        builder.fmt_fields(logging::EscapedFields::default()).init();
     }
-    guard
+    [main_guard, plugin_guard]
 }
 
 fn main() -> ExitCode {
@@ -176,7 +184,7 @@ async fn run() -> ExitCode {
     };
     let is_serve = matches!(cli.command, Command::Serve { .. });
     // Flushes buffered log lines when main returns.
-    let _log_guard = init_tracing(&config, if is_serve { "info" } else { "warn" });
+    let _log_guards = init_tracing(&config, if is_serve { "info" } else { "warn" }, is_serve);
     let result = match cli.command {
         Command::Serve { watch } => gateway::serve(Config { watch, ..config }).await.map_err(anyhow::Error::from),
         Command::Org(cmd) => admin(config, |db, policies| Box::pin(org(cmd, db, policies))).await,

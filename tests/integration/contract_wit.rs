@@ -351,7 +351,7 @@ async fn wasi_exposes_no_environment_and_no_filesystem() {
     let log = p.gw.stderr();
     let lines: Vec<serde_json::Value> = log.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
     for needle in ["hello from the sandbox", "stdout says hello from the sandbox"] {
-        let line = lines.iter().find(|v| v["message"] == needle).unwrap_or_else(|| panic!("{needle} not logged"));
+        let line = lines.iter().find(|v| v["text"] == needle).unwrap_or_else(|| panic!("{needle} not logged"));
         assert_eq!(line["org_id"], p.org_a.as_str());
         assert_eq!(line["plugin"], "contract-probe");
     }

@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod containment_leaks;
 mod contract;
 mod contract_wit;
 mod crm;

@@ -5,7 +5,7 @@
 //! not from the plugin), binds every value as a parameter, and adds `tenant_id = $1` to every
 //! statement and every written row. Grant checks happen in the host before this is called.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
 
 use sqlx::postgres::{PgArguments, PgRow};
@@ -38,16 +38,53 @@ pub struct Column {
     pub kind: Kind,
     /// The SQL type name used in casts (`int4`, `jsonb`, `timestamptz`, …).
     pub sql_type: String,
+    /// Part of a unique, exclusion or foreign-key constraint that does not include
+    /// `tenant_id`: the database checks such a value against every tenant's rows, so a plugin
+    /// that could choose it would learn whether it exists in another org (a `unique-violation`
+    /// naming the primary key, a foreign key that passes). Plugins may read and filter on it,
+    /// never write it.
+    pub db_assigned: bool,
 }
 
 /// Tenant tables (those with a `tenant_id` column) and their columns, read at start-up.
 #[derive(Debug, Default, Clone)]
 pub struct Schema {
     pub tables: HashMap<String, HashMap<String, Column>>,
+    /// Names of the constraints (and unique indexes) of tenant tables that span tenants: the
+    /// ones that make their columns [`Column::db_assigned`]. Never reported to a plugin.
+    pub global_constraints: HashSet<String>,
 }
 
+/// Unique and exclusion indexes (which back primary-key, unique and exclusion constraints,
+/// under the same name) whose key columns do not include `tenant_id`, with every column they
+/// read: key columns, `INCLUDE` columns, and columns of index expressions and predicates
+/// (recorded in `pg_depend`). Then foreign keys whose columns do not include `tenant_id`: their
+/// check ignores row-level security, so it would tell whether another org's row exists.
+const GLOBAL_CONSTRAINTS_SQL: &str = "\
+    SELECT t.relname::text, ix.relname::text, a.attname::text \
+    FROM pg_index i \
+    JOIN pg_class t ON t.oid = i.indrelid \
+    JOIN pg_namespace n ON n.oid = t.relnamespace AND n.nspname = 'public' \
+    JOIN pg_class ix ON ix.oid = i.indexrelid \
+    JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped \
+    WHERE (i.indisunique OR i.indisexclusion) \
+      AND NOT EXISTS (SELECT 1 FROM pg_attribute k, generate_series(0, i.indnkeyatts - 1) AS pos \
+                      WHERE k.attrelid = t.oid AND k.attname = 'tenant_id' AND i.indkey[pos] = k.attnum) \
+      AND (a.attnum = ANY (i.indkey) \
+           OR EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid \
+                      AND d.refclassid = 'pg_class'::regclass AND d.refobjid = t.oid AND d.refobjsubid = a.attnum)) \
+    UNION ALL \
+    SELECT t.relname::text, c.conname::text, a.attname::text \
+    FROM pg_constraint c \
+    JOIN pg_class t ON t.oid = c.conrelid \
+    JOIN pg_namespace n ON n.oid = t.relnamespace AND n.nspname = 'public' \
+    JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = ANY (c.conkey) \
+    WHERE c.contype = 'f' \
+      AND NOT EXISTS (SELECT 1 FROM pg_attribute k \
+                      WHERE k.attrelid = t.oid AND k.attname = 'tenant_id' AND k.attnum = ANY (c.conkey))";
+
 impl Schema {
-    pub async fn load<'e>(exec: impl PgExecutor<'e>) -> Result<Schema> {
+    pub async fn load<'e>(exec: impl PgExecutor<'e> + Copy) -> Result<Schema> {
         let rows: Vec<(String, String, String)> = sqlx::query_as(
             "SELECT c.table_name::text, c.column_name::text, c.udt_name::text \
              FROM information_schema.columns c \
@@ -69,9 +106,19 @@ impl Schema {
                 "timestamptz" | "timestamp" | "date" => Kind::Timestamp,
                 _ => Kind::Text,
             };
-            tables.entry(table).or_default().insert(column, Column { kind, sql_type: udt });
+            tables.entry(table).or_default().insert(column, Column { kind, sql_type: udt, db_assigned: false });
         }
-        Ok(Schema { tables })
+        let global: Vec<(String, String, String)> = sqlx::query_as(GLOBAL_CONSTRAINTS_SQL).fetch_all(exec).await?;
+        let mut global_constraints = HashSet::new();
+        for (table, constraint, column) in global {
+            // Platform tables have global keys too; only tenant tables concern plugins.
+            let Some(columns) = tables.get_mut(&table) else { continue };
+            if let Some(c) = columns.get_mut(&column) {
+                c.db_assigned = true;
+            }
+            global_constraints.insert(constraint);
+        }
+        Ok(Schema { tables, global_constraints })
     }
 
     pub fn has_table(&self, t: &str) -> bool {
@@ -127,6 +174,16 @@ impl<'s> Builder<'s> {
             return Err(DbError::TenantColumnReserved);
         }
         self.columns.get(name).ok_or_else(|| DbError::UnknownColumn(format!("{}.{name}", self.table)))
+    }
+
+    /// A column the plugin gives a value to (insert, do-update, update set): the same answer
+    /// for a [`Column::db_assigned`] column whatever the value, before anything is bound.
+    fn writable(&self, name: &str) -> Check<&'s Column> {
+        let col = self.column(name)?;
+        if col.db_assigned {
+            return Err(DbError::Invalid(format!("column {name} is assigned by the database")));
+        }
+        Ok(col)
     }
 
     /// Binds `v` and returns the placeholder, cast to the column's type.
@@ -283,8 +340,8 @@ pub fn select(schema: &Schema, tenant: Uuid, q: &SelectQuery, cap: u32) -> Check
         }
         write!(b.sql, " ORDER BY {}", parts.join(", ")).unwrap();
     }
-    // One row past the cap tells "too many" from "exactly the cap".
-    let limit = q.limit.map(|l| l.min(cap)).unwrap_or(cap + 1);
+    // One row past the cap tells "too many" from "exactly the cap" (in u64: no wrap at u32::MAX).
+    let limit = q.limit.map(|l| u64::from(l.min(cap))).unwrap_or(u64::from(cap) + 1);
     write!(b.sql, " LIMIT {limit}").unwrap();
     if q.for_update {
         b.sql.push_str(" FOR UPDATE");
@@ -299,7 +356,7 @@ pub fn insert(schema: &Schema, tenant: Uuid, q: &InsertQuery) -> Check<Statement
     let mut b = Builder::new(schema, &q.table, tenant)?;
     let mut cols = Vec::with_capacity(q.columns.len());
     for c in &q.columns {
-        cols.push(b.column(c)?);
+        cols.push(b.writable(c)?);
     }
     let mut names = vec![quote(TENANT_COLUMN)];
     names.extend(q.columns.iter().map(|c| quote(c)));
@@ -333,7 +390,7 @@ pub fn insert(schema: &Schema, tenant: Uuid, q: &InsertQuery) -> Check<Statement
                 }
                 let mut parts = Vec::new();
                 for c in set {
-                    b.column(c)?;
+                    b.writable(c)?;
                     parts.push(format!("{} = EXCLUDED.{}", quote(c), quote(c)));
                 }
                 write!(b.sql, " DO UPDATE SET {}", parts.join(", ")).unwrap();
@@ -350,7 +407,7 @@ pub fn update(schema: &Schema, tenant: Uuid, q: &UpdateQuery) -> Check<Statement
     let mut b = Builder::new(schema, &q.table, tenant)?;
     let mut parts = Vec::new();
     for a in &q.set {
-        let col = b.column(&a.column)?;
+        let col = b.writable(&a.column)?;
         let ph = b.bind(&a.value, col)?;
         parts.push(format!("{} = {ph}", quote(&a.column)));
     }

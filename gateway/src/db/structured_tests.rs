@@ -81,7 +81,7 @@ const EVIL: &str = "x'); DROP TABLE contacts; --";
 const EVIL2: &str = r#"O'Brien "the" \ $1 */ /*"#;
 
 fn column(kind: Kind, sql_type: &str) -> Column {
-    Column { kind, sql_type: sql_type.to_string() }
+    Column { kind, sql_type: sql_type.to_string(), db_assigned: false }
 }
 
 /// `contacts` has a column of every kind (and two Text / Float types); `we"ird` has names that
@@ -108,7 +108,16 @@ fn schema() -> Schema {
     let mut tables = HashMap::new();
     tables.insert("contacts".to_string(), contacts);
     tables.insert("we\"ird".to_string(), weird);
-    Schema { tables }
+    Schema { tables, ..Default::default() }
+}
+
+/// [`schema`] as `Schema::load` reads a table with a global primary key: `contacts.id` is in a
+/// unique constraint without `tenant_id`, so plugins may read it but never give it a value.
+fn schema_with_global_id() -> Schema {
+    let mut schema = schema();
+    schema.tables.get_mut("contacts").unwrap().get_mut("id").unwrap().db_assigned = true;
+    schema.global_constraints.insert(s("contacts_pkey"));
+    schema
 }
 
 fn s(v: &str) -> String {
@@ -492,6 +501,19 @@ fn select_limit_is_clamped_to_the_cap_and_defaults_to_cap_plus_one() {
         q.limit = limit;
         golden(
             select(&schema(), TENANT, &q, cap),
+            &format!(r#"SELECT "id"::text FROM "contacts" WHERE "tenant_id" = $1 {clause}"#),
+            &[T],
+        );
+    }
+}
+
+#[test]
+fn select_cap_of_u32_max_does_not_wrap() {
+    for (limit, clause) in [(None, "LIMIT 4294967296"), (Some(u32::MAX), "LIMIT 4294967295"), (Some(7), "LIMIT 7")] {
+        let mut q = sel("contacts", &["id"]);
+        q.limit = limit;
+        golden(
+            select(&schema(), TENANT, &q, u32::MAX),
             &format!(r#"SELECT "id"::text FROM "contacts" WHERE "tenant_id" = $1 {clause}"#),
             &[T],
         );
@@ -1016,6 +1038,109 @@ fn refuses_tenant_column_everywhere() {
     for (place, r) in cases {
         assert_eq!(refused(r), "tenant-column-reserved", "{place}");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refusals: database-assigned columns (a global key is no existence oracle)
+
+const THEIRS: &str = "6f1c7a52-0d4e-4b8a-9e3f-2a1b0c9d8e7f";
+const WANT_ASSIGNED: &str = "invalid(column id is assigned by the database)";
+
+/// Values a plugin might give the key: another org's id, a fresh one, text, null. The answer
+/// must not depend on which (the builder refuses before it looks at a value).
+fn key_values() -> Vec<Value> {
+    vec![Value::Uuid(s(THEIRS)), Value::Uuid(Uuid::new_v4().to_string()), text(THEIRS), Value::Null, Value::Integer(1)]
+}
+
+#[test]
+fn refuses_insert_naming_a_database_assigned_column() {
+    let schema = schema_with_global_id();
+    for v in key_values() {
+        let q = ins("contacts", &["id", "name"], vec![vec![v.clone(), text("Ann")]]);
+        assert_eq!(refused(insert(&schema, TENANT, &q)), WANT_ASSIGNED, "{v:?}");
+        // Wherever it stands, with any number of rows, with a conflict clause or RETURNING.
+        let mut q = ins("contacts", &["name", "id"], vec![vec![text("Ann"), v.clone()], vec![text("Bob"), v.clone()]]);
+        q.on_conflict = Some(OnConflict { target: strings(&["email"]), action: ConflictAction::DoNothing });
+        q.returning = strings(&["id"]);
+        assert_eq!(refused(insert(&schema, TENANT, &q)), WANT_ASSIGNED, "{v:?}");
+    }
+    // Before the row shapes are looked at: a short row does not change the answer.
+    let q = ins("contacts", &["id", "name"], vec![vec![Value::Uuid(s(THEIRS))]]);
+    assert_eq!(refused(insert(&schema, TENANT, &q)), WANT_ASSIGNED);
+}
+
+#[test]
+fn refuses_upsert_updating_a_database_assigned_column() {
+    let schema = schema_with_global_id();
+    let mut q = ins("contacts", &["email", "name"], vec![vec![text("a@example.com"), text("Ann")]]);
+    q.on_conflict = Some(OnConflict { target: strings(&["email"]), action: ConflictAction::DoUpdate(strings(&["name", "id"])) });
+    assert_eq!(refused(insert(&schema, TENANT, &q)), WANT_ASSIGNED);
+    q.on_conflict = Some(OnConflict { target: strings(&["email"]), action: ConflictAction::DoUpdate(strings(&["id"])) });
+    assert_eq!(refused(insert(&schema, TENANT, &q)), WANT_ASSIGNED);
+}
+
+#[test]
+fn refuses_update_setting_a_database_assigned_column() {
+    let schema = schema_with_global_id();
+    for v in key_values() {
+        let mut q = upd("contacts", vec![("name", text("Ann")), ("id", v.clone())]);
+        q.filters = vec![eq("id", Value::Uuid(s(THEIRS)))];
+        assert_eq!(refused(update(&schema, TENANT, &q)), WANT_ASSIGNED, "{v:?}");
+        assert_eq!(refused(update(&schema, TENANT, &upd("contacts", vec![("id", v.clone())]))), WANT_ASSIGNED, "{v:?}");
+    }
+}
+
+/// Reading, filtering, ordering, returning and naming it as a conflict target build exactly
+/// the SQL they build on a column plugins may write.
+#[test]
+fn a_database_assigned_column_can_still_be_read_filtered_and_returned() {
+    let schema = schema_with_global_id();
+    let mut q = sel("contacts", &["id", "name"]);
+    q.filters = vec![eq("id", Value::Uuid(s(THEIRS)))];
+    q.order_by = vec![Order { target: col("id"), descending: false }];
+    golden(
+        select(&schema, TENANT, &q, CAP),
+        r#"SELECT "id"::text, "name"::text FROM "contacts" WHERE "tenant_id" = $1 AND "id" = $2::"uuid" ORDER BY "id" ASC LIMIT 101"#,
+        &[T, t(THEIRS)],
+    );
+
+    let mut q = ins("contacts", &["name"], vec![vec![text("Ann")]]);
+    q.on_conflict = Some(OnConflict { target: strings(&["id"]), action: ConflictAction::DoUpdate(strings(&["name"])) });
+    q.returning = strings(&["id"]);
+    golden(
+        insert(&schema, TENANT, &q),
+        r#"INSERT INTO "contacts" ("tenant_id", "name") VALUES ($1, $2::"text") ON CONFLICT ("tenant_id", "id") DO UPDATE SET "name" = EXCLUDED."name" RETURNING "id"::text"#,
+        &[T, t("Ann")],
+    );
+
+    let mut q = upd("contacts", vec![("name", text("Ann"))]);
+    q.filters = vec![eq("id", Value::Uuid(s(THEIRS)))];
+    q.returning = strings(&["id"]);
+    golden(
+        update(&schema, TENANT, &q),
+        r#"UPDATE "contacts" SET "name" = $2::"text" WHERE "tenant_id" = $1 AND "id" = $3::"uuid" RETURNING "id"::text"#,
+        &[T, t("Ann"), t(THEIRS)],
+    );
+
+    let mut q = del("contacts");
+    q.filters = vec![eq("id", Value::Uuid(s(THEIRS)))];
+    q.returning = strings(&["id"]);
+    golden(
+        delete(&schema, TENANT, &q),
+        r#"DELETE FROM "contacts" WHERE "tenant_id" = $1 AND "id" = $2::"uuid" RETURNING "id"::text"#,
+        &[T, t(THEIRS)],
+    );
+}
+
+/// Unknown and reserved names keep their own answers on a table with a global key.
+#[test]
+fn the_database_assigned_refusal_comes_after_unknown_and_reserved_names() {
+    let schema = schema_with_global_id();
+    let q = ins("contacts", &["nope", "id"], vec![vec![text("a"), Value::Null]]);
+    assert_eq!(refused(insert(&schema, TENANT, &q)), "unknown-column(contacts.nope)");
+    let q = ins("contacts", &["tenant_id", "id"], vec![vec![text("a"), Value::Null]]);
+    assert_eq!(refused(insert(&schema, TENANT, &q)), "tenant-column-reserved");
+    assert_eq!(refused(insert(&schema, TENANT, &ins("nope", &["id"], vec![vec![Value::Null]]))), "unknown-table(nope)");
 }
 
 // ---------------------------------------------------------------------------------------------

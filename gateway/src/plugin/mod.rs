@@ -54,6 +54,9 @@ const SLICE_TICKS: u64 = 1;
 /// Bytes of guest stdout / stderr kept per invocation (the rest is dropped).
 const STDIO_CAPTURE: usize = 8 * 1024;
 
+/// Lines of each of stdout / stderr logged per invocation (the rest are counted as dropped).
+const STDIO_LINES: usize = 20;
+
 /// The WIT package versions this gateway serves.
 pub const WIT_VERSIONS: &[&str] = &["gateway:plugin@0.1.0"];
 
@@ -83,6 +86,8 @@ pub struct Runtime {
     /// Destination addresses outbound HTTP may connect to: built once at start-up, with the
     /// host's interface addresses of that moment.
     pub addresses: Arc<host::addr::AddressPolicy>,
+    /// Plugin log lines per second per org (`host::log`), shared by every invocation.
+    pub log_rate: Arc<host::log::OrgLogRate>,
 }
 
 /// Builds the outbound TLS client configuration (ring provider, safe defaults).
@@ -184,6 +189,7 @@ impl Runtime {
             tls,
             db_slots: Arc::new(host::tenant_db::OrgSlots::new(4)),
             addresses: Arc::new(addresses),
+            log_rate: Default::default(),
         }))
     }
 
@@ -384,9 +390,9 @@ impl Runtime {
             before_commit: inv.before_commit,
         };
         let (engine, tls, plugin) = (self.engine.clone(), self.tls.clone(), plugin.clone());
-        let (slots, addresses) = (self.db_slots.clone(), self.addresses.clone());
+        let (slots, addresses, log_rate) = (self.db_slots.clone(), self.addresses.clone(), self.log_rate.clone());
         let meter = Arc::new(cpu::CpuMeter::default());
-        let task = guest::spawn(run(engine, tls, slots, addresses, plugin, inv, meter.clone()));
+        let task = guest::spawn(run(engine, tls, slots, addresses, log_rate, plugin, inv, meter.clone()));
         let outcome = match task.await {
             Ok(outcome) => outcome,
             Err(e) => Outcome::Trap(format!("invocation task failed: {e}")),
@@ -402,6 +408,7 @@ async fn run(
     tls: Arc<rustls::ClientConfig>,
     slots: Arc<host::tenant_db::OrgSlots>,
     addresses: Arc<host::addr::AddressPolicy>,
+    log_rate: Arc<host::log::OrgLogRate>,
     plugin: LoadedPlugin,
     inv: Owned,
     meter: Arc<cpu::CpuMeter>,
@@ -456,7 +463,7 @@ async fn run(
                 org: inv.org,
                 plugin: plugin.name.clone(),
             },
-            log: LogState { request_id: inv.request_id.clone(), org: inv.org, plugin: plugin.name.clone(), lines: 0 },
+            log: LogState::new(inv.request_id.clone(), inv.org, plugin.name.clone(), log_rate),
             cpu: meter.clone(),
         };
         let mut store = Store::new(&engine, state);
@@ -485,12 +492,25 @@ async fn run(
             Ok(Err(trap)) => Ended::Trap(trap),
             Err(_) => Ended::WallTimeout,
         };
+        // Stdio lines share the invocation's log budget and the org's log rate with
+        // `log.emit`, and like its lines carry the plugin's text as a value after the tags.
+        let log = &mut store.data_mut().log;
         for (stream, pipe) in [("stdout", &stdout), ("stderr", &stderr)] {
             let bytes = pipe.contents();
-            for line in String::from_utf8_lossy(&bytes).lines().filter(|l| !l.trim().is_empty()).take(20) {
-                tracing::info!(target: "gateway::plugin", request_id = %inv.request_id, org_id = %inv.org,
-                    plugin = %plugin.name, stream, "{line}");
+            for (i, line) in String::from_utf8_lossy(&bytes).lines().filter(|l| !l.trim().is_empty()).enumerate() {
+                if i >= STDIO_LINES {
+                    log.drop_unread();
+                } else if log.admit(line.len()) {
+                    tracing::info!(target: "gateway::plugin", request_id = %inv.request_id, org_id = %inv.org,
+                        plugin = %plugin.name, stream, text = line, "plugin_stdio");
+                }
             }
+        }
+        if log.dropped() > 0 {
+            // Not a plugin line: it goes to the lossless writer, once per invocation.
+            tracing::warn!(target: "gateway::plugin_log", request_id = %inv.request_id, org_id = %inv.org,
+                plugin = %plugin.name, dropped = log.dropped(), over_budget = log.over_budget, over_rate = log.over_rate,
+                "plugin_log_lines_dropped");
         }
         let memory_hit = store.data().limiter.hit;
         let db = &mut store.data_mut().db;

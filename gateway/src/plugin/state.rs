@@ -14,6 +14,7 @@ use crate::plugin::bindings::context::CallContext;
 use crate::plugin::cpu::CpuMeter;
 use crate::plugin::grants::Grants;
 use crate::plugin::host::addr::AddressPolicy;
+use crate::plugin::host::log::{self, OrgLogRate};
 use crate::role::Actor;
 
 /// The store's data for one invocation.
@@ -66,12 +67,27 @@ pub struct HttpState {
     pub plugin: String,
 }
 
-/// `log`: the tags every line carries.
+/// `log`: the tags every line carries, and what the invocation may still write
+/// (`plugin::host::log`).
 pub struct LogState {
     pub request_id: String,
     pub org: Uuid,
     pub plugin: String,
+    /// Lines written or dropped so far.
     pub lines: u32,
+    /// Bytes of plugin text still allowed.
+    pub budget: usize,
+    /// Lines dropped over the invocation's lines or bytes, and over the org's rate.
+    pub over_budget: u32,
+    pub over_rate: u32,
+    /// The org's plugin log rate, shared by every invocation.
+    pub rate: Arc<OrgLogRate>,
+}
+
+impl LogState {
+    pub fn new(request_id: String, org: Uuid, plugin: String, rate: Arc<OrgLogRate>) -> LogState {
+        LogState { request_id, org, plugin, lines: 0, budget: log::BUDGET, over_budget: 0, over_rate: 0, rate }
+    }
 }
 
 /// Caps linear memory (and tables) of one instance and remembers whether the cap was hit,

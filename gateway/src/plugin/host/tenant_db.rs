@@ -99,6 +99,14 @@ impl DbState {
     fn failed(&mut self, e: &sqlx::Error) -> DbError {
         self.aborted = true;
         let mapped = sql::classify(e);
+        if let DbError::UniqueViolation(name) | DbError::ConstraintViolation(name) = &mapped {
+            // Unreachable while `db::structured` refuses writes to database-assigned columns;
+            // kept so that a constraint spanning tenants is never named to a plugin.
+            if self.schema.global_constraints.contains(name) {
+                tracing::warn!(org_id = %self.tenant, constraint = %name, "plugin statement hit a constraint spanning tenants");
+                return DbError::Invalid("rejected by the database".into());
+            }
+        }
         if matches!(mapped, DbError::Invalid(_)) {
             // SQLSTATE only: PostgreSQL's message quotes the offending value, which may be an
             // email or a phone number from the tenant's data.
@@ -175,12 +183,13 @@ impl DbState {
 }
 
 impl DbState {
-    /// Update/delete cannot be limited in SQL: more returned rows than the cap aborts the
-    /// invocation, so a plugin never commits work it could not see.
+    /// Update/delete cannot be limited in SQL: more rows changed than the cap (returned or
+    /// not) aborts the invocation, so `db_max_rows` bounds what one call can change and a
+    /// plugin never commits work it could not see.
     async fn capped(&mut self, st: Result<sql::Statement, DbError>) -> Result<Rows, DbError> {
         let cap = self.grants.db_max_rows;
         let rows = self.run(st).await?;
-        if rows.rows.len() > cap as usize {
+        if rows.affected > u64::from(cap) || rows.rows.len() > cap as usize {
             self.aborted = true;
             return Err(DbError::TooManyRows(cap));
         }
