@@ -330,3 +330,91 @@ fn plugin_check_runs_a_component_locally_and_rejects_non_components() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("rejected"));
 }
+
+/// The compiled-code cache's files.
+fn cached_files(gw: &Gateway) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(gw.data_dir.join("compiled"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+async fn versions(gw: &Gateway) -> usize {
+    let r = gw.req("GET", "/v1/admin/plugins").token(&gw.super_token).send().await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json["plugins"].as_array().unwrap().len()
+}
+
+#[tokio::test]
+async fn fixtures_that_spin_or_sleep_fail_their_upload_within_the_budget_and_slow_no_one() {
+    use gateway::registry::fixtures;
+    let db = TestDb::new().await;
+    let gw = Gateway::start(&db).await;
+    let other = gw.create_org("Other", Some("unmetered")).await;
+    let (t, _, _) = gw.create_token(&other, "member", "m@other.test").await;
+    let before = cached_files(&gw);
+    let hostile = wasm("hostile.wasm");
+    // 100 fixtures that each pass, spinning 150 ms: 15 s of guest CPU in all.
+    let spin: Vec<serde_json::Value> = (0..100)
+        .map(|i| json!({"name": format!("spin {i}"), "request": {"query": "mode=spin&ms=150"}, "expect": {"status": 200}}))
+        .collect();
+    let spinning = fixtures::embed(&hostile, serde_json::to_string(&spin).unwrap().as_bytes()).unwrap();
+    let sleep = br#"[{"name": "sleeps a minute", "request": {"query": "mode=sleep&ms=60000"}, "expect": {"status": 200}}]"#;
+    let sleeping = fixtures::embed(&hostile, sleep).unwrap();
+
+    for (bytes, fixture) in [(spinning, "spin "), (sleeping, "sleeps a minute")] {
+        let done = AtomicBool::new(false);
+        let (gw, t, done) = (&gw, &t, &done);
+        let started = Instant::now();
+        let refused = async move {
+            let r = upload(gw, "hostile", bytes, false).await;
+            done.store(true, Ordering::Relaxed);
+            r
+        };
+        // Another org's requests, native and plugin, all through the upload.
+        let others = async move {
+            let mut took = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                for path in ["/v1/whoami", "/v1/echo"] {
+                    let t0 = Instant::now();
+                    let r = match path {
+                        "/v1/echo" => gw.req("POST", path).token(t).json(&json!({"n": 1})).send().await,
+                        _ => gw.req("GET", path).token(t).send().await,
+                    };
+                    assert_eq!(r.status, 200, "{path}: {}", r.text);
+                    took.push(t0.elapsed());
+                }
+            }
+            took
+        };
+        let (r, mut took) = tokio::join!(refused, others);
+        let elapsed = started.elapsed();
+        assert_error(&r, 422, "PLUGIN_REJECTED");
+        assert!(r.text.contains(&format!("fixture `{fixture}")) && r.text.contains("time budget of 5 s"), "{}", r.text);
+        // The budget ended the run (not the fixture's own 10 s sandbox timeout): the gateway
+        // logs how long the fixtures ran (its log writer may lag a little behind the answer).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let ran = loop {
+            let log = gw.stderr();
+            let line = log
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v["message"] == "plugin_rejected" && v["reason"].as_str().is_some_and(|m| m.contains(fixture)))
+                .find_map(|v| v["elapsed_ms"].as_u64());
+            if let Some(ms) = line {
+                break ms;
+            }
+            assert!(Instant::now() < deadline, "no plugin_rejected line for {fixture}: {log}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!((5000..7000).contains(&ran), "fixtures ran {ran} ms");
+        took.sort();
+        let p99 = took[(took.len() * 99 / 100).min(took.len() - 1)];
+        println!("{fixture}: upload refused after {elapsed:?} (fixtures {ran} ms); other org: {} requests, p50 {:?}, p99 {p99:?}, max {:?}",
+            took.len(), took[took.len() / 2], took[took.len() - 1]);
+        assert!(took.len() >= 20, "only {} requests during the upload", took.len());
+        assert!(p99 < Duration::from_millis(500), "p99 {p99:?}");
+    }
+    assert_eq!(versions(&gw).await, 0);
+    assert_eq!(cached_files(&gw), before, "a refused upload left compiled code behind");
+}

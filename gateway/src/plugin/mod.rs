@@ -168,7 +168,8 @@ impl Runtime {
     }
 
     /// Compiles and links a component. Refuses anything that is not a component of the
-    /// `handler` world, or that imports what we do not provide.
+    /// `handler` world, or that imports what we do not provide. Caches nothing: once the
+    /// caller has accepted the plugin, [`Runtime::keep`].
     pub fn load(&self, name: &str, version: &str, bytes: &[u8]) -> Result<LoadedPlugin> {
         self.load_digested(name, version, bytes, digest(bytes))
     }
@@ -177,24 +178,9 @@ impl Runtime {
     pub fn load_digested(&self, name: &str, version: &str, bytes: &[u8], sha256: String) -> Result<LoadedPlugin> {
         let fail = |what: &str, e: wasmtime::Error| Error::Plugin { plugin: name.to_string(), reason: format!("{what}: {e:#}") };
         let cached = self.compiled.lock().unwrap_or_else(|p| p.into_inner()).get(&sha256).cloned();
-        let component = match cached {
+        let component = match cached.or_else(|| self.load_cached(&sha256)) {
             Some(c) => c,
-            None => {
-                let c = match self.load_cached(&sha256) {
-                    Some(c) => c,
-                    None => {
-                        let c = Component::new(&self.engine, bytes).map_err(|e| fail("not a valid component", e))?;
-                        self.store_cached(&sha256, &c);
-                        c
-                    }
-                };
-                let mut cache = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
-                if cache.len() >= COMPILED_CACHE_MAX {
-                    cache.clear();
-                }
-                cache.insert(sha256.clone(), c.clone());
-                c
-            }
+            None => Component::new(&self.engine, bytes).map_err(|e| fail("not a valid component", e))?,
         };
         let pre = self
             .linker
@@ -202,6 +188,25 @@ impl Runtime {
             .map_err(|e| fail("imports something this gateway does not provide", e))?;
         let pre = HandlerPre::new(pre).map_err(|e| fail("does not export the handler world's http-handler", e))?;
         Ok(LoadedPlugin { name: name.to_string(), version: version.to_string(), sha256, pre })
+    }
+
+    /// Keeps an accepted plugin's compiled code (in memory and, with a cache directory, on
+    /// disk), so that its activation, another name with the same bytes, or a restart does not
+    /// compile it again. Only accepted code is kept: a refused upload leaves nothing behind.
+    pub fn keep(&self, plugin: &LoadedPlugin) {
+        let component = plugin.pre.instance_pre().component();
+        let mut cache = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.contains_key(&plugin.sha256) {
+            return;
+        }
+        if cache.len() >= COMPILED_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(plugin.sha256.clone(), component.clone());
+        drop(cache);
+        if self.cache_path(&plugin.sha256).is_some_and(|p| !p.exists()) {
+            self.store_cached(&plugin.sha256, component);
+        }
     }
 }
 
