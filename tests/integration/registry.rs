@@ -346,6 +346,40 @@ async fn versions(gw: &Gateway) -> usize {
 }
 
 #[tokio::test]
+async fn components_importing_wasi_sockets_are_refused_at_upload_check_and_start_up() {
+    let db = TestDb::new().await;
+    let gw = Gateway::start(&db).await;
+    let before = cached_files(&gw);
+    let r = upload(&gw, "hostile-sockets", wasm("hostile_sockets.wasm"), true).await;
+    assert_error(&r, 422, "PLUGIN_REJECTED");
+    for import in ["wasi:sockets/tcp@0.2.6", "wasi:sockets/udp@0.2.6", "wasi:sockets/ip-name-lookup@0.2.6", "wasi:filesystem/types@0.2.6"] {
+        assert!(r.text.contains(import), "{import} not named: {}", r.text);
+    }
+    assert!(r.text.contains("which plugins may not use"), "{}", r.text);
+    assert!(!r.text.contains("wasi:io/") && !r.text.contains("wasi:cli/environment@"), "allowed imports named: {}", r.text);
+    assert_eq!(versions(&gw).await, 0);
+    assert_eq!(cached_files(&gw), before, "a refused upload left compiled code behind");
+    // Its sibling with only allowed imports is accepted.
+    assert_eq!(upload(&gw, "hostile", wasm("hostile.wasm"), false).await.status, 201);
+
+    // `gateway plugin check` refuses it the same way.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["plugin", "check"])
+        .arg(plugin_dir().join("hostile_sockets.wasm"))
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("wasi:sockets/tcp@0.2.6") && e.contains("which plugins may not use"), "{e}");
+
+    // And so does start-up, for a plugin file a policy declares.
+    let mut opts = GatewayOptions::new(&db);
+    opts.policies = crate::harness::policies_with("zz-sockets.toml", "[plugins.sockets]\nfile = \"hostile_sockets.wasm\"\n");
+    let out = crate::harness::gateway_command(&opts).arg("serve").output().unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("zz-sockets.toml") && e.contains("wasi:sockets/tcp@0.2.6"), "{e}");
+}
+
+#[tokio::test]
 async fn fixtures_that_spin_or_sleep_fail_their_upload_within_the_budget_and_slow_no_one() {
     use gateway::registry::fixtures;
     let db = TestDb::new().await;

@@ -168,7 +168,7 @@ impl Runtime {
     }
 
     /// Compiles and links a component. Refuses anything that is not a component of the
-    /// `handler` world, or that imports what we do not provide. Caches nothing: once the
+    /// `handler` world, or that imports what plugins may not use. Caches nothing: once the
     /// caller has accepted the plugin, [`Runtime::keep`].
     pub fn load(&self, name: &str, version: &str, bytes: &[u8]) -> Result<LoadedPlugin> {
         self.load_digested(name, version, bytes, digest(bytes))
@@ -176,12 +176,22 @@ impl Runtime {
 
     /// [`Runtime::load`] for bytes whose [`digest`] the caller already has.
     pub fn load_digested(&self, name: &str, version: &str, bytes: &[u8], sha256: String) -> Result<LoadedPlugin> {
-        let fail = |what: &str, e: wasmtime::Error| Error::Plugin { plugin: name.to_string(), reason: format!("{what}: {e:#}") };
+        let refuse = |reason: String| Error::Plugin { plugin: name.to_string(), reason };
+        let fail = |what: &str, e: wasmtime::Error| refuse(format!("{what}: {e:#}"));
         let cached = self.compiled.lock().unwrap_or_else(|p| p.into_inner()).get(&sha256).cloned();
         let component = match cached.or_else(|| self.load_cached(&sha256)) {
             Some(c) => c,
             None => Component::new(&self.engine, bytes).map_err(|e| fail("not a valid component", e))?,
         };
+        let ty = component.component_type();
+        let refused: Vec<&str> = ty.imports(&self.engine).map(|(n, _)| n).filter(|n| !host::may_import(n)).collect();
+        if !refused.is_empty() {
+            return Err(refuse(format!(
+                "imports {}, which plugins may not use (a plugin may import gateway:plugin interfaces and, of WASI, \
+                 only wasi:io, wasi:cli, wasi:clocks and wasi:random)",
+                refused.join(", ")
+            )));
+        }
         let pre = self
             .linker
             .instantiate_pre(&component)
