@@ -345,6 +345,106 @@ async fn versions(gw: &Gateway) -> usize {
     r.json["plugins"].as_array().unwrap().len()
 }
 
+/// Top-level sections of a component: `(id, contents)`.
+fn sections(bytes: &[u8]) -> Vec<(u8, &[u8])> {
+    let (mut rest, mut out) = (&bytes[8..], Vec::new());
+    while let Some((&id, tail)) = rest.split_first() {
+        let (size, tail) = leb(tail);
+        out.push((id, &tail[..size]));
+        rest = &tail[size..];
+    }
+    out
+}
+
+fn leb(bytes: &[u8]) -> (usize, &[u8]) {
+    let mut v = 0usize;
+    for (i, &b) in bytes.iter().enumerate() {
+        v |= usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return (v, &bytes[i + 1..]);
+        }
+    }
+    panic!("bad LEB128")
+}
+
+fn push_leb(out: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            return out.push(b);
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn push_section(out: &mut Vec<u8>, id: u8, contents: &[u8]) {
+    out.push(id);
+    push_leb(out, contents.len());
+    out.extend_from_slice(contents);
+}
+
+/// `component` with more core modules (each given in text), each instantiated `times` times
+/// when the component is. The additions are appended, so no existing index moves; nothing
+/// uses them, but an instance of the component has them.
+pub fn with_core_modules(component: &[u8], modules: &[&str], times: usize) -> Vec<u8> {
+    let first = sections(component).iter().filter(|(id, _)| *id == 1).count();
+    let mut out = component.to_vec();
+    let mut instances = Vec::new();
+    push_leb(&mut instances, modules.len() * times);
+    for (i, text) in modules.iter().enumerate() {
+        push_section(&mut out, 1, &wat::parse_str(text).unwrap());
+        for _ in 0..times {
+            // instantiate module `first + i`, no arguments
+            instances.push(0x00);
+            push_leb(&mut instances, first + i);
+            instances.push(0);
+        }
+    }
+    push_section(&mut out, 2, &instances);
+    out
+}
+
+#[test]
+fn every_shipped_plugin_fits_the_resource_budget() {
+    use gateway::plugin::budget::{Usage, BUDGET};
+    for file in ["echo.wasm", "crm_track.wasm", "contract_probe.wasm", "hostile.wasm", "hostile_sockets.wasm"] {
+        let u = Usage::of(&wasm(file)).unwrap().unwrap();
+        println!("{file}: {u:?}");
+        assert_eq!(u.exceeds(&BUDGET), None, "{file}");
+        // Room to spare: twice what a plugin uses still fits.
+        assert!(u.core_instances * 2 <= BUDGET.core_instances && u.memories * 2 <= BUDGET.memories && u.tables * 2 <= BUDGET.tables, "{file}: {u:?}");
+    }
+}
+
+#[tokio::test]
+async fn uploads_over_the_resource_budget_are_refused_and_leave_nothing_behind() {
+    let db = TestDb::new().await;
+    let gw = Gateway::start(&db).await;
+    let before = cached_files(&gw);
+    let echo = wasm("echo.wasm");
+    let cases = [
+        // echo has 3 core instances, 1 memory and 2 tables.
+        (with_core_modules(&echo, &["(module)"], 6), "9 core module instances (at most 8)"),
+        (with_core_modules(&echo, &["(module (memory 1))", "(module (memory 1))"], 1), "3 linear memories (at most 2)"),
+        (with_core_modules(&echo, &["(module (table 1 funcref))"], 3), "5 tables (at most 4)"),
+        // The shape of the component that once filled the shared table pool: 31 tables.
+        (with_core_modules(&echo, &["(module (table 1 funcref))"], 29), "31 tables (at most 4)"),
+        (with_core_modules(&echo, &["(module (table 1 funcref) (table 1 funcref))"], 1), "2 tables in one core module (at most 1)"),
+    ];
+    for (bytes, what) in cases {
+        let r = upload(&gw, "echo", bytes, true).await;
+        assert_error(&r, 422, "PLUGIN_REJECTED");
+        assert!(r.text.contains("over the resource budget") && r.text.contains(what), "{what}: {}", r.text);
+    }
+    // Within the budget, the same kind of addition is accepted (and its compiled code kept).
+    let r = upload(&gw, "echo", with_core_modules(&echo, &["(module (table 1 funcref))"], 2), false).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(versions(&gw).await, 1);
+    let added: Vec<String> = cached_files(&gw).difference(&before).cloned().collect();
+    assert!(added.len() == 1 && added[0].starts_with(r.json["sha256"].as_str().unwrap()), "{added:?}");
+}
+
 #[tokio::test]
 async fn components_importing_wasi_sockets_are_refused_at_upload_check_and_start_up() {
     let db = TestDb::new().await;
@@ -377,6 +477,28 @@ async fn components_importing_wasi_sockets_are_refused_at_upload_check_and_start
     let out = crate::harness::gateway_command(&opts).arg("serve").output().unwrap();
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && e.contains("zz-sockets.toml") && e.contains("wasi:sockets/tcp@0.2.6"), "{e}");
+}
+
+#[tokio::test]
+async fn the_memory_cap_is_on_the_sum_of_an_instances_memories() {
+    let db = TestDb::new().await;
+    let gw = Gateway::start(&db).await;
+    let org = gw.create_org("Acme", Some("unmetered")).await;
+    let (t, _, _) = gw.create_token(&org, "member", "m@acme.test").await;
+    let echo = wasm("echo.wasm");
+    // `/v1/echo` caps memory at 16 MiB. echo's own memory starts at about 1 MiB; a second
+    // memory of 4 MiB fits beside it, one of 15 MiB (under the cap by itself) does not.
+    let r = upload(&gw, "echo", with_core_modules(&echo, &["(module (memory 64))"], 1), true).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = gw.req("POST", "/v1/echo").token(&t).json(&json!({"n": 1})).send().await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("x-plugin-version"), Some("1"));
+    let r = upload(&gw, "echo", with_core_modules(&echo, &["(module (memory 240))"], 1), true).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = gw.req("POST", "/v1/echo").token(&t).json(&json!({"n": 1})).send().await;
+    assert_error(&r, 502, "PLUGIN_RESOURCE_EXHAUSTED");
+    // The failure is that request's only.
+    assert_eq!(gw.req("GET", "/v1/whoami").token(&t).send().await.status, 200);
 }
 
 #[tokio::test]

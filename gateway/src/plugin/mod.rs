@@ -18,6 +18,7 @@
 //! - [`state`]: the store's data, split into one small view per interface.
 
 pub mod bindings;
+pub mod budget;
 pub mod cpu;
 pub mod grants;
 pub mod host;
@@ -52,6 +53,11 @@ const SLICE_TICKS: u64 = 2;
 
 /// Bytes of guest stdout / stderr kept per invocation (the rest is dropped).
 const STDIO_CAPTURE: usize = 8 * 1024;
+
+/// Component instances that may be live at once (requests in flight, fixtures, jobs). The
+/// pools' other totals are this times a component's [`budget::BUDGET`], so that only this
+/// count can run out, and a component holds the same share of it whatever it contains.
+const MAX_LIVE_INSTANCES: u32 = 512;
 
 /// The WIT package versions this gateway serves.
 pub const WIT_VERSIONS: &[&str] = &["gateway:plugin@0.1.0"];
@@ -111,13 +117,19 @@ impl Runtime {
     /// starts the epoch ticker.
     pub fn new(disk_cache: Option<std::path::PathBuf>, tls: Arc<rustls::ClientConfig>) -> Result<Arc<Runtime>> {
         let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(512)
-            .total_core_instances(2048)
-            .total_memories(512)
-            .total_tables(1024)
+        let per = budget::BUDGET;
+        // The per-component limits repeat the budget `load` checks first (with a clearer
+        // message): they are the backstop for what the budget cannot see statically.
+        pool.total_component_instances(MAX_LIVE_INSTANCES)
+            .total_core_instances(MAX_LIVE_INSTANCES * per.core_instances)
+            .total_memories(MAX_LIVE_INSTANCES * per.memories)
+            .total_tables(MAX_LIVE_INSTANCES * per.tables)
             .max_memory_size(grants::MAX_PLUGIN_MEMORY)
-            .max_core_instances_per_component(32)
-            .max_memories_per_component(4)
+            .max_core_instances_per_component(per.core_instances)
+            .max_memories_per_component(per.memories)
+            .max_tables_per_component(per.tables)
+            .max_memories_per_module(per.module_memories)
+            .max_tables_per_module(per.module_tables)
             .table_elements(100_000)
             // Reset slots by rewriting only the pages an instance dirtied (PAGEMAP_SCAN, Linux
             // 6.7+) instead of madvise + a page fault per page on the next request: on the
@@ -168,8 +180,8 @@ impl Runtime {
     }
 
     /// Compiles and links a component. Refuses anything that is not a component of the
-    /// `handler` world, or that imports what plugins may not use. Caches nothing: once the
-    /// caller has accepted the plugin, [`Runtime::keep`].
+    /// `handler` world, that is over the resource budget, or that imports what plugins may
+    /// not use. Caches nothing: once the caller has accepted the plugin, [`Runtime::keep`].
     pub fn load(&self, name: &str, version: &str, bytes: &[u8]) -> Result<LoadedPlugin> {
         self.load_digested(name, version, bytes, digest(bytes))
     }
@@ -178,6 +190,16 @@ impl Runtime {
     pub fn load_digested(&self, name: &str, version: &str, bytes: &[u8], sha256: String) -> Result<LoadedPlugin> {
         let refuse = |reason: String| Error::Plugin { plugin: name.to_string(), reason };
         let fail = |what: &str, e: wasmtime::Error| refuse(format!("{what}: {e:#}"));
+        // Before compiling: what is over budget is refused without spending a compilation.
+        match budget::Usage::of(bytes) {
+            Ok(Some(usage)) => {
+                if let Some(over) = usage.exceeds(&budget::BUDGET) {
+                    return Err(refuse(over));
+                }
+            }
+            // A core module, or bytes that do not parse: the compiler says what is wrong.
+            Ok(None) | Err(_) => {}
+        }
         let cached = self.compiled.lock().unwrap_or_else(|p| p.into_inner()).get(&sha256).cloned();
         let component = match cached.or_else(|| self.load_cached(&sha256)) {
             Some(c) => c,
@@ -358,7 +380,7 @@ impl Runtime {
         let state = StoreState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limiter: MemoryLimiter { max_memory: sandbox.memory, hit: false },
+            limiter: MemoryLimiter::new(sandbox.memory),
             context: CallContext {
                 org_id: inv.org.to_string(),
                 user_id: inv.user.map(|u| u.to_string()),

@@ -49,9 +49,9 @@ async fn keep(runtime: &Arc<Runtime>, loaded: Arc<LoadedPlugin>) {
     let _ = tokio::task::spawn_blocking(move || rt.keep(&loaded)).await;
 }
 
-/// Validates (a component of a served `handler` world, importing nothing plugins may not
-/// use, that compiles, whose shipped contract fixtures pass within their time budget) and
-/// stores a new version. Nothing is stored when it is refused: no
+/// Validates (a component of a served `handler` world, within the resource budget, importing
+/// nothing plugins may not use, that compiles, whose shipped contract fixtures pass within
+/// their time budget) and stores a new version. Nothing is stored when it is refused: no
 /// version, no compiled code.
 pub async fn upload(pool: &PgPool, runtime: &Arc<Runtime>, name: &str, bytes: Vec<u8>, actor: Option<Uuid>) -> Result<Uploaded, ApiError> {
     check_name(name)?;
