@@ -101,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
         let state = gateway::plugin::state::StoreState {
             wasi: wasmtime_wasi::WasiCtxBuilder::new().build(),
             table: wasmtime::component::ResourceTable::new(),
-            limiter: gateway::plugin::state::MemoryLimiter { max_memory: 16 << 20, hit: false },
+            limiter: gateway::plugin::state::MemoryLimiter::new(16 << 20),
             context: gateway::plugin::bindings::context::CallContext {
                 org_id: org.to_string(), user_id: None, role: gateway::plugin::bindings::context::Role::Member,
                 request_id: "bench".into(), route_id: "echo".into(), plugin_name: "echo".into(), plugin_version: "bench".into(),

@@ -362,14 +362,15 @@ async fn check(
     let bytes = read_component(&file, fixtures.as_deref())?;
     let addresses = gateway::plugin::host::addr::AddressPolicy::from_host()?;
     let runtime = gateway::plugin::Runtime::new(None, gateway::plugin::tls_config(None)?, addresses)?;
-    let loaded = runtime.load("check", "check", &bytes).map_err(|e| anyhow::anyhow!("rejected: {e}"))?;
+    let loaded = std::sync::Arc::new(runtime.load("check", "check", &bytes).map_err(|e| anyhow::anyhow!("rejected: {e}"))?);
     // No grants: tenant-db and outbound-http calls are refused before touching anything, so
     // no database is needed.
     let pool = sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://check@127.0.0.1:1/none")?;
     if let Some(list) = fx::extract(&bytes).map_err(|e| anyhow::anyhow!("rejected: {e}"))? {
-        let report = match fx::run(&runtime, &loaded, &pool, &list).await {
+        let n = list.len();
+        let report = match fx::run(runtime.clone(), loaded.clone(), pool.clone(), list).await {
             Ok(n) => json!({ "component": "ok", "sha256": loaded.sha256, "fixtures": n, "fixtures_passed": true }),
-            Err(reason) => json!({ "component": "ok", "sha256": loaded.sha256, "fixtures": list.len(),
+            Err(reason) => json!({ "component": "ok", "sha256": loaded.sha256, "fixtures": n,
                 "fixtures_passed": false, "error": reason }),
         };
         println!("{report}");

@@ -191,7 +191,9 @@ async fn load_plugin_files(
         let version = d.version.clone().unwrap_or_else(|| format!("sha256:{}", &sha[..12]));
         let rt = runtime.clone();
         let name = d.name.clone();
-        let loaded = tokio::task::spawn_blocking(move || rt.load_digested(&name, &version, &bytes, sha))
+        // A plugin file is accepted once it loads (budget, imports, handler world): only then
+        // is its compiled code kept.
+        let loaded = tokio::task::spawn_blocking(move || rt.load_digested(&name, &version, &bytes, sha).inspect(|p| rt.keep(p)))
             .await
             .map_err(|e| Error::Plugin { plugin: d.name.clone(), reason: e.to_string() })?
             .map_err(|e| Error::Policy { file: d.source.clone(), reason: e.to_string() })?;

@@ -330,3 +330,247 @@ fn plugin_check_runs_a_component_locally_and_rejects_non_components() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("rejected"));
 }
+
+/// The compiled-code cache's files.
+fn cached_files(gw: &Gateway) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(gw.data_dir.join("compiled"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+async fn versions(gw: &Gateway) -> usize {
+    let r = gw.req("GET", "/v1/admin/plugins").token(&gw.super_token).send().await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json["plugins"].as_array().unwrap().len()
+}
+
+/// Top-level sections of a component: `(id, contents)`.
+fn sections(bytes: &[u8]) -> Vec<(u8, &[u8])> {
+    let (mut rest, mut out) = (&bytes[8..], Vec::new());
+    while let Some((&id, tail)) = rest.split_first() {
+        let (size, tail) = leb(tail);
+        out.push((id, &tail[..size]));
+        rest = &tail[size..];
+    }
+    out
+}
+
+fn leb(bytes: &[u8]) -> (usize, &[u8]) {
+    let mut v = 0usize;
+    for (i, &b) in bytes.iter().enumerate() {
+        v |= usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return (v, &bytes[i + 1..]);
+        }
+    }
+    panic!("bad LEB128")
+}
+
+fn push_leb(out: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            return out.push(b);
+        }
+        out.push(b | 0x80);
+    }
+}
+
+fn push_section(out: &mut Vec<u8>, id: u8, contents: &[u8]) {
+    out.push(id);
+    push_leb(out, contents.len());
+    out.extend_from_slice(contents);
+}
+
+/// `component` with more core modules (each given in text), each instantiated `times` times
+/// when the component is. The additions are appended, so no existing index moves; nothing
+/// uses them, but an instance of the component has them.
+pub fn with_core_modules(component: &[u8], modules: &[&str], times: usize) -> Vec<u8> {
+    let first = sections(component).iter().filter(|(id, _)| *id == 1).count();
+    let mut out = component.to_vec();
+    let mut instances = Vec::new();
+    push_leb(&mut instances, modules.len() * times);
+    for (i, text) in modules.iter().enumerate() {
+        push_section(&mut out, 1, &wat::parse_str(text).unwrap());
+        for _ in 0..times {
+            // instantiate module `first + i`, no arguments
+            instances.push(0x00);
+            push_leb(&mut instances, first + i);
+            instances.push(0);
+        }
+    }
+    push_section(&mut out, 2, &instances);
+    out
+}
+
+#[test]
+fn every_shipped_plugin_fits_the_resource_budget() {
+    use gateway::plugin::budget::{Usage, BUDGET};
+    for file in ["echo.wasm", "crm_track.wasm", "contract_probe.wasm", "hostile.wasm", "hostile_sockets.wasm"] {
+        let u = Usage::of(&wasm(file)).unwrap().unwrap();
+        println!("{file}: {u:?}");
+        assert_eq!(u.exceeds(&BUDGET), None, "{file}");
+        // Room to spare: twice what a plugin uses still fits.
+        assert!(u.core_instances * 2 <= BUDGET.core_instances && u.memories * 2 <= BUDGET.memories && u.tables * 2 <= BUDGET.tables, "{file}: {u:?}");
+    }
+}
+
+#[tokio::test]
+async fn uploads_over_the_resource_budget_are_refused_and_leave_nothing_behind() {
+    let db = TestDb::new().await;
+    let gw = Gateway::start(&db).await;
+    let before = cached_files(&gw);
+    let echo = wasm("echo.wasm");
+    let cases = [
+        // echo has 3 core instances, 1 memory and 2 tables.
+        (with_core_modules(&echo, &["(module)"], 6), "9 core module instances (at most 8)"),
+        (with_core_modules(&echo, &["(module (memory 1))", "(module (memory 1))"], 1), "3 linear memories (at most 2)"),
+        (with_core_modules(&echo, &["(module (table 1 funcref))"], 3), "5 tables (at most 4)"),
+        // The shape of the component that once filled the shared table pool: 31 tables.
+        (with_core_modules(&echo, &["(module (table 1 funcref))"], 29), "31 tables (at most 4)"),
+        (with_core_modules(&echo, &["(module (table 1 funcref) (table 1 funcref))"], 1), "2 tables in one core module (at most 1)"),
+    ];
+    for (bytes, what) in cases {
+        let r = upload(&gw, "echo", bytes, true).await;
+        assert_error(&r, 422, "PLUGIN_REJECTED");
+        assert!(r.text.contains("over the resource budget") && r.text.contains(what), "{what}: {}", r.text);
+    }
+    // Within the budget, the same kind of addition is accepted (and its compiled code kept).
+    let r = upload(&gw, "echo", with_core_modules(&echo, &["(module (table 1 funcref))"], 2), false).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(versions(&gw).await, 1);
+    let added: Vec<String> = cached_files(&gw).difference(&before).cloned().collect();
+    assert!(added.len() == 1 && added[0].starts_with(r.json["sha256"].as_str().unwrap()), "{added:?}");
+}
+
+#[tokio::test]
+async fn components_importing_wasi_sockets_are_refused_at_upload_check_and_start_up() {
+    let db = TestDb::new().await;
+    let gw = Gateway::start(&db).await;
+    let before = cached_files(&gw);
+    let r = upload(&gw, "hostile-sockets", wasm("hostile_sockets.wasm"), true).await;
+    assert_error(&r, 422, "PLUGIN_REJECTED");
+    for import in ["wasi:sockets/tcp@0.2.6", "wasi:sockets/udp@0.2.6", "wasi:sockets/ip-name-lookup@0.2.6", "wasi:filesystem/types@0.2.6"] {
+        assert!(r.text.contains(import), "{import} not named: {}", r.text);
+    }
+    assert!(r.text.contains("which plugins may not use"), "{}", r.text);
+    assert!(!r.text.contains("wasi:io/") && !r.text.contains("wasi:cli/environment@"), "allowed imports named: {}", r.text);
+    assert_eq!(versions(&gw).await, 0);
+    assert_eq!(cached_files(&gw), before, "a refused upload left compiled code behind");
+    // Its sibling with only allowed imports is accepted.
+    assert_eq!(upload(&gw, "hostile", wasm("hostile.wasm"), false).await.status, 201);
+
+    // `gateway plugin check` refuses it the same way.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["plugin", "check"])
+        .arg(plugin_dir().join("hostile_sockets.wasm"))
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("wasi:sockets/tcp@0.2.6") && e.contains("which plugins may not use"), "{e}");
+
+    // And so does start-up, for a plugin file a policy declares.
+    let mut opts = GatewayOptions::new(&db);
+    opts.policies = crate::harness::policies_with("zz-sockets.toml", "[plugins.sockets]\nfile = \"hostile_sockets.wasm\"\n");
+    let out = crate::harness::gateway_command(&opts).arg("serve").output().unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && e.contains("zz-sockets.toml") && e.contains("wasi:sockets/tcp@0.2.6"), "{e}");
+}
+
+#[tokio::test]
+async fn the_memory_cap_is_on_the_sum_of_an_instances_memories() {
+    let db = TestDb::new().await;
+    let gw = Gateway::start(&db).await;
+    let org = gw.create_org("Acme", Some("unmetered")).await;
+    let (t, _, _) = gw.create_token(&org, "member", "m@acme.test").await;
+    let echo = wasm("echo.wasm");
+    // `/v1/echo` caps memory at 16 MiB. echo's own memory starts at about 1 MiB; a second
+    // memory of 4 MiB fits beside it, one of 15 MiB (under the cap by itself) does not.
+    let r = upload(&gw, "echo", with_core_modules(&echo, &["(module (memory 64))"], 1), true).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = gw.req("POST", "/v1/echo").token(&t).json(&json!({"n": 1})).send().await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("x-plugin-version"), Some("1"));
+    let r = upload(&gw, "echo", with_core_modules(&echo, &["(module (memory 240))"], 1), true).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = gw.req("POST", "/v1/echo").token(&t).json(&json!({"n": 1})).send().await;
+    assert_error(&r, 502, "PLUGIN_RESOURCE_EXHAUSTED");
+    // The failure is that request's only.
+    assert_eq!(gw.req("GET", "/v1/whoami").token(&t).send().await.status, 200);
+}
+
+#[tokio::test]
+async fn fixtures_that_spin_or_sleep_fail_their_upload_within_the_budget_and_slow_no_one() {
+    use gateway::registry::fixtures;
+    let db = TestDb::new().await;
+    let gw = Gateway::start(&db).await;
+    let other = gw.create_org("Other", Some("unmetered")).await;
+    let (t, _, _) = gw.create_token(&other, "member", "m@other.test").await;
+    let before = cached_files(&gw);
+    let hostile = wasm("hostile.wasm");
+    // 100 fixtures that each pass, spinning 150 ms: 15 s of guest CPU in all.
+    let spin: Vec<serde_json::Value> = (0..100)
+        .map(|i| json!({"name": format!("spin {i}"), "request": {"query": "mode=spin&ms=150"}, "expect": {"status": 200}}))
+        .collect();
+    let spinning = fixtures::embed(&hostile, serde_json::to_string(&spin).unwrap().as_bytes()).unwrap();
+    let sleep = br#"[{"name": "sleeps a minute", "request": {"query": "mode=sleep&ms=60000"}, "expect": {"status": 200}}]"#;
+    let sleeping = fixtures::embed(&hostile, sleep).unwrap();
+
+    for (bytes, fixture) in [(spinning, "spin "), (sleeping, "sleeps a minute")] {
+        let done = AtomicBool::new(false);
+        let (gw, t, done) = (&gw, &t, &done);
+        let started = Instant::now();
+        let refused = async move {
+            let r = upload(gw, "hostile", bytes, false).await;
+            done.store(true, Ordering::Relaxed);
+            r
+        };
+        // Another org's requests, native and plugin, all through the upload.
+        let others = async move {
+            let mut took = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                for path in ["/v1/whoami", "/v1/echo"] {
+                    let t0 = Instant::now();
+                    let r = match path {
+                        "/v1/echo" => gw.req("POST", path).token(t).json(&json!({"n": 1})).send().await,
+                        _ => gw.req("GET", path).token(t).send().await,
+                    };
+                    assert_eq!(r.status, 200, "{path}: {}", r.text);
+                    took.push(t0.elapsed());
+                }
+            }
+            took
+        };
+        let (r, mut took) = tokio::join!(refused, others);
+        let elapsed = started.elapsed();
+        assert_error(&r, 422, "PLUGIN_REJECTED");
+        assert!(r.text.contains(&format!("fixture `{fixture}")) && r.text.contains("time budget of 5 s"), "{}", r.text);
+        // The budget ended the run (not the fixture's own 10 s sandbox timeout): the gateway
+        // logs how long the fixtures ran (its log writer may lag a little behind the answer).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let ran = loop {
+            let log = gw.stderr();
+            let line = log
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v["message"] == "plugin_rejected" && v["reason"].as_str().is_some_and(|m| m.contains(fixture)))
+                .find_map(|v| v["elapsed_ms"].as_u64());
+            if let Some(ms) = line {
+                break ms;
+            }
+            assert!(Instant::now() < deadline, "no plugin_rejected line for {fixture}: {log}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!((5000..7000).contains(&ran), "fixtures ran {ran} ms");
+        took.sort();
+        let p99 = took[(took.len() * 99 / 100).min(took.len() - 1)];
+        println!("{fixture}: upload refused after {elapsed:?} (fixtures {ran} ms); other org: {} requests, p50 {:?}, p99 {p99:?}, max {:?}",
+            took.len(), took[took.len() / 2], took[took.len() - 1]);
+        assert!(took.len() >= 20, "only {} requests during the upload", took.len());
+        assert!(p99 < Duration::from_millis(500), "p99 {p99:?}");
+    }
+    assert_eq!(versions(&gw).await, 0);
+    assert_eq!(cached_files(&gw), before, "a refused upload left compiled code behind");
+}

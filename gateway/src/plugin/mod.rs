@@ -18,6 +18,7 @@
 //! - [`state`]: the store's data, split into one small view per interface.
 
 pub mod bindings;
+pub mod budget;
 pub mod cpu;
 pub mod grants;
 pub mod guest;
@@ -56,6 +57,10 @@ const STDIO_CAPTURE: usize = 8 * 1024;
 
 /// Lines of each of stdout / stderr logged per invocation (the rest are counted as dropped).
 const STDIO_LINES: usize = 20;
+/// Component instances that may be live at once (requests in flight, fixtures, jobs). The
+/// pools' other totals are this times a component's [`budget::BUDGET`], so that only this
+/// count can run out, and a component holds the same share of it whatever it contains.
+const MAX_LIVE_INSTANCES: u32 = 512;
 
 /// The WIT package versions this gateway serves.
 pub const WIT_VERSIONS: &[&str] = &["gateway:plugin@0.1.0"];
@@ -127,13 +132,19 @@ impl Runtime {
         addresses: host::addr::AddressPolicy,
     ) -> Result<Arc<Runtime>> {
         let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(512)
-            .total_core_instances(2048)
-            .total_memories(512)
-            .total_tables(1024)
+        let per = budget::BUDGET;
+        // The per-component limits repeat the budget `load` checks first (with a clearer
+        // message): they are the backstop for what the budget cannot see statically.
+        pool.total_component_instances(MAX_LIVE_INSTANCES)
+            .total_core_instances(MAX_LIVE_INSTANCES * per.core_instances)
+            .total_memories(MAX_LIVE_INSTANCES * per.memories)
+            .total_tables(MAX_LIVE_INSTANCES * per.tables)
             .max_memory_size(grants::MAX_PLUGIN_MEMORY)
-            .max_core_instances_per_component(32)
-            .max_memories_per_component(4)
+            .max_core_instances_per_component(per.core_instances)
+            .max_memories_per_component(per.memories)
+            .max_tables_per_component(per.tables)
+            .max_memories_per_module(per.module_memories)
+            .max_tables_per_module(per.module_tables)
             .table_elements(100_000)
             // Reset slots by rewriting only the pages an instance dirtied (PAGEMAP_SCAN, Linux
             // 6.7+) instead of madvise + a page fault per page on the next request: on the
@@ -194,40 +205,65 @@ impl Runtime {
     }
 
     /// Compiles and links a component. Refuses anything that is not a component of the
-    /// `handler` world, or that imports what we do not provide.
+    /// `handler` world, that is over the resource budget, or that imports what plugins may
+    /// not use. Caches nothing: once the caller has accepted the plugin, [`Runtime::keep`].
     pub fn load(&self, name: &str, version: &str, bytes: &[u8]) -> Result<LoadedPlugin> {
         self.load_digested(name, version, bytes, digest(bytes))
     }
 
     /// [`Runtime::load`] for bytes whose [`digest`] the caller already has.
     pub fn load_digested(&self, name: &str, version: &str, bytes: &[u8], sha256: String) -> Result<LoadedPlugin> {
-        let fail = |what: &str, e: wasmtime::Error| Error::Plugin { plugin: name.to_string(), reason: format!("{what}: {e:#}") };
-        let cached = self.compiled.lock().unwrap_or_else(|p| p.into_inner()).get(&sha256).cloned();
-        let component = match cached {
-            Some(c) => c,
-            None => {
-                let c = match self.load_cached(&sha256) {
-                    Some(c) => c,
-                    None => {
-                        let c = Component::new(&self.engine, bytes).map_err(|e| fail("not a valid component", e))?;
-                        self.store_cached(&sha256, &c);
-                        c
-                    }
-                };
-                let mut cache = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
-                if cache.len() >= COMPILED_CACHE_MAX {
-                    cache.clear();
+        let refuse = |reason: String| Error::Plugin { plugin: name.to_string(), reason };
+        let fail = |what: &str, e: wasmtime::Error| refuse(format!("{what}: {e:#}"));
+        // Before compiling: what is over budget is refused without spending a compilation.
+        match budget::Usage::of(bytes) {
+            Ok(Some(usage)) => {
+                if let Some(over) = usage.exceeds(&budget::BUDGET) {
+                    return Err(refuse(over));
                 }
-                cache.insert(sha256.clone(), c.clone());
-                c
             }
+            // A core module, or bytes that do not parse: the compiler says what is wrong.
+            Ok(None) | Err(_) => {}
+        }
+        let cached = self.compiled.lock().unwrap_or_else(|p| p.into_inner()).get(&sha256).cloned();
+        let component = match cached.or_else(|| self.load_cached(&sha256)) {
+            Some(c) => c,
+            None => Component::new(&self.engine, bytes).map_err(|e| fail("not a valid component", e))?,
         };
+        let ty = component.component_type();
+        let refused: Vec<&str> = ty.imports(&self.engine).map(|(n, _)| n).filter(|n| !host::may_import(n)).collect();
+        if !refused.is_empty() {
+            return Err(refuse(format!(
+                "imports {}, which plugins may not use (a plugin may import gateway:plugin interfaces and, of WASI, \
+                 only wasi:io, wasi:cli, wasi:clocks and wasi:random)",
+                refused.join(", ")
+            )));
+        }
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| fail("imports something this gateway does not provide", e))?;
         let pre = HandlerPre::new(pre).map_err(|e| fail("does not export the handler world's http-handler", e))?;
         Ok(LoadedPlugin { name: name.to_string(), version: version.to_string(), sha256, pre })
+    }
+
+    /// Keeps an accepted plugin's compiled code (in memory and, with a cache directory, on
+    /// disk), so that its activation, another name with the same bytes, or a restart does not
+    /// compile it again. Only accepted code is kept: a refused upload leaves nothing behind.
+    pub fn keep(&self, plugin: &LoadedPlugin) {
+        let component = plugin.pre.instance_pre().component();
+        let mut cache = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.contains_key(&plugin.sha256) {
+            return;
+        }
+        if cache.len() >= COMPILED_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(plugin.sha256.clone(), component.clone());
+        drop(cache);
+        if self.cache_path(&plugin.sha256).is_some_and(|p| !p.exists()) {
+            self.store_cached(&plugin.sha256, component);
+        }
     }
 }
 
@@ -428,7 +464,7 @@ async fn run(
         let state = StoreState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limiter: MemoryLimiter { max_memory: sandbox.memory, hit: false },
+            limiter: MemoryLimiter::new(sandbox.memory),
             context: CallContext {
                 org_id: inv.org.to_string(),
                 user_id: inv.user.map(|u| u.to_string()),

@@ -90,20 +90,40 @@ impl LogState {
     }
 }
 
-/// Caps linear memory (and tables) of one instance and remembers whether the cap was hit,
-/// so the resulting trap can be reported as resource exhaustion rather than a bug.
+/// Caps the linear memory (and tables) of one instance and remembers whether the cap was hit,
+/// so the resulting trap can be reported as resource exhaustion rather than a bug. The cap is
+/// on the sum of all the instance's memories: a component with several memories gets no
+/// more than one with a single memory.
 pub struct MemoryLimiter {
     pub max_memory: usize,
     pub hit: bool,
+    /// Bytes of all the instance's memories so far. A growth allowed here that then fails
+    /// (past the memory's own declared maximum) stays counted: wasmtime also reports some
+    /// failures it never asked about, so taking growth back could undercount, and a guest
+    /// that keeps asking for what it cannot have only brings its own end closer.
+    total: usize,
+}
+
+impl MemoryLimiter {
+    pub fn new(max_memory: usize) -> MemoryLimiter {
+        MemoryLimiter { max_memory, hit: false, total: 0 }
+    }
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
-        if desired > self.max_memory {
-            self.hit = true;
-            return Ok(false);
+    // A new memory is announced as growing from 0 to its initial size.
+    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        let grow = desired.saturating_sub(current);
+        match self.total.checked_add(grow) {
+            Some(total) if total <= self.max_memory => {
+                self.total = total;
+                Ok(true)
+            }
+            _ => {
+                self.hit = true;
+                Ok(false)
+            }
         }
-        Ok(true)
     }
 
     fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
@@ -112,5 +132,26 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
             return Ok(false);
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    const MIB: usize = 1 << 20;
+
+    #[test]
+    fn the_memory_cap_is_on_the_sum_of_an_instances_memories() {
+        let mut l = MemoryLimiter::new(16 * MIB);
+        // Two memories created at 6 MiB each, then one grows by 4: 16 MiB, at the cap.
+        assert!(l.memory_growing(0, 6 * MIB, None).unwrap());
+        assert!(l.memory_growing(0, 6 * MIB, None).unwrap());
+        assert!(l.memory_growing(6 * MIB, 10 * MIB, None).unwrap());
+        assert!(!l.hit);
+        // One more page in either memory is past it, although each memory alone is not.
+        assert!(!l.memory_growing(6 * MIB, 6 * MIB + 65536, None).unwrap());
+        assert!(l.hit);
     }
 }

@@ -17,6 +17,13 @@
 //!
 //! Custom sections are ignored by wasmtime, so a component with fixtures runs like one
 //! without.
+//!
+//! The whole run has one time budget ([`BUDGET`]) on top of each fixture's sandbox, and runs
+//! on a thread of its own, off the runtime that serves requests: a plugin whose fixtures spin
+//! or sleep delays (and fails) only its own upload.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -33,6 +40,9 @@ pub const SECTION: &str = fixture_section::SECTION;
 
 /// Fixtures beyond this many are refused: an upload must not become a long-running job.
 const MAX_FIXTURES: usize = 200;
+
+/// Wall time for all the fixtures of one component together.
+pub const BUDGET: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,37 +153,64 @@ pub async fn run_one(runtime: &Runtime, plugin: &LoadedPlugin, pool: &sqlx::PgPo
     }
 }
 
-/// Runs every fixture; the first that fails is the error (`"fixture `name`: …"`).
-pub async fn run(runtime: &Runtime, plugin: &LoadedPlugin, pool: &sqlx::PgPool, fixtures: &[Fixture]) -> std::result::Result<usize, String> {
-    for f in fixtures {
-        let r = &f.request;
-        let mut headers: Vec<Header> = r.headers.iter().map(|(n, v)| Header { name: n.to_ascii_lowercase(), value: v.clone() }).collect();
-        let body = match (&r.raw_body, &r.body) {
-            (Some(raw), _) => raw.clone().into_bytes(),
-            (None, Some(v)) => v.to_string().into_bytes(),
-            (None, None) => Vec::new(),
+/// Runs every fixture within [`BUDGET`], on a thread and runtime of its own; the first that
+/// fails, or the one still running when the budget runs out, is the error
+/// (`"fixture `name`: …"`). `pool` is never used for a query (see [`run_one`]).
+pub async fn run(runtime: Arc<Runtime>, plugin: Arc<LoadedPlugin>, pool: sqlx::PgPool, fixtures: Vec<Fixture>) -> std::result::Result<usize, String> {
+    let apart = tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| format!("fixture runtime: {e}"))?;
+        rt.block_on(run_here(&runtime, &plugin, &pool, &fixtures, BUDGET))
+    });
+    apart.await.map_err(|e| format!("fixture run: {e}"))?
+}
+
+/// Runs the fixtures on the current runtime, all of them within `budget`.
+async fn run_here(runtime: &Runtime, plugin: &LoadedPlugin, pool: &sqlx::PgPool, fixtures: &[Fixture], budget: Duration) -> std::result::Result<usize, String> {
+    let deadline = Instant::now() + budget;
+    for (i, f) in fixtures.iter().enumerate() {
+        let over = || {
+            format!(
+                "fixture `{}`: the fixtures' time budget of {} s ran out while it ran ({i} of {} fixtures had passed)",
+                f.name,
+                budget.as_secs_f64(),
+                fixtures.len()
+            )
         };
-        if r.raw_body.is_none() && r.body.is_some() && !headers.iter().any(|h| h.name == "content-type") {
-            headers.push(Header { name: "content-type".into(), value: "application/json".into() });
-        }
-        let request = Request { method: r.method.clone(), path: r.path.clone(), params: vec![], query: r.query.clone(), headers, body };
-        let seen = run_one(runtime, plugin, pool, request).await;
-        let fail = |what: String| Err(format!("fixture `{}`: {what}", f.name));
-        if seen.status != f.expect.status {
-            return fail(format!("expected status {}, got {} ({})", f.expect.status, seen.status, brief(&seen.body)));
-        }
-        if let Some(code) = &f.expect.error_code {
-            if seen.body.get("error_code").and_then(Value::as_str) != Some(code) {
-                return fail(format!("expected error_code {code}, got {}", brief(&seen.body)));
-            }
-        }
-        if let Some(want) = &f.expect.body {
-            if let Some(path) = mismatch(want, &seen.body, String::new()) {
-                return fail(format!("body differs at `{path}` ({})", brief(&seen.body)));
-            }
-        }
+        let left = deadline.checked_duration_since(Instant::now()).ok_or_else(over)?;
+        tokio::time::timeout(left, check(runtime, plugin, pool, f)).await.map_err(|_| over())??;
     }
     Ok(fixtures.len())
+}
+
+/// Runs one fixture and compares what it answered with what it expects.
+async fn check(runtime: &Runtime, plugin: &LoadedPlugin, pool: &sqlx::PgPool, f: &Fixture) -> std::result::Result<(), String> {
+    let r = &f.request;
+    let mut headers: Vec<Header> = r.headers.iter().map(|(n, v)| Header { name: n.to_ascii_lowercase(), value: v.clone() }).collect();
+    let body = match (&r.raw_body, &r.body) {
+        (Some(raw), _) => raw.clone().into_bytes(),
+        (None, Some(v)) => v.to_string().into_bytes(),
+        (None, None) => Vec::new(),
+    };
+    if r.raw_body.is_none() && r.body.is_some() && !headers.iter().any(|h| h.name == "content-type") {
+        headers.push(Header { name: "content-type".into(), value: "application/json".into() });
+    }
+    let request = Request { method: r.method.clone(), path: r.path.clone(), params: vec![], query: r.query.clone(), headers, body };
+    let seen = run_one(runtime, plugin, pool, request).await;
+    let fail = |what: String| Err(format!("fixture `{}`: {what}", f.name));
+    if seen.status != f.expect.status {
+        return fail(format!("expected status {}, got {} ({})", f.expect.status, seen.status, brief(&seen.body)));
+    }
+    if let Some(code) = &f.expect.error_code {
+        if seen.body.get("error_code").and_then(Value::as_str) != Some(code) {
+            return fail(format!("expected error_code {code}, got {}", brief(&seen.body)));
+        }
+    }
+    if let Some(want) = &f.expect.body {
+        if let Some(path) = mismatch(want, &seen.body, String::new()) {
+            return fail(format!("body differs at `{path}` ({})", brief(&seen.body)));
+        }
+    }
+    Ok(())
 }
 
 fn brief(v: &Value) -> String {

@@ -42,26 +42,40 @@ pub struct Uploaded {
     pub sha256: String,
 }
 
-/// Validates (a component of a served `handler` world, importing nothing else, that
-/// compiles, whose shipped contract fixtures pass) and stores a new version. Nothing changes when it is refused.
+/// Keeps an accepted plugin's compiled code (`Runtime::keep`), off the async workers: it may
+/// write the on-disk cache.
+async fn keep(runtime: &Arc<Runtime>, loaded: Arc<LoadedPlugin>) {
+    let rt = runtime.clone();
+    let _ = tokio::task::spawn_blocking(move || rt.keep(&loaded)).await;
+}
+
+/// Validates (a component of a served `handler` world, within the resource budget, importing
+/// nothing plugins may not use, that compiles, whose shipped contract fixtures pass within
+/// their time budget) and stores a new version. Nothing is stored when it is refused: no
+/// version, no compiled code.
 pub async fn upload(pool: &PgPool, runtime: &Arc<Runtime>, name: &str, bytes: Vec<u8>, actor: Option<Uuid>) -> Result<Uploaded, ApiError> {
     check_name(name)?;
     if bytes.is_empty() {
         return Err(ApiError::new(Code::PluginRejected, "empty body: send the component bytes"));
     }
-    let loaded = compile(runtime, name, "candidate", bytes.clone()).await.map_err(|e| {
-        tracing::warn!(plugin = name, reason = %e, "plugin_rejected");
-        ApiError::new(Code::PluginRejected, format!("component rejected: {e}"))
-    })?;
+    let reject = |what: &str, reason: String| {
+        tracing::warn!(plugin = name, reason = %reason, "plugin_rejected");
+        ApiError::new(Code::PluginRejected, format!("{what}: {reason}"))
+    };
+    let loaded = compile(runtime, name, "candidate", bytes.clone()).await.map_err(|e| reject("component rejected", e.to_string()))?;
+    let loaded = Arc::new(loaded);
     // Fixtures the plugin ships must pass before anything is stored (no grants: they cannot
     // reach the database or the network).
-    let fixtures = fixtures::extract(&bytes).map_err(|e| ApiError::new(Code::PluginRejected, format!("component rejected: {e}")))?;
+    let fixtures = fixtures::extract(&bytes).map_err(|e| reject("component rejected", e.to_string()))?;
     if let Some(fixtures) = fixtures {
-        let passed = fixtures::run(runtime, &loaded, pool, &fixtures).await.map_err(|reason| {
-            tracing::warn!(plugin = name, reason = %reason, "plugin_rejected");
-            ApiError::new(Code::PluginRejected, format!("contract fixture failed: {reason}"))
-        })?;
-        tracing::info!(plugin = name, fixtures = passed, "plugin_fixtures_passed");
+        let started = std::time::Instant::now();
+        let passed = fixtures::run(runtime.clone(), loaded.clone(), pool.clone(), fixtures)
+            .await
+            .map_err(|reason| {
+                tracing::warn!(plugin = name, reason = %reason, elapsed_ms = started.elapsed().as_millis() as u64, "plugin_rejected");
+                ApiError::new(Code::PluginRejected, format!("contract fixture failed: {reason}"))
+            })?;
+        tracing::info!(plugin = name, fixtures = passed, elapsed_ms = started.elapsed().as_millis() as u64, "plugin_fixtures_passed");
     }
     let mut tx = pool.begin().await?;
     db::plugins::lock_name(&mut *tx, name).await?;
@@ -69,7 +83,8 @@ pub async fn upload(pool: &PgPool, runtime: &Arc<Runtime>, name: &str, bytes: Ve
     db::plugins::audit(&mut *tx, actor, "upload", name, None, Some(version)).await?;
     tx.commit().await?;
     tracing::info!(plugin = name, version, sha256 = %loaded.sha256, actor = ?actor, "plugin_uploaded");
-    Ok(Uploaded { name: name.to_string(), version, sha256: loaded.sha256 })
+    keep(runtime, loaded.clone()).await;
+    Ok(Uploaded { name: name.to_string(), version, sha256: loaded.sha256.clone() })
 }
 
 /// Makes `version` the active one; returns `(from, to)`.
@@ -133,7 +148,9 @@ pub async fn sync(state: &AppState, only: Option<&str>) -> crate::Result<()> {
         let Some((_, bytes)) = db::plugins::version(&state.pool, &name, version).await? else { continue };
         match compile(&state.runtime, &name, &label, bytes).await {
             Ok(loaded) => {
-                state.set_plugin(&name, Arc::new(loaded));
+                let loaded = Arc::new(loaded);
+                keep(&state.runtime, loaded.clone()).await;
+                state.set_plugin(&name, loaded);
                 tracing::info!(plugin = %name, version, "plugin_swapped");
             }
             Err(e) => tracing::error!(plugin = %name, version, error = %e, "plugin_swap_failed"),

@@ -212,10 +212,11 @@ fn step(st: &J) -> J {
         }});
     }
     if st.get("env").is_some() {
-        // What WASI lets us see: nothing.
+        // What WASI lets us see of the host: nothing. (No filesystem call here: a component
+        // importing `wasi:filesystem` is refused at upload, which the contract suite checks.)
         let vars: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
-        let fs = std::fs::read_dir("/").is_ok() || std::fs::read_to_string("/etc/passwd").is_ok();
-        return json!({ "ok": { "env": vars, "fs": fs } });
+        let args: Vec<String> = std::env::args().collect();
+        return json!({ "ok": { "env": vars, "args": args } });
     }
     json!({ "err": "unknown-step" })
 }
