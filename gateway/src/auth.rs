@@ -108,32 +108,6 @@ impl Directory {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_address_is_blocked_after_its_burst_of_failures_and_others_are_not() {
-        let s = Strangers::new(1.0, 3.0);
-        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        for _ in 0..3 {
-            assert!(s.blocked(a).is_none());
-            s.failed(a);
-        }
-        let wait = s.blocked(a).expect("blocked after 3 failures");
-        assert!(wait <= std::time::Duration::from_secs(1));
-        assert!(s.blocked(b).is_none());
-    }
-
-    #[test]
-    fn tokens_are_random_and_hash_to_32_bytes() {
-        let (a, b) = (generate_token(), generate_token());
-        assert_ne!(a, b);
-        assert!(a.starts_with("gw_") && a.len() == 3 + 43);
-        assert_eq!(digest(&a).len(), 32);
-        assert_ne!(log_tag(&a), log_tag(&b));
-    }
-}
 
 /// Failed credentials per client address. Every unknown token or webhook endpoint id costs a
 /// database lookup; an address that keeps presenting them is refused (429) before the lookup,
@@ -183,5 +157,32 @@ impl Strangers {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         let (rate, burst) = (self.rate, self.burst);
         buckets.retain(|_, b| b.0 + b.1.elapsed().as_secs_f64() * rate < burst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_is_blocked_after_its_burst_of_failures_and_others_are_not() {
+        let s = Strangers::new(1.0, 3.0);
+        let (a, b) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        for _ in 0..3 {
+            assert!(s.blocked(a).is_none());
+            s.failed(a);
+        }
+        let wait = s.blocked(a).expect("blocked after 3 failures");
+        assert!(wait <= std::time::Duration::from_secs(1));
+        assert!(s.blocked(b).is_none());
+    }
+
+    #[test]
+    fn tokens_are_random_and_hash_to_32_bytes() {
+        let (a, b) = (generate_token(), generate_token());
+        assert_ne!(a, b);
+        assert!(a.starts_with("gw_") && a.len() == 3 + 43);
+        assert_eq!(digest(&a).len(), 32);
+        assert_ne!(log_tag(&a), log_tag(&b));
     }
 }

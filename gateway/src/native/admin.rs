@@ -22,7 +22,7 @@ pub async fn create_org(call: Call<'_>) -> Result<Reply, ApiError> {
     let (name, plan) = (name.as_str(), plan.as_deref());
     let routing = call.state.routing();
     let policies = &routing.policies;
-    let id = ops::create_org(&call.state.pool, &policies, name, plan).await?;
+    let id = ops::create_org(&call.state.pool, policies, name, plan).await?;
     let plan = plan.unwrap_or(&policies.default_plan);
     Ok(Reply::json(StatusCode::CREATED, json!({ "org_id": id, "plan": plan })))
 }

@@ -80,7 +80,7 @@ async fn pipeline(state: &AppState, req: Request<Incoming>, peer: IpAddr, entry:
     entry.org = caller.org;
     entry.role = Some(caller.role);
     let body = payload::read(body, &parts.headers, route.body_limit).await?;
-    let verified = verify::check(&policies, &caller, &parts.headers, &body)?;
+    let verified = verify::check(policies, &caller, &parts.headers, &body)?;
     let json = payload::inspect(state, route, &caller, &parts.headers, &body).await?;
     let call = Call {
         state,

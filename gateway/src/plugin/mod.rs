@@ -216,14 +216,11 @@ impl Runtime {
         let refuse = |reason: String| Error::Plugin { plugin: name.to_string(), reason };
         let fail = |what: &str, e: wasmtime::Error| refuse(format!("{what}: {e:#}"));
         // Before compiling: what is over budget is refused without spending a compilation.
-        match budget::Usage::of(bytes) {
-            Ok(Some(usage)) => {
-                if let Some(over) = usage.exceeds(&budget::BUDGET) {
-                    return Err(refuse(over));
-                }
+        // A core module, or bytes that do not parse: the compiler says what is wrong.
+        if let Ok(Some(usage)) = budget::Usage::of(bytes) {
+            if let Some(over) = usage.exceeds(&budget::BUDGET) {
+                return Err(refuse(over));
             }
-            // A core module, or bytes that do not parse: the compiler says what is wrong.
-            Ok(None) | Err(_) => {}
         }
         let cached = self.compiled.lock().unwrap_or_else(|p| p.into_inner()).get(&sha256).cloned();
         let component = match cached.or_else(|| self.load_cached(&sha256)) {
@@ -439,6 +436,7 @@ impl Runtime {
 
 /// One invocation, start to end: a fresh store and instance, the guest's call under its CPU
 /// and wall-clock limits, then its transaction settled.
+#[allow(clippy::too_many_arguments)] // the pieces of `Runtime` one invocation needs, owned
 async fn run(
     engine: Engine,
     tls: Arc<rustls::ClientConfig>,

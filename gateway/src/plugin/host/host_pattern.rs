@@ -233,7 +233,7 @@ mod tests {
         assert!(p("http://*:*").matches("http", "[::1]", 80));
     }
 
-    fn winner<'a>(ps: &'a [HostPattern], url: (&str, &str, u16)) -> Option<String> {
+    fn winner(ps: &[HostPattern], url: (&str, &str, u16)) -> Option<String> {
         most_specific(ps, url.0, url.1, url.2).map(|p| p.to_string())
     }
 
