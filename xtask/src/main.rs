@@ -77,7 +77,11 @@ fn plugins() {
     ensure_wasm_target();
     let mut c = cargo();
     c.current_dir(root().join("plugins"))
-        .args(["build", "--release", "--target", "wasm32-wasip2"]);
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        // Always into plugins/target (where the gateway and the fixtures step look), even when
+        // CARGO_TARGET_DIR points the host build elsewhere.
+        .arg("--target-dir")
+        .arg(root().join("plugins/target"));
     run(c);
     embed_fixtures();
 }
