@@ -147,3 +147,57 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const TIMEOUT: Duration = Duration::from_millis(200);
+
+    #[tokio::test]
+    async fn a_client_that_stops_reading_fails_the_write_after_the_timeout() {
+        // A 4 KiB pipe: the writer fills it, then the reader reads nothing more.
+        let (server, mut client) = tokio::io::duplex(4096);
+        let mut stream = WriteDeadline::new(server, TIMEOUT);
+        let started = std::time::Instant::now();
+        let mut written = 0usize;
+        let fill = async {
+            loop {
+                match stream.write(&[b'x'; 1024]).await {
+                    Ok(n) => written += n,
+                    Err(e) => break e,
+                }
+            }
+        };
+        // Without the deadline the write would wait forever.
+        let err = tokio::time::timeout(TIMEOUT * 10, fill).await.expect("the stalled write never failed");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(written, 4096, "writes that made progress must not fail");
+        assert!(started.elapsed() >= TIMEOUT, "{:?}", started.elapsed());
+        // The client did get what was written.
+        let mut got = vec![0u8; 4096];
+        client.read_exact(&mut got).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_that_keeps_reading_is_not_cut_off() {
+        let (server, mut client) = tokio::io::duplex(1024);
+        let mut stream = WriteDeadline::new(server, TIMEOUT);
+        let total = 16 * 1024;
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            let mut read = 0;
+            let mut interval = tokio::time::interval(TIMEOUT / 8);
+            while read < total {
+                interval.tick().await;
+                read += client.read(&mut buf).await.unwrap();
+            }
+            read
+        });
+        // 32 reads, one every 25 ms: the whole transfer takes four times the timeout, but no
+        // write waits longer than a tick.
+        stream.write_all(&vec![b'x'; total]).await.unwrap();
+        assert_eq!(reader.await.unwrap(), total);
+    }
+}

@@ -4,7 +4,10 @@
 //! A spinning or busy plugin must not starve the I/O path or other orgs' guards. Guests run on
 //! their own multi-threaded tokio runtime whose worker threads have a lower scheduling
 //! priority (`nice` +10): when guests and the request path compete for a core, the kernel
-//! gives the request path about ten times the weight. Within the guest runtime, every guest
+//! gives the request path about ten times the weight. An invocation starts on the request
+//! task and moves here once it has used [`LOCAL_CPU`]: short invocations, the common case,
+//! skip two cross-runtime wake-ups, and a long one holds a request thread for at most
+//! `LOCAL_CPU` plus one time slice. Within the guest runtime, every guest
 //! yields at each time slice (see `plugin::SLICE_TICKS`), so invocations interleave instead
 //! of queueing behind the longest. Per-org admission (`admission`) bounds how many of one
 //! org's invocations may be here at once.
@@ -62,4 +65,66 @@ where
     F::Output: Send + 'static,
 {
     GuestTask(runtime().spawn(fut))
+}
+
+/// CPU an invocation may use on the request task before it moves to the guest runtime.
+///
+/// Most invocations (echo, a CRM write) need well under a millisecond of CPU: for them the hop
+/// to another runtime and back costs more than it protects. An invocation that is still running
+/// after this much CPU moves at its next yield; the epoch yields every time slice, so a
+/// spinning guest holds a request thread for at most this plus one slice.
+pub const LOCAL_CPU: std::time::Duration = std::time::Duration::from_micros(500);
+
+/// Runs `fut` where it belongs: on the calling task while its metered CPU stays under
+/// [`LOCAL_CPU`], then on the guest runtime until it ends. Dropping it drops (or aborts) the
+/// invocation wherever it is.
+pub fn place<F>(fut: F, meter: std::sync::Arc<super::cpu::CpuMeter>) -> Placed<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    Placed { state: Placement::Local(Box::pin(fut)), meter }
+}
+
+/// See [`place`].
+pub struct Placed<F: Future> {
+    state: Placement<F>,
+    meter: std::sync::Arc<super::cpu::CpuMeter>,
+}
+
+enum Placement<F: Future> {
+    Local(std::pin::Pin<Box<F>>),
+    Guest(GuestTask<F::Output>),
+    Moving,
+}
+
+impl<F> Future for Placed<F>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    type Output = Result<F::Output, tokio::task::JoinError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let this = &mut *self;
+        if let Placement::Local(fut) = &mut this.state {
+            match fut.as_mut().poll(cx) {
+                Poll::Ready(out) => return Poll::Ready(Ok(out)),
+                Poll::Pending if this.meter.total() < LOCAL_CPU => return Poll::Pending,
+                Poll::Pending => {
+                    // Moving a pending future is sound: it is pinned in its box, and the
+                    // timers, sockets and wakers it registered belong to runtimes that outlive it.
+                    let Placement::Local(fut) = std::mem::replace(&mut this.state, Placement::Moving) else {
+                        unreachable!()
+                    };
+                    this.state = Placement::Guest(spawn(fut));
+                }
+            }
+        }
+        match &mut this.state {
+            Placement::Guest(task) => std::pin::Pin::new(task).poll(cx),
+            _ => unreachable!("a placed invocation is local or on the guest runtime"),
+        }
+    }
 }

@@ -402,7 +402,8 @@ enum Ended {
 }
 
 impl Runtime {
-    /// Runs one invocation on the guest runtime (see [`guest`]) and says how it ended.
+    /// Runs one invocation (on the guest runtime once it has used more than a sliver of CPU,
+    /// see [`guest::place`]) and says how it ended.
     pub async fn invoke(&self, plugin: &LoadedPlugin, inv: Invocation<'_>) -> Outcome {
         self.invoke_metered(plugin, inv).await.0
     }
@@ -425,7 +426,7 @@ impl Runtime {
         let (engine, tls, plugin) = (self.engine.clone(), self.tls.clone(), plugin.clone());
         let (slots, addresses, log_rate) = (self.db_slots.clone(), self.addresses.clone(), self.log_rate.clone());
         let meter = Arc::new(cpu::CpuMeter::default());
-        let task = guest::spawn(run(engine, tls, slots, addresses, log_rate, plugin, inv, meter.clone()));
+        let task = guest::place(run(engine, tls, slots, addresses, log_rate, plugin, inv, meter.clone()), meter.clone());
         let outcome = match task.await {
             Ok(outcome) => outcome,
             Err(e) => Outcome::Trap(format!("invocation task failed: {e}")),
