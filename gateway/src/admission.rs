@@ -8,6 +8,11 @@
 //! overdraw the bucket; the next ones are refused until it is positive again. An invocation
 //! over the concurrency cap waits up to [`QUEUE_WAIT`] for a slot (a burst queues, sustained
 //! overload is refused); waiting costs no CPU.
+//!
+//! Whatever its plan says (or when its plan sets no cap, or names no plan the policies still
+//! declare), one org never holds more than the admission's ceiling of live instances
+//! (`GATEWAY_PLUGIN_INSTANCES_PER_ORG`, a fraction of the shared instance pool): the pool
+//! belongs to every org, so no single one can fill it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -46,9 +51,10 @@ struct OrgUse {
     refilled: Instant,
 }
 
-#[derive(Default)]
 pub struct Admission {
     orgs: Mutex<HashMap<Uuid, OrgUse>>,
+    /// Live invocations one org may have, whatever its plan.
+    ceiling: u32,
 }
 
 /// One admitted invocation; dropping it frees its slot.
@@ -60,6 +66,11 @@ pub struct Permit<'a> {
 }
 
 impl Admission {
+    /// An admission where no org holds more than `ceiling` invocations at once.
+    pub fn new(ceiling: u32) -> Admission {
+        Admission { orgs: Mutex::new(HashMap::new()), ceiling: ceiling.max(1) }
+    }
+
     pub async fn admit(&self, org: Uuid, limits: PluginLimits) -> Result<Permit<'_>, Refused> {
         self.admit_within(org, limits, QUEUE_WAIT).await
     }
@@ -84,22 +95,21 @@ impl Admission {
                 }
             }
             u.running += 1;
-            limits.concurrency.map(|cap| match &u.slots {
+            let cap = limits.concurrency.unwrap_or(self.ceiling).min(self.ceiling);
+            match &u.slots {
                 Some((c, s)) if *c == cap => s.clone(),
                 _ => {
                     let s = Arc::new(Semaphore::new(cap as usize));
                     u.slots = Some((cap, s.clone()));
                     s
                 }
-            })
+            }
         };
         // From here on the permit's drop gives `running` back, whatever happens.
         let mut permit = Permit { admission: self, org, limits, _slot: None };
-        if let Some(slots) = slots {
-            match tokio::time::timeout(wait, slots.acquire_owned()).await {
-                Ok(Ok(slot)) => permit._slot = Some(slot),
-                _ => return Err(Refused::Concurrency),
-            }
+        match tokio::time::timeout(wait, slots.acquire_owned()).await {
+            Ok(Ok(slot)) => permit._slot = Some(slot),
+            _ => return Err(Refused::Concurrency),
         }
         Ok(permit)
     }
@@ -145,7 +155,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrency_is_capped_per_org_queues_briefly_and_frees_on_drop() {
-        let a = Admission::default();
+        let a = Admission::new(1000);
         let lim = PluginLimits { concurrency: Some(2), cpu_ms_per_s: None };
         let (x, y) = (Uuid::new_v4(), Uuid::new_v4());
         let p1 = a.admit(x, lim).await.unwrap();
@@ -160,7 +170,7 @@ mod tests {
 
     #[tokio::test]
     async fn cpu_overdraw_refuses_until_refilled() {
-        let a = Admission::default();
+        let a = Admission::new(1000);
         let lim = PluginLimits { concurrency: None, cpu_ms_per_s: Some(100) };
         let org = Uuid::new_v4();
         let p = a.admit(org, lim).await.unwrap();
@@ -176,14 +186,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unlimited_plans_are_never_refused() {
-        let a = Admission::default();
-        let org = Uuid::new_v4();
+    async fn no_plan_takes_an_org_past_the_ceiling_and_the_cpu_of_unmetered_plans_is_not_counted() {
+        let a = Admission::new(8);
+        let (org, other) = (Uuid::new_v4(), Uuid::new_v4());
         let mut permits = Vec::new();
-        for _ in 0..1000 {
+        for _ in 0..8 {
             permits.push(a.admit(org, PluginLimits::default()).await.unwrap());
         }
         permits[0].charge(Duration::from_secs(100));
+        let short = Duration::from_millis(20);
+        assert_eq!(a.admit_within(org, PluginLimits::default(), short).await.err(), Some(Refused::Concurrency));
+        // A plan that allows more is held to the ceiling too.
+        let generous = PluginLimits { concurrency: Some(100), cpu_ms_per_s: None };
+        assert_eq!(a.admit_within(org, generous, short).await.err(), Some(Refused::Concurrency));
+        assert!(a.admit(other, PluginLimits::default()).await.is_ok(), "other orgs have their own share");
+        drop(permits);
         assert!(a.admit(org, PluginLimits::default()).await.is_ok());
     }
 }

@@ -54,6 +54,10 @@ pub struct Config {
     /// `GATEWAY_PLUGIN_DB_CONNECTIONS_PER_ORG`, default 4: plugin-pool connections one org's
     /// invocations may hold at once.
     pub plugin_db_connections_per_org: u32,
+    /// `GATEWAY_PLUGIN_INSTANCES_PER_ORG`, default 128, at most half the instance pool
+    /// ([`crate::plugin::MAX_LIVE_INSTANCES`]): live plugin instances one org may have at once,
+    /// whatever its plan allows (plans without `plugin_concurrency` included).
+    pub plugin_instances_per_org: u32,
     /// `GATEWAY_OUTBOUND_ALLOW_LOOPBACK=1` (tests and development only): plugins' outbound
     /// HTTP may reach loopback through an IP-literal pattern with `allow_private`. Environment
     /// only, never the config file, so that it cannot ride along with a deployed configuration.
@@ -79,6 +83,7 @@ struct FileConfig {
     job_db_connections: Option<u32>,
     plugin_db_connections: Option<u32>,
     plugin_db_connections_per_org: Option<u32>,
+    plugin_instances_per_org: Option<u32>,
 }
 
 fn number<T: std::str::FromStr>(env: &impl Fn(&str) -> Option<String>, key: &str, file: Option<T>, default: T) -> Result<T> {
@@ -157,6 +162,14 @@ impl Config {
                 4,
             )?
             .max(1),
+            plugin_instances_per_org: {
+                let n = number(&env, "GATEWAY_PLUGIN_INSTANCES_PER_ORG", file.plugin_instances_per_org, 128)?;
+                let most = crate::plugin::MAX_LIVE_INSTANCES / 2;
+                if !(1..=most).contains(&n) {
+                    return Err(Error::Config(format!("GATEWAY_PLUGIN_INSTANCES_PER_ORG {n}: must be between 1 and {most}")));
+                }
+                n
+            },
             outbound_allow_loopback: switch(&env, "GATEWAY_OUTBOUND_ALLOW_LOOPBACK")?,
         })
     }
@@ -208,5 +221,16 @@ mod tests {
         let e = Config::from_lookup(|k| (k == "GATEWAY_LISTEN").then(|| "nope".to_string()))
             .unwrap_err();
         assert!(e.to_string().contains("GATEWAY_LISTEN"), "{e}");
+    }
+
+    #[test]
+    fn an_orgs_instance_share_is_bounded_by_half_the_pool() {
+        let c = |v: &str| Config::from_lookup(|k| (k == "GATEWAY_PLUGIN_INSTANCES_PER_ORG").then(|| v.to_string()));
+        assert_eq!(Config::from_lookup(|_| None).unwrap().plugin_instances_per_org, 128);
+        assert_eq!(c("256").unwrap().plugin_instances_per_org, 256);
+        for bad in ["0", "257"] {
+            let e = c(bad).unwrap_err().to_string();
+            assert!(e.contains("GATEWAY_PLUGIN_INSTANCES_PER_ORG"), "{e}");
+        }
     }
 }

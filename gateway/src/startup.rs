@@ -78,7 +78,7 @@ pub async fn serve(config: Config) -> Result<()> {
         }
     };
     let secret_key = webhooks::seal::SecretKey::load(config.secret_key.as_deref(), &config.data_dir)?;
-    let state = Arc::new(AppState::new(database.pool.clone(), policies, runtime, schema, plugins, secret_key, config.plugin_db_connections));
+    let state = Arc::new(AppState::new(database.pool.clone(), policies, runtime, schema, plugins, secret_key, config.plugin_db_connections, config.plugin_instances_per_org));
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::io(format!("binding {}", config.listen), e))?;

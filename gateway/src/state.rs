@@ -59,10 +59,11 @@ impl AppState {
         plugins: HashMap<String, Arc<LoadedPlugin>>,
         secret_key: SecretKey,
         plugin_db_connections: u32,
+        plugin_instances_per_org: u32,
     ) -> AppState {
         AppState {
             plugin_pool: crate::db::sibling_pool(&pool, plugin_db_connections),
-            admission: Default::default(),
+            admission: crate::admission::Admission::new(plugin_instances_per_org),
             strangers: Default::default(),
             pool,
             directory: Directory::default(),

@@ -163,6 +163,8 @@ pub fn plugin_reply_within(exposure: &Exposure, version: &str, outcome: Outcome)
         Outcome::CpuDeadline => Err(ApiError::new(Code::PluginTimeout, "plugin exceeded its CPU deadline")),
         Outcome::MemoryExhausted => Err(ApiError::new(Code::PluginResourceExhausted, "plugin exceeded its memory limit")),
         Outcome::WallTimeout => Err(ApiError::new(Code::PluginTimeout, "plugin exceeded its time limit")),
+        Outcome::Busy => Err(ApiError::new(Code::Unavailable, "no room for another plugin instance; retry shortly")
+            .with_header("retry-after", "1")),
         Outcome::CommitRefused => Err(ApiError::new(Code::Conflict, "the invocation's bookkeeping refused to commit")),
         Outcome::Database(e) => Err(ApiError::from(e)),
     }

@@ -60,7 +60,7 @@ const STDIO_LINES: usize = 20;
 /// Component instances that may be live at once (requests in flight, fixtures, jobs). The
 /// pools' other totals are this times a component's [`budget::BUDGET`], so that only this
 /// count can run out, and a component holds the same share of it whatever it contains.
-const MAX_LIVE_INSTANCES: u32 = 512;
+pub const MAX_LIVE_INSTANCES: u32 = 512;
 
 /// The WIT package versions this gateway serves.
 pub const WIT_VERSIONS: &[&str] = &["gateway:plugin@0.1.0"];
@@ -368,6 +368,9 @@ pub enum Outcome {
     MemoryExhausted,
     /// Wall time passed the sandbox's timeout.
     WallTimeout,
+    /// The shared instance pool had no room for another instance (every org's share is
+    /// below the pool, so this is the whole gateway being busy, not the plugin failing).
+    Busy,
     /// The handler answered after one of its statements failed: nothing may commit.
     AnsweredAfterFailedStatement,
     /// The caller's [`BeforeCommit`] hook refused to commit.
@@ -386,6 +389,7 @@ impl Outcome {
             Outcome::CpuDeadline => "cpu_deadline",
             Outcome::MemoryExhausted => "memory",
             Outcome::WallTimeout => "wall_timeout",
+            Outcome::Busy => "busy",
             Outcome::AnsweredAfterFailedStatement => "answered_after_failed_statement",
             Outcome::CommitRefused => "commit_refused",
             Outcome::Database(_) => "database",
@@ -586,6 +590,7 @@ async fn settle(
                 Ended::Trap(e) if e.downcast_ref::<CpuDeadline>().is_some() || e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
                     Outcome::CpuDeadline
                 }
+                Ended::Trap(e) if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => Outcome::Busy,
                 Ended::Trap(e) => Outcome::Trap(format!("{e:#}")),
                 Ended::WallTimeout => Outcome::WallTimeout,
                 Ended::Response(_) => unreachable!("handled above"),

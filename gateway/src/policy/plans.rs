@@ -41,8 +41,8 @@ pub struct Plan {
     pub plugins: PluginLimits,
 }
 
-/// Upper bound of `plugin_concurrency`.
-pub const MAX_PLUGIN_CONCURRENCY: u32 = 1024;
+/// Upper bound of `plugin_concurrency`: half the shared instance pool.
+pub const MAX_PLUGIN_CONCURRENCY: u32 = crate::plugin::MAX_LIVE_INSTANCES / 2;
 /// Upper bound of `plugin_cpu_ms_per_s` (a thousand cores' worth).
 pub const MAX_PLUGIN_CPU_MS_PER_S: u32 = 1_000_000;
 
