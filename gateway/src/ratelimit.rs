@@ -98,12 +98,17 @@ impl RateLimits {
         RateLimits { routes, all, clock: DefaultClock::default() }
     }
 
-    /// Checks and consumes one unit from the org bucket, then the user bucket.
+    /// Checks and consumes one unit from the user bucket, then the org bucket.
     /// `user` is `None` for callers that are not users (webhook senders): only the org's
     /// quota applies to them.
+    ///
+    /// The user's bucket comes first so that a user over their own quota is refused without
+    /// spending the org's: otherwise one flooding user drains the quota of every colleague.
+    /// The other order would let an org-wide refusal spend the user's unit instead, which
+    /// costs only that user.
     pub fn check(&self, route: &str, plan: &str, org: Uuid, user: Option<Uuid>) -> Result<(), Limited> {
         let Some(b) = self.routes.get(route).and_then(|p| p.get(plan)) else { return Ok(()) };
-        for (bucket, key) in [(&b.org, Some(org)), (&b.user, user)] {
+        for (bucket, key) in [(&b.user, user), (&b.org, Some(org))] {
             if let (Some(bucket), Some(key)) = (bucket, key) {
                 if let Err(not_until) = bucket.limiter.check_key(&key) {
                     let wait = not_until.wait_time_from(self.clock.now());
@@ -159,11 +164,33 @@ mod tests {
         let l = rl.check("w", "standard", a, Some(u)).unwrap_err();
         assert_eq!(l.scope, "user");
         assert!(l.retry_after_secs > 3000, "{l:?}");
-        assert_eq!(l.policy, "\"user\";q=3;w=3600");
+        assert_eq!(l.policy, "\"user\";q=1;w=3600", "the quota is the rate, not the burst");
         rl.check("w", "standard", b, Some(Uuid::new_v4())).unwrap();
         for _ in 0..100 {
             rl.check("w", "unmetered", a, Some(u)).unwrap();
         }
         assert_eq!(rl.tracked_keys(), 2);
+    }
+
+    #[test]
+    fn a_user_over_their_own_quota_does_not_spend_the_orgs() {
+        let set = PolicySet::from_sources(
+            &[(
+                "p.toml".into(),
+                "[plans.standard]\ndefault = true\nper_org = { rate = \"10/h\", burst = 10 }\nper_user = { rate = \"2/h\", burst = 2 }\n\
+                 [[route]]\nid = \"w\"\nmethod = \"GET\"\npath = \"/w\"\ntarget = \"native:whoami\"\nroles = [\"member\"]\n"
+                    .into(),
+            )],
+        )
+        .unwrap();
+        let rl = RateLimits::new(&set);
+        let (org, flooder, colleague) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let refused = (0..100).filter(|_| rl.check("w", "standard", org, Some(flooder)).is_err()).count();
+        assert_eq!(refused, 98);
+        // The org spent 2 of its 10 on the flooder: the colleague still has their own 2.
+        for _ in 0..2 {
+            rl.check("w", "standard", org, Some(colleague)).expect("the flood spent the org's quota");
+        }
+        assert_eq!(rl.check("w", "standard", org, Some(colleague)).unwrap_err().scope, "user");
     }
 }

@@ -52,9 +52,11 @@ impl Quota {
     pub fn burst(&self) -> u32 {
         self.burst.unwrap_or(self.rate.count).max(1)
     }
-    /// `RateLimit-Policy` form: quota units per window (seconds).
+    /// `RateLimit-Policy` form (draft-ietf-httpapi-ratelimit-headers): the quota is the
+    /// rate's count per its window in seconds (`1000/s` is `q=1000;w=1`); the burst is how
+    /// much of it may come at once, not the quota.
     pub fn header_policy(&self, name: &str) -> String {
-        format!("\"{name}\";q={};w={}", self.burst(), self.rate.per_secs.max(1))
+        format!("\"{name}\";q={};w={}", self.rate.count, self.rate.per_secs.max(1))
     }
 }
 
