@@ -37,6 +37,14 @@ pub struct Config {
     /// `GATEWAY_SECRET_KEY`: base64 of 32 bytes that seal webhook secrets at rest. Replicas
     /// must share it. Unset: `data_dir/secret-key`, created on first start.
     pub secret_key: Option<String>,
+    /// `GATEWAY_REPLICA_ID`: this replica's lasting name (letters, digits, `-`, `_`, `.`; at
+    /// most 64). Unset: `data_dir/replica-id`, created on first start. A replica that comes
+    /// back under the same name releases the jobs its previous run left `processing` at once.
+    pub replica_id: Option<String>,
+    /// `GATEWAY_REQUEST_TIMEOUT_MS`, default 10000 (100 to 300000): the most a native route's
+    /// request may take once its body is read, database time included; past it the client
+    /// gets 503 `UNAVAILABLE`. Plugin routes use their sandbox's `timeout_ms` instead.
+    pub request_timeout_ms: u64,
     /// `GATEWAY_JOB_WORKERS`, default 16: jobs this replica runs at once (0: run none).
     pub job_workers: usize,
     /// `GATEWAY_JOB_ORG_CONCURRENCY`, default 8: jobs of one org running at once, across
@@ -77,6 +85,8 @@ struct FileConfig {
     db_max_connections: Option<u32>,
     extra_ca_file: Option<PathBuf>,
     secret_key: Option<String>,
+    replica_id: Option<String>,
+    request_timeout_ms: Option<u64>,
     job_workers: Option<usize>,
     job_org_concurrency: Option<u32>,
     job_lease_secs: Option<u32>,
@@ -101,6 +111,11 @@ fn switch(env: &impl Fn(&str) -> Option<String>, key: &str) -> Result<bool> {
         Some("1" | "true") => Ok(true),
         Some(v) => Err(Error::Config(format!("{key} {v:?}: use 1 or 0"))),
     }
+}
+
+/// Replica ids go into worker ids and log lines: keep them short and plain.
+pub fn valid_replica_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 impl Config {
@@ -150,6 +165,22 @@ impl Config {
             extra_ca_file: env("GATEWAY_EXTRA_CA_FILE").map(PathBuf::from).or(file.extra_ca_file),
             watch: false,
             secret_key: env("GATEWAY_SECRET_KEY").or(file.secret_key),
+            replica_id: match env("GATEWAY_REPLICA_ID").or(file.replica_id) {
+                Some(id) if valid_replica_id(&id) => Some(id),
+                Some(id) => {
+                    return Err(Error::Config(format!(
+                        "GATEWAY_REPLICA_ID {id:?}: use 1 to 64 letters, digits, '-', '_' or '.'"
+                    )))
+                }
+                None => None,
+            },
+            request_timeout_ms: {
+                let ms = number(&env, "GATEWAY_REQUEST_TIMEOUT_MS", file.request_timeout_ms, 10_000)?;
+                if !(100..=300_000).contains(&ms) {
+                    return Err(Error::Config(format!("GATEWAY_REQUEST_TIMEOUT_MS {ms}: must be between 100 and 300000")));
+                }
+                ms
+            },
             job_workers: number(&env, "GATEWAY_JOB_WORKERS", file.job_workers, 16)?,
             job_org_concurrency: number(&env, "GATEWAY_JOB_ORG_CONCURRENCY", file.job_org_concurrency, 8)?.max(1),
             job_lease_secs: number(&env, "GATEWAY_JOB_LEASE_SECS", file.job_lease_secs, 60)?.max(1),

@@ -7,6 +7,9 @@
 //! `initdb` and `postgres` refuse to run as root; when we are root they run as the `postgres`
 //! system user, which then owns the cluster directory.
 //!
+//! A server that exits while the gateway runs is noticed ([`Cluster::exited`]) and can be
+//! started again ([`Cluster::restart`]); `startup` decides when.
+//!
 //! This module knows nothing about schemas or pools: it hands out connect options.
 
 use std::fs::{self, OpenOptions};
@@ -15,6 +18,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
+
+use tokio::sync::oneshot;
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::PgConnectOptions;
@@ -36,11 +41,15 @@ pub struct Cluster {
     pgdata: PathBuf,
     /// Present when this process started the server; `None` when it found one running.
     server: Option<Server>,
+    /// What starting it again needs.
+    prepared: Prepared,
+    opts: ClusterOptions,
 }
 
 struct Server {
     pid: i32,
-    exited: mpsc::Receiver<()>,
+    /// Resolves with the server's exit status (as text) when it exits.
+    exited: oneshot::Receiver<String>,
 }
 
 impl Cluster {
@@ -51,13 +60,20 @@ impl Cluster {
         let prepared = tokio::task::spawn_blocking(move || prepare(&dir))
             .await
             .map_err(|e| Error::Embedded(format!("start task failed: {e}")))??;
-        let cluster = Cluster { pgdata: prepared.pgdata.clone(), server: None };
+        let mut cluster = Cluster { pgdata: prepared.pgdata.clone(), server: None, prepared, opts };
         if probe(&cluster.connect_options()).await.is_ok() {
-            tracing::info!(pgdata = %prepared.pgdata.display(), "attached to running embedded PostgreSQL");
+            tracing::info!(pgdata = %cluster.pgdata.display(), "attached to running embedded PostgreSQL");
             return Ok(cluster);
         }
-        let log_path = prepared.dir.join("postgres.log");
-        let server = tokio::task::spawn_blocking({
+        cluster.launch().await?;
+        Ok(cluster)
+    }
+
+    /// Starts the server and waits until it answers.
+    async fn launch(&mut self) -> Result<()> {
+        let log_path = self.prepared.dir.join("postgres.log");
+        let (prepared, opts) = (self.prepared.clone(), self.opts.clone());
+        let mut server = tokio::task::spawn_blocking({
             let log_path = log_path.clone();
             move || spawn_server(&prepared, &log_path, &opts)
         })
@@ -71,18 +87,44 @@ impl Cluster {
                     log_tail(&log_path)
                 )));
             }
-            match probe(&cluster.connect_options()).await {
+            match probe(&self.connect_options()).await {
                 Ok(()) => break,
                 Err(_) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(50)).await
                 }
                 Err(e) => {
+                    // SAFETY: plain kill(2) on the pid of our own child.
+                    unsafe {
+                        libc::kill(server.pid, libc::SIGINT);
+                    }
                     return Err(Error::Embedded(format!("postgres not ready after 60 s: {e}")))
                 }
             }
         }
-        tracing::info!(pgdata = %cluster.pgdata.display(), pid = server.pid, "embedded PostgreSQL started");
-        Ok(Cluster { server: Some(server), ..cluster })
+        tracing::info!(pgdata = %self.pgdata.display(), pid = server.pid, "embedded PostgreSQL started");
+        self.server = Some(server);
+        Ok(())
+    }
+
+    /// Resolves when the server this process started exits, with its exit status; never for
+    /// a cluster this process only attached to. Cancel-safe.
+    pub async fn exited(&mut self) -> String {
+        match self.server.as_mut() {
+            Some(server) => {
+                let status = (&mut server.exited).await.unwrap_or_else(|_| "unknown".into());
+                self.server = None;
+                status
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Starts the server again after it exited (crash recovery is PostgreSQL's own).
+    pub async fn restart(&mut self) -> Result<()> {
+        if self.server.is_some() {
+            return Ok(());
+        }
+        self.launch().await
     }
 
     /// Connect options for the cluster's superuser on the unix socket.
@@ -106,10 +148,7 @@ impl Cluster {
         unsafe {
             libc::kill(server.pid, libc::SIGINT);
         }
-        let _ = tokio::task::spawn_blocking(move || {
-            let _ = server.exited.recv_timeout(Duration::from_secs(30));
-        })
-        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(30), server.exited).await;
         tracing::info!("embedded PostgreSQL stopped");
     }
 }
@@ -121,6 +160,7 @@ async fn probe(opts: &PgConnectOptions) -> std::result::Result<(), sqlx::Error> 
     conn.close().await
 }
 
+#[derive(Clone)]
 struct Prepared {
     dir: PathBuf,
     pgdata: PathBuf,
@@ -187,7 +227,7 @@ fn spawn_server(p: &Prepared, log_path: &Path, opts: &ClusterOptions) -> Result<
         });
     }
     let (pid_tx, pid_rx) = mpsc::channel();
-    let (exit_tx, exit_rx) = mpsc::channel();
+    let (exit_tx, exit_rx) = oneshot::channel();
     // The supervisor thread spawns the server and waits for it, so the parent-death signal
     // fires when (and only when) the server should go away with us.
     std::thread::Builder::new()
@@ -195,8 +235,8 @@ fn spawn_server(p: &Prepared, log_path: &Path, opts: &ClusterOptions) -> Result<
         .spawn(move || match cmd.spawn() {
             Ok(mut child) => {
                 let _ = pid_tx.send(Ok(child.id() as i32));
-                let _ = child.wait();
-                let _ = exit_tx.send(());
+                let status = child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                let _ = exit_tx.send(status);
             }
             Err(e) => {
                 let _ = pid_tx.send(Err(e));
@@ -211,6 +251,7 @@ fn spawn_server(p: &Prepared, log_path: &Path, opts: &ClusterOptions) -> Result<
 }
 
 /// The unprivileged user to run PostgreSQL as, when we are root.
+#[derive(Clone)]
 struct RunAs {
     uid: u32,
     gid: u32,

@@ -22,6 +22,10 @@ pub enum Error {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("plugin {plugin}: {reason}")]
     Plugin { plugin: String, reason: String },
+    /// The database did not answer within the request's deadline (frozen, partitioned,
+    /// overloaded): whatever was in flight is abandoned.
+    #[error("database did not answer in time: {0}")]
+    Deadline(&'static str),
     #[error("io: {context}: {source}")]
     Io { context: String, source: std::io::Error },
 }
@@ -164,7 +168,7 @@ impl From<Error> for ApiError {
     /// fault are mapped by the handler that knows the constraint, before reaching here.
     fn from(e: Error) -> Self {
         match &e {
-            Error::Db(db) if is_unavailable(db) => {
+            Error::Db(_) | Error::Deadline(_) if is_unavailable_error(&e) => {
                 tracing::warn!(error = %loggable(&e), "database unavailable");
                 ApiError::new(Code::Unavailable, "service temporarily unavailable")
                     .with_header("retry-after", "1")
@@ -200,6 +204,14 @@ pub fn loggable(e: &Error) -> String {
     }
 }
 
+fn is_unavailable_error(e: &Error) -> bool {
+    match e {
+        Error::Db(db) => is_unavailable(db),
+        Error::Deadline(_) => true,
+        _ => false,
+    }
+}
+
 /// Whether a database error means "cannot reach / cannot get a connection / gave up waiting".
 pub fn is_unavailable(e: &sqlx::Error) -> bool {
     match e {
@@ -208,9 +220,10 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => {
             // 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now,
             // 57014 query_canceled (statement_timeout), 08xxx connection exceptions,
-            // 53300 too_many_connections, 25P03 idle_in_transaction_session_timeout.
+            // 53300 too_many_connections, 25P03 idle_in_transaction_session_timeout,
+            // 55P03 lock_not_available (lock_timeout: contention, worth a retry).
             matches!(db.code().as_deref(), Some(c) if c.starts_with("08") || c.starts_with("57P")
-                || c == "57014" || c == "53300" || c == "25P03")
+                || c == "57014" || c == "53300" || c == "25P03" || c == "55P03")
         }
         _ => false,
     }

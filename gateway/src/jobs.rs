@@ -42,8 +42,16 @@ const MAX_BACKOFF_MS: u64 = 3_600_000;
 /// How often queue depth is logged.
 const DEPTH_EVERY: Duration = Duration::from_secs(10);
 
+/// How often a replica's workers say they are alive (and release dead workers' jobs).
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// A worker with no heartbeat for this long is dead: its jobs are released.
+pub const HEARTBEAT_STALE: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// This replica's lasting identity (kept across restarts): the jobs an earlier run left
+    /// `processing` are released as soon as it starts again.
+    pub replica: String,
     pub workers: usize,
     pub org_concurrency: u32,
     pub lease: Duration,
@@ -80,13 +88,19 @@ impl Workers {
     }
 }
 
-fn worker_id() -> String {
-    format!("{}-{}", std::process::id(), &Uuid::new_v4().simple().to_string()[..8])
+/// `<replica>/<incarnation>`: unique per process, and recognisably this replica's.
+fn worker_id(replica: &str) -> String {
+    format!("{replica}/{}", &Uuid::new_v4().simple().to_string()[..12])
 }
 
 async fn run(state: Arc<AppState>, settings: Settings, mut stopped: watch::Receiver<bool>) {
-    let worker = worker_id();
+    let worker = worker_id(&settings.replica);
     let pool = crate::db::sibling_pool(&state.pool, settings.db_connections);
+    // Alive before the first claim, so no other replica takes this one's jobs for a dead
+    // worker's; and the jobs this replica's previous run left behind are released now.
+    // It stops when this task ends (or is aborted): `beat_stop` is dropped either way.
+    let (beat_stop, beat_stopped) = watch::channel(());
+    let beat = tokio::spawn(heartbeat(pool.clone(), worker.clone(), format!("{}/", settings.replica), beat_stopped));
     let permits = Arc::new(Semaphore::new(settings.workers));
     let mut running = tokio::task::JoinSet::new();
     let mut depth_at = tokio::time::Instant::now();
@@ -150,8 +164,56 @@ async fn run(state: Arc<AppState>, settings: Settings, mut stopped: watch::Recei
     // The finisher ends once every sender is gone, after recording what is left.
     drop(done);
     let _ = finisher.await;
+    drop(beat_stop);
+    let _ = beat.await;
     pool.close().await;
     tracing::info!(worker = %worker, "job workers stopped");
+}
+
+/// Beats every [`HEARTBEAT`] on a platform-scope connection of its own (a busy claim loop or
+/// a slow adapter never delays it), releasing dead workers' jobs as it goes. When the workers
+/// are gone (`stopped`'s sender dropped) it removes its row, so anything this replica still
+/// held is released by the others at once instead of when its lease ends.
+async fn heartbeat(pool: sqlx::PgPool, worker: String, replica_prefix: String, mut stopped: watch::Receiver<()>) {
+    let mut conn: Option<jobs::ClaimConnection> = None;
+    let mut first = true;
+    loop {
+        if conn.is_none() {
+            match jobs::claim_connection(&pool).await {
+                Ok(c) => conn = Some(c),
+                Err(e) => tracing::warn!(error = %crate::error::loggable(&e), "job heartbeat connection failed"),
+            }
+        }
+        if let Some(c) = conn.as_mut() {
+            let beat = jobs::heartbeat(c, &worker, &replica_prefix, HEARTBEAT_STALE.as_secs_f64());
+            match tokio::time::timeout(HEARTBEAT, beat).await {
+                Ok(Ok(released)) => {
+                    if released > 0 {
+                        tracing::warn!(worker = %worker, released, "job_leases_released");
+                    }
+                    if first {
+                        first = false;
+                        tracing::info!(worker = %worker, "job worker heartbeat started");
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %crate::error::loggable(&e), "job heartbeat failed");
+                    conn = None;
+                }
+                Err(_) => {
+                    tracing::warn!("job heartbeat timed out");
+                    conn = None;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(HEARTBEAT) => {}
+            _ = stopped.changed() => break,
+        }
+    }
+    if let Some(c) = conn.as_mut() {
+        let _ = tokio::time::timeout(HEARTBEAT, jobs::forget_worker(c, &worker)).await;
+    }
 }
 
 async fn log_depth(pool: &sqlx::PgPool) {

@@ -19,6 +19,7 @@
 //! - [`role`]: who acts (caller roles, the gateway itself).
 //! - [`config`]: environment and config file.
 //! - [`embedded`]: the PostgreSQL cluster the gateway runs itself when no `DATABASE_URL` is set.
+//! - [`health`]: what `/healthz` and `/readyz` say, probed off the request path.
 //! - [`db`]: the only module that builds SQL; tenant transactions and row-level security.
 //! - [`policy`]: `policies/*.toml`: routes, roles, limits, plans.
 //! - [`plugin`]: the WebAssembly runtime and its host interfaces; knows nothing of HTTP.
@@ -44,6 +45,7 @@ pub mod config;
 pub mod db;
 pub mod embedded;
 pub mod error;
+pub mod health;
 pub mod logging;
 pub mod native;
 pub mod ops;

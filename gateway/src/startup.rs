@@ -61,7 +61,9 @@ pub async fn serve(config: Config) -> Result<()> {
     let policies = PolicySet::load(&config.policies)?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Error::io(format!("creating {}", config.data_dir.display()), e))?;
-    let database = Database::open(&config).await?;
+    // Before anything can claim a job: the name this replica claims them under.
+    let replica = replica_id(&config)?;
+    let mut database = Database::open(&config).await?;
     match ops::bootstrap(&database.pool, config.bootstrap_token.as_deref()).await {
         Ok(Some(token)) => announce_bootstrap_token(&config.data_dir, &token)?,
         Ok(None) => {}
@@ -78,7 +80,18 @@ pub async fn serve(config: Config) -> Result<()> {
         }
     };
     let secret_key = webhooks::seal::SecretKey::load(config.secret_key.as_deref(), &config.data_dir)?;
-    let state = Arc::new(AppState::new(database.pool.clone(), policies, runtime, schema, plugins, secret_key, config.plugin_db_connections, config.plugin_instances_per_org));
+    let state = Arc::new(AppState::new(database.pool.clone(), policies, runtime, schema, plugins, secret_key, &config));
+    // Watched from here on: the embedded cluster (restarted if it dies) and the database.
+    let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<String>();
+    let (supervisor_stop, supervisor_stopped) = tokio::sync::oneshot::channel::<()>();
+    let supervisor = database
+        .cluster
+        .take()
+        .map(|c| tokio::spawn(supervise(c, state.health.clone(), fatal_tx, supervisor_stopped)));
+    let prober = tokio::spawn({
+        let state = state.clone();
+        async move { state.health.probe(state.pool.connect_options().as_ref().clone()).await }
+    });
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::io(format!("binding {}", config.listen), e))?;
@@ -97,12 +110,21 @@ pub async fn serve(config: Config) -> Result<()> {
     let workers = jobs::Workers::start(
         state.clone(),
         jobs::Settings {
+            replica,
             workers: config.job_workers,
             org_concurrency: config.job_org_concurrency,
             lease: Duration::from_secs(config.job_lease_secs.into()),
             db_connections: config.job_db_connections,
         },
     );
+    let fatal = std::sync::Mutex::new(None::<String>);
+    let shutdown = async {
+        tokio::select! {
+            _ = shutdown => {}
+            Ok(why) = fatal_rx => *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(why),
+        }
+        state.health.set_draining();
+    };
     server::serve(listener, state.clone(), shutdown).await;
     if let Some(w) = workers {
         w.stop(Duration::from_secs(10)).await;
@@ -113,11 +135,68 @@ pub async fn serve(config: Config) -> Result<()> {
         w.abort();
     }
     listener_task.abort();
+    prober.abort();
     drop(state);
+    if let Some(task) = supervisor {
+        let _ = supervisor_stop.send(());
+        database.cluster = task.await.ok();
+    }
     database.close().await;
     let _ = std::fs::remove_file(config.data_dir.join("gateway.addr"));
+    if let Some(why) = fatal.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(Error::Embedded(why));
+    }
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// Restarts after this many failed attempts in a row are given up (the gateway then exits
+/// non-zero, for its own supervisor to act), waiting 1, 2, 4, … s between them.
+const CLUSTER_RESTARTS: u32 = 6;
+
+/// Watches the embedded cluster: if its server exits while the gateway runs, says so, marks
+/// the gateway unhealthy and starts it again; gives up (asking the gateway to exit) after
+/// [`CLUSTER_RESTARTS`] failures in a row. Hands the cluster back when told to stop.
+async fn supervise(
+    mut cluster: embedded::Cluster,
+    health: Arc<crate::health::Health>,
+    fatal: tokio::sync::oneshot::Sender<String>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> embedded::Cluster {
+    loop {
+        let status = tokio::select! {
+            status = cluster.exited() => status,
+            _ = &mut stop => return cluster,
+        };
+        tracing::error!(status = %status, "embedded PostgreSQL exited unexpectedly; restarting it");
+        health.set_cluster_down(true);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match cluster.restart().await {
+                Ok(()) => {
+                    tracing::warn!(attempt, "embedded PostgreSQL restarted");
+                    health.set_cluster_down(false);
+                    break;
+                }
+                Err(e) if attempt < CLUSTER_RESTARTS => {
+                    let wait = Duration::from_secs(1 << (attempt - 1));
+                    tracing::error!(attempt, error = %e, retry_in_s = wait.as_secs(), "restarting the embedded PostgreSQL failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = &mut stop => return cluster,
+                    }
+                }
+                Err(e) => {
+                    let why = format!("the embedded PostgreSQL could not be restarted after {attempt} attempts: {e}");
+                    tracing::error!("{why}; stopping the gateway");
+                    let _ = fatal.send(why);
+                    let _ = stop.await;
+                    return cluster;
+                }
+            }
+        }
+    }
 }
 
 type Loaded = (Arc<Schema>, HashMap<String, Arc<plugin::LoadedPlugin>>, Arc<plugin::Runtime>);
@@ -265,6 +344,24 @@ async fn reload(config: &Config, state: &AppState) -> Result<usize> {
 }
 
 /// Shows a freshly generated super-admin token once, and keeps it in a 0600 file.
+/// `GATEWAY_REPLICA_ID`, or the name this data directory was given on its first start.
+fn replica_id(config: &Config) -> Result<String> {
+    if let Some(id) = &config.replica_id {
+        return Ok(id.clone());
+    }
+    let path = config.data_dir.join("replica-id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if crate::config::valid_replica_id(text.trim()) => Ok(text.trim().to_string()),
+        Ok(_) => Err(Error::Config(format!("{}: not a replica id (1 to 64 letters, digits, '-', '_' or '.')", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            write_atomic(&path, id.as_bytes())?;
+            Ok(id)
+        }
+        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+    }
+}
+
 fn announce_bootstrap_token(data_dir: &Path, token: &str) -> Result<()> {
     let path = data_dir.join("bootstrap-token");
     let mut f = std::fs::OpenOptions::new()

@@ -48,6 +48,10 @@ pub struct AppState {
     pub endpoints: Endpoints,
     /// Wakes this replica's job workers (on `NOTIFY gateway_jobs`).
     pub jobs_wake: Arc<tokio::sync::Notify>,
+    /// What `/healthz` and `/readyz` answer.
+    pub health: Arc<crate::health::Health>,
+    /// How long a native route's request may take once its body is read.
+    pub request_timeout: std::time::Duration,
 }
 
 impl AppState {
@@ -58,12 +62,11 @@ impl AppState {
         schema: Arc<Schema>,
         plugins: HashMap<String, Arc<LoadedPlugin>>,
         secret_key: SecretKey,
-        plugin_db_connections: u32,
-        plugin_instances_per_org: u32,
+        config: &crate::config::Config,
     ) -> AppState {
         AppState {
-            plugin_pool: crate::db::sibling_pool(&pool, plugin_db_connections),
-            admission: crate::admission::Admission::new(plugin_instances_per_org),
+            plugin_pool: crate::db::sibling_pool(&pool, config.plugin_db_connections),
+            admission: crate::admission::Admission::new(config.plugin_instances_per_org),
             strangers: Default::default(),
             pool,
             directory: Directory::default(),
@@ -74,6 +77,8 @@ impl AppState {
             plugin_sync: tokio::sync::Mutex::new(()),
             endpoints: Endpoints::new(secret_key),
             jobs_wake: Arc::new(tokio::sync::Notify::new()),
+            health: Arc::default(),
+            request_timeout: std::time::Duration::from_millis(config.request_timeout_ms),
         }
     }
 

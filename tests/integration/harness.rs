@@ -48,6 +48,11 @@ fn shared() -> &'static Shared {
     })
 }
 
+/// The test cluster's unix socket (`<dir>/.s.PGSQL.5432`).
+pub fn pg_socket() -> PathBuf {
+    shared().pgdata.join(".s.PGSQL.5432")
+}
+
 /// A fresh directory under /tmp (short paths: unix sockets live inside).
 pub fn tempdir(prefix: &str) -> PathBuf {
     let d = tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp").unwrap().keep();

@@ -5,7 +5,9 @@
 //! no org is always first), the oldest runnable jobs up to the org's free concurrency, with
 //! `FOR UPDATE SKIP LOCKED` so concurrent claimers (other workers, other replicas) never take
 //! the same job. A claim is a lease: `run_at` becomes the lease's end, after which a job still
-//! `processing` (its worker died) is runnable again.
+//! `processing` (its worker died) is runnable again. Leases are ended sooner by
+//! [`heartbeat`]: a job whose worker stopped beating (migration 0005's `job_workers`), or that
+//! an earlier incarnation of the same replica left behind, is released at once.
 //!
 //! Finishing attempts runs in the jobs' tenant context, several attempts of one org per
 //! transaction.
@@ -123,6 +125,40 @@ pub async fn claim(conn: &mut ClaimConnection, worker: &str, batch: i64, org_cap
             ClaimedJob { job: r.job, event }
         })
         .collect())
+}
+
+/// Says `worker` is alive and releases the jobs of workers that are not, in one statement on
+/// a [`claim_connection`]: a processing job whose worker has no heartbeat newer than
+/// `stale_secs` (or never had one), or that an earlier incarnation of this replica (a worker id
+/// starting with `replica_prefix`) left behind, has its lease ended, so it is runnable again
+/// and no longer counted against its org's concurrency. Returns the number released.
+pub async fn heartbeat(conn: &mut ClaimConnection, worker: &str, replica_prefix: &str, stale_secs: f64) -> Result<u64> {
+    let released = sqlx::query(
+        "WITH beat AS ( \
+             INSERT INTO job_workers (id) VALUES ($1) ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()), \
+         forgotten AS ( \
+             DELETE FROM job_workers WHERE id <> $1 \
+                 AND (starts_with(id, $2) OR heartbeat_at < now() - interval '1 hour')) \
+         UPDATE jobs j SET run_at = now(), updated_at = now() \
+         WHERE j.status = 'processing' AND j.run_at > now() AND j.locked_by <> $1 \
+           AND (starts_with(j.locked_by, $2) \
+                OR NOT EXISTS (SELECT 1 FROM job_workers w \
+                               WHERE w.id = j.locked_by AND w.heartbeat_at > now() - make_interval(secs => $3)))",
+    )
+    .bind(worker)
+    .bind(replica_prefix)
+    .bind(stale_secs)
+    .execute(&mut conn.0)
+    .await?
+    .rows_affected();
+    Ok(released)
+}
+
+/// Removes `worker`'s heartbeat at a clean stop: whatever it still holds is released by the
+/// next heartbeat of any replica instead of waiting for its lease.
+pub async fn forget_worker(conn: &mut ClaimConnection, worker: &str) -> Result<()> {
+    sqlx::query("DELETE FROM job_workers WHERE id = $1").bind(worker).execute(&mut conn.0).await?;
+    Ok(())
 }
 
 /// One finished attempt, as the finisher records it.

@@ -73,12 +73,6 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
 
 pub use scope::{begin_platform, begin_tenant, begin_tenant_limited, enter_tenant, PlatformTx, TenantTx};
 
-/// `SELECT 1`: is the database reachable?
-pub async fn ping(pool: &PgPool) -> Result<()> {
-    sqlx::query("SELECT 1").execute(pool).await?;
-    Ok(())
-}
-
 /// Tells every replica (this one included) to drop cached credentials and plans.
 pub async fn notify_invalidate<'e>(exec: impl sqlx::PgExecutor<'e>) -> Result<()> {
     sqlx::query("SELECT pg_notify($1, 'all')").bind(INVALIDATE_CHANNEL).execute(exec).await?;

@@ -82,9 +82,20 @@ pub async fn dispatch(call: Call<'_>) -> Result<Reply, ApiError> {
     }
 }
 
-pub async fn readyz(state: &AppState) -> Result<Reply, ApiError> {
-    crate::db::ping(&state.pool).await?;
+/// `/healthz`: the gateway's own health (see [`crate::health`]); never touches a pool.
+pub fn healthz(state: &AppState) -> Result<Reply, ApiError> {
+    state.health.live().map_err(not_ready)?;
+    Ok(Reply::json(StatusCode::OK, serde_json::json!({"ok": true})))
+}
+
+/// `/readyz`: whether new work can be served, from the prober's last answer; never waits.
+pub fn readyz(state: &AppState) -> Result<Reply, ApiError> {
+    state.health.ready().map_err(not_ready)?;
     Ok(Reply::json(StatusCode::OK, serde_json::json!({"ready": true, "routes": state.routing().policies.routes.len()})))
+}
+
+fn not_ready(why: crate::health::NotReady) -> ApiError {
+    ApiError::new(Code::Unavailable, why.message()).with_header("retry-after", "1")
 }
 
 async fn plugin(name: &str, call: Call<'_>) -> Result<Reply, ApiError> {

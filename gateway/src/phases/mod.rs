@@ -44,8 +44,8 @@ async fn pipeline(state: &AppState, req: Request<Incoming>, peer: IpAddr, entry:
     let path = parts.uri.path();
     if parts.method == http::Method::GET {
         match path {
-            "/healthz" => return Ok(Reply::json(http::StatusCode::OK, serde_json::json!({"ok": true}))),
-            "/readyz" => return dispatch::readyz(state).await,
+            "/healthz" => return dispatch::healthz(state),
+            "/readyz" => return dispatch::readyz(state),
             _ => {}
         }
     }
@@ -68,6 +68,10 @@ async fn pipeline(state: &AppState, req: Request<Incoming>, peer: IpAddr, entry:
         limit::check(state, route, &caller)?;
         Ok::<_, ApiError>(caller)
     };
+    // Looking up a credential waits on the database too.
+    let checked = async {
+        tokio::time::timeout(state.request_timeout, checked).await.unwrap_or_else(|_| Err(deadline_exceeded(route, state.request_timeout)))
+    };
     let caller = match checked.await {
         Ok(c) => c,
         Err(e) => {
@@ -81,20 +85,47 @@ async fn pipeline(state: &AppState, req: Request<Incoming>, peer: IpAddr, entry:
     entry.role = Some(caller.role);
     let body = payload::read(body, &parts.headers, route.body_limit).await?;
     let verified = verify::check(policies, &caller, &parts.headers, &body)?;
-    let json = payload::inspect(state, route, &caller, &parts.headers, &body).await?;
-    let call = Call {
-        state,
-        route,
-        params,
-        caller,
-        request_id: &entry.request_id,
-        method: parts.method.clone(),
-        path: path.to_string(),
-        query: parts.uri.query().map(str::to_string),
-        headers: parts.headers,
-        body,
-        json,
-        verified,
-    };
-    dispatch::dispatch(call).await
+    // From here on the request waits only on the database and the plugin: both are bounded
+    // by its deadline, so a database that stops answering (frozen, partitioned) fails the
+    // request with 503 instead of holding it for as long as the outage lasts.
+    let deadline = deadline(state, route);
+    let answered = tokio::time::timeout(deadline, async {
+        let json = payload::inspect(state, route, &caller, &parts.headers, &body).await?;
+        let call = Call {
+            state,
+            route,
+            params,
+            caller,
+            request_id: &entry.request_id,
+            method: parts.method.clone(),
+            path: path.to_string(),
+            query: parts.uri.query().map(str::to_string),
+            headers: parts.headers,
+            body,
+            json,
+            verified,
+        };
+        dispatch::dispatch(call).await
+    })
+    .await;
+    answered.unwrap_or_else(|_| Err(deadline_exceeded(route, deadline)))
+}
+
+fn deadline_exceeded(route: &crate::policy::Route, deadline: std::time::Duration) -> ApiError {
+    tracing::warn!(route = %route.id, deadline_ms = deadline.as_millis() as u64, "request_deadline_exceeded");
+    ApiError::new(Code::Unavailable, "the request did not complete in time (the database is not answering)")
+        .with_header("retry-after", "1")
+}
+
+/// Above a plugin's own wall clock: its admission queue, settling its transaction, and
+/// scheduling. The plugin runtime bounds each of these itself; this is the backstop.
+const PLUGIN_DEADLINE_SLACK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long a request may take once its body is read: the route's plugin wall clock (plus
+/// slack), or the gateway's `request_timeout` for native handlers.
+fn deadline(state: &AppState, route: &crate::policy::Route) -> std::time::Duration {
+    match route.target {
+        crate::policy::Target::Plugin(_) => route.sandbox.timeout + PLUGIN_DEADLINE_SLACK,
+        crate::policy::Target::Native(_) => state.request_timeout,
+    }
 }

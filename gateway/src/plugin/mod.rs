@@ -525,6 +525,7 @@ async fn run(
             let handler = plugin.pre.instantiate_async(&mut store).await?;
             handler.gateway_plugin_http_handler().call_handle(&mut store, &inv.request).await
         };
+        let started = tokio::time::Instant::now();
         let ended = match tokio::time::timeout(sandbox.timeout, cpu::Metered::new(call, meter)).await {
             Ok(Ok(Ok(resp))) => Ended::Response(resp),
             Ok(Ok(Err(e))) => Ended::HandlerError(e),
@@ -554,7 +555,19 @@ async fn run(
         let memory_hit = store.data().limiter.hit;
         let db = &mut store.data_mut().db;
         let (tx, aborted) = (db.tx.take(), db.aborted);
-        let outcome = settle(ended, tx, aborted, memory_hit, inv.before_commit).await;
+        // Settling waits on the database: it gets what is left of the wall clock, and at least
+        // SETTLE_GRACE, so a database that stops answering cannot hold the invocation.
+        let settle_by = (started + sandbox.timeout).max(tokio::time::Instant::now() + SETTLE_GRACE);
+        let outcome = match tokio::time::timeout_at(settle_by, settle(ended, tx, aborted, memory_hit, inv.before_commit)).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                // The transaction (dropped with the future) is rolled back by the pool if the
+                // database comes back; a COMMIT already sent may still have been applied.
+                tracing::warn!(request_id = %inv.request_id, org_id = %inv.org, plugin = %plugin.name,
+                    "plugin_settle_timed_out");
+                Outcome::Database(Error::Deadline("settling the plugin's transaction"))
+            }
+        };
         let detail = match &outcome {
             Outcome::Response(_) | Outcome::HandlerError(_) => None,
             Outcome::Trap(detail) => Some(detail.as_str()),
@@ -568,6 +581,10 @@ async fn run(
         outcome
     }
 }
+
+/// The least time an invocation's transaction gets to commit or roll back, even when the
+/// guest used its whole wall clock.
+const SETTLE_GRACE: Duration = Duration::from_secs(2);
 
 /// Commits the invocation's transaction when the handler answered (after the caller's hook),
 /// rolls it back otherwise, and says how the invocation ended.
