@@ -6,6 +6,7 @@ mod containment_leaks;
 mod contract;
 mod contract_wit;
 mod crm;
+mod hostile_clients;
 mod lifecycle;
 mod neighbours;
 mod limits;
