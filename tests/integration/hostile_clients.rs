@@ -152,11 +152,11 @@ fn upload_head(token: &str, length: usize, extra: &str) -> Vec<u8> {
 async fn a_body_sent_too_slowly_is_answered_408_and_the_connection_closes() {
     let db = TestDb::new().await;
     let mut opts = GatewayOptions::new(&db);
-    opts.extra_env = env(&[("GATEWAY_BODY_IDLE_TIMEOUT_SECS", "1"), ("GATEWAY_BODY_TIMEOUT_SECS", "2")]);
+    opts.extra_env = env(&[("GATEWAY_BODY_IDLE_TIMEOUT_SECS", "1"), ("GATEWAY_BODY_TIMEOUT_SECS", "3")]);
     let gw = Gateway::start_with(opts).await;
     let token = admin(&gw).await;
 
-    // A byte every 200 ms: never idle for 1 s, so only the 2 s total deadline can end it.
+    // A byte every 200 ms: never idle for 1 s, so only the 3 s total deadline can end it.
     let mut trickle = Raw::connect(&gw.addr).await;
     trickle.send(&upload_head(&token, 1000, "")).await.unwrap();
     let started = Instant::now();
@@ -174,7 +174,7 @@ async fn a_body_sent_too_slowly_is_answered_408_and_the_connection_closes() {
     assert!(ended.is_ok(), "the trickling body was never cut off");
     let a = parse(&mut read).expect("an answer before the connection closed");
     assert_envelope(&a, 408, "REQUEST_TIMEOUT");
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(6), "{took:?}");
+    assert!(took >= Duration::from_secs(3) && took < Duration::from_secs(8), "{took:?}");
 
     // A body that stops: the idle timeout ends it, well before the total one would.
     let mut paused = Raw::connect(&gw.addr).await;
@@ -183,7 +183,7 @@ async fn a_body_sent_too_slowly_is_answered_408_and_the_connection_closes() {
     let started = Instant::now();
     let a = paused.answer(Duration::from_secs(15)).await.expect("answer");
     assert_envelope(&a, 408, "REQUEST_TIMEOUT");
-    assert!(started.elapsed() < Duration::from_millis(1900), "{:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_millis(2500), "{:?}", started.elapsed());
     assert!(paused.closed_within(Duration::from_secs(5)).await, "connection left open");
 
     // Both were logged, and nothing was written.
