@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -70,6 +71,19 @@ pub struct Config {
     /// HTTP may reach loopback through an IP-literal pattern with `allow_private`. Environment
     /// only, never the config file, so that it cannot ride along with a deployed configuration.
     pub outbound_allow_loopback: bool,
+    /// `GATEWAY_BODY_IDLE_TIMEOUT_SECS`, default 10 (1–300): the longest a request body may
+    /// pause between two reads before the request is answered 408.
+    pub body_idle_timeout: Duration,
+    /// `GATEWAY_BODY_TIMEOUT_SECS`, default 60 (1–3600, not below the idle timeout): the longest
+    /// a request body may take in all, however steadily it trickles.
+    pub body_timeout: Duration,
+    /// `GATEWAY_MAX_CONNECTIONS`: client connections open at once. Unset: what the
+    /// file-descriptor limit leaves after a reserve for everything else; a larger value is
+    /// lowered to that at start-up.
+    pub max_connections: Option<usize>,
+    /// `GATEWAY_MAX_CONNECTIONS_PER_ADDRESS`, default 256 (≥ 1): client connections open at
+    /// once from one address (one IPv6 /64).
+    pub max_connections_per_address: usize,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,6 +108,10 @@ struct FileConfig {
     plugin_db_connections: Option<u32>,
     plugin_db_connections_per_org: Option<u32>,
     plugin_instances_per_org: Option<u32>,
+    body_idle_timeout_secs: Option<u64>,
+    body_timeout_secs: Option<u64>,
+    max_connections: Option<usize>,
+    max_connections_per_address: Option<usize>,
 }
 
 fn number<T: std::str::FromStr>(env: &impl Fn(&str) -> Option<String>, key: &str, file: Option<T>, default: T) -> Result<T> {
@@ -101,6 +119,18 @@ fn number<T: std::str::FromStr>(env: &impl Fn(&str) -> Option<String>, key: &str
         Some(v) => v.parse().map_err(|_| Error::Config(format!("{key} {v:?} is not a number"))),
         None => Ok(file.unwrap_or(default)),
     }
+}
+
+/// A number that must lie in `range`; outside it start-up stops rather than guess.
+fn bounded<T>(env: &impl Fn(&str) -> Option<String>, key: &str, file: Option<T>, default: T, range: std::ops::RangeInclusive<T>) -> Result<T>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let n = number(env, key, file, default)?;
+    if !range.contains(&n) {
+        return Err(Error::Config(format!("{key} {n}: must be between {} and {}", range.start(), range.end())));
+    }
+    Ok(n)
 }
 
 /// An on/off environment variable: `1`/`true` or `0`/`false`; anything else is an error
@@ -150,6 +180,20 @@ impl Config {
             })?,
             None => file.db_max_connections.unwrap_or(16),
         };
+        let body_idle_timeout = bounded(&env, "GATEWAY_BODY_IDLE_TIMEOUT_SECS", file.body_idle_timeout_secs, 10, 1..=300)?;
+        let body_timeout = bounded(&env, "GATEWAY_BODY_TIMEOUT_SECS", file.body_timeout_secs, 60, 1..=3600)?;
+        if body_timeout < body_idle_timeout {
+            return Err(Error::Config(format!(
+                "GATEWAY_BODY_TIMEOUT_SECS {body_timeout} is below GATEWAY_BODY_IDLE_TIMEOUT_SECS {body_idle_timeout}"
+            )));
+        }
+        let max_connections = match env("GATEWAY_MAX_CONNECTIONS") {
+            Some(v) => Some(v.parse().map_err(|_| Error::Config(format!("GATEWAY_MAX_CONNECTIONS {v:?} is not a number")))?),
+            None => file.max_connections,
+        };
+        if max_connections == Some(0) {
+            return Err(Error::Config("GATEWAY_MAX_CONNECTIONS 0: must be at least 1".into()));
+        }
         Ok(Config {
             listen,
             database_url: env("DATABASE_URL").or(file.database_url),
@@ -202,6 +246,16 @@ impl Config {
                 n
             },
             outbound_allow_loopback: switch(&env, "GATEWAY_OUTBOUND_ALLOW_LOOPBACK")?,
+            body_idle_timeout: Duration::from_secs(body_idle_timeout),
+            body_timeout: Duration::from_secs(body_timeout),
+            max_connections,
+            max_connections_per_address: bounded(
+                &env,
+                "GATEWAY_MAX_CONNECTIONS_PER_ADDRESS",
+                file.max_connections_per_address,
+                256,
+                1..=usize::MAX,
+            )?,
         })
     }
 }
@@ -252,6 +306,39 @@ mod tests {
         let e = Config::from_lookup(|k| (k == "GATEWAY_LISTEN").then(|| "nope".to_string()))
             .unwrap_err();
         assert!(e.to_string().contains("GATEWAY_LISTEN"), "{e}");
+    }
+
+    #[test]
+    fn body_timeouts_and_connection_caps_have_defaults_and_bounds() {
+        let d = Config::from_lookup(|_| None).unwrap();
+        assert_eq!(d.body_idle_timeout, Duration::from_secs(10));
+        assert_eq!(d.body_timeout, Duration::from_secs(60));
+        assert_eq!(d.max_connections, None);
+        assert_eq!(d.max_connections_per_address, 256);
+        let c = |pairs: &[(&str, &str)]| {
+            let env: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            Config::from_lookup(move |k| env.get(k).cloned())
+        };
+        let set = c(&[
+            ("GATEWAY_BODY_IDLE_TIMEOUT_SECS", "2"),
+            ("GATEWAY_BODY_TIMEOUT_SECS", "5"),
+            ("GATEWAY_MAX_CONNECTIONS", "100"),
+            ("GATEWAY_MAX_CONNECTIONS_PER_ADDRESS", "50"),
+        ])
+        .unwrap();
+        assert_eq!((set.body_idle_timeout.as_secs(), set.body_timeout.as_secs()), (2, 5));
+        assert_eq!((set.max_connections, set.max_connections_per_address), (Some(100), 50));
+        for (k, v) in [
+            ("GATEWAY_BODY_IDLE_TIMEOUT_SECS", "0"),
+            ("GATEWAY_BODY_IDLE_TIMEOUT_SECS", "301"),
+            ("GATEWAY_BODY_TIMEOUT_SECS", "3601"),
+            ("GATEWAY_BODY_TIMEOUT_SECS", "5"),
+            ("GATEWAY_MAX_CONNECTIONS", "0"),
+            ("GATEWAY_MAX_CONNECTIONS_PER_ADDRESS", "0"),
+        ] {
+            let e = c(&[(k, v)]).unwrap_err().to_string();
+            assert!(e.contains(k), "{k}={v}: {e}");
+        }
     }
 
     #[test]

@@ -62,6 +62,11 @@ pub enum Code {
     PluginRejected,
     InvalidSignature,
     StaleWebhook,
+    MalformedRequest,
+    UriTooLong,
+    HeadersTooLarge,
+    RequestTimeout,
+    TooManyConnections,
 }
 
 impl Code {
@@ -88,13 +93,18 @@ impl Code {
             Code::PluginRejected => "PLUGIN_REJECTED",
             Code::InvalidSignature => "INVALID_SIGNATURE",
             Code::StaleWebhook => "STALE_WEBHOOK",
+            Code::MalformedRequest => "MALFORMED_REQUEST",
+            Code::UriTooLong => "URI_TOO_LONG",
+            Code::HeadersTooLarge => "HEADERS_TOO_LARGE",
+            Code::RequestTimeout => "REQUEST_TIMEOUT",
+            Code::TooManyConnections => "TOO_MANY_CONNECTIONS",
         }
     }
 
     pub fn status(self) -> StatusCode {
         match self {
             Code::Unauthenticated | Code::InvalidSignature | Code::StaleWebhook => StatusCode::UNAUTHORIZED,
-            Code::MissingTenantId | Code::InvalidJson | Code::ValidationFailed => {
+            Code::MissingTenantId | Code::InvalidJson | Code::ValidationFailed | Code::MalformedRequest => {
                 StatusCode::BAD_REQUEST
             }
             Code::TenantMismatch | Code::UnauthorizedBusiness | Code::Forbidden => {
@@ -102,7 +112,10 @@ impl Code {
             }
             Code::NotFound => StatusCode::NOT_FOUND,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Code::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Code::RateLimited | Code::TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
+            Code::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Code::UriTooLong => StatusCode::URI_TOO_LONG,
+            Code::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::Conflict => StatusCode::CONFLICT,
             Code::Unprocessable | Code::PluginRejected => StatusCode::UNPROCESSABLE_ENTITY,

@@ -1,24 +1,32 @@
-//! The HTTP server: accept loop, per-connection tasks, graceful shutdown.
+//! The HTTP server: accept loop, connection caps, per-connection tasks, graceful shutdown.
 //!
-//! On shutdown the listener closes first (no new connections), every open connection is told
-//! to finish its in-flight request and close, and we wait for them, bounded.
+//! Connections are capped per client address and in all, below the file-descriptor limit;
+//! one over a cap is answered at once without being read, and closed. On shutdown the
+//! listener closes first (no new connections); a connection that has delivered no request
+//! (idle, or still sending its head) is closed at once, and every other one finishes its
+//! in-flight request and closes; we wait for them, bounded. A body still arriving gets
+//! [`phases::payload::DRAIN_BODY_GRACE`] to finish.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::{IpAddr, Ipv6Addr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
-use crate::phases;
+use crate::error::{ApiError, Code};
+use crate::phases::{self, payload::BodyTimeouts};
 use crate::state::AppState;
 
 /// How long in-flight requests get to finish after a shutdown signal.
@@ -28,10 +36,221 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// client that never reads cannot keep an answer (and its memory) in the gateway.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
-    let graceful = GracefulShutdown::new();
+/// How long a client has to send a complete request head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// hyper's read buffer cap, so the largest request head it holds (hyper's default is ~400 KiB):
+/// above the gateway's own limits (`phases::head`), so that a head hyper parses gets a coded
+/// answer, and small enough that thousands of open connections cannot each pin 400 KiB.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// File descriptors kept for everything but client connections (database pools, plugins'
+/// outbound connections, log and cache files), at most half the limit.
+const FD_RESERVE: usize = 1024;
+
+/// Refusals are logged at most this often (with counts), never once per connection.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// What `serve` enforces on client connections (see `docs/operations.md`).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    pub body_idle_timeout: Duration,
+    pub body_timeout: Duration,
+}
+
+/// Raises the soft limit on open files to the hard limit, and returns the soft limit.
+pub fn raise_fd_limit() -> io::Result<usize> {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if r.rlim_cur < r.rlim_max {
+        let raised = libc::rlimit { rlim_cur: r.rlim_max, rlim_max: r.rlim_max };
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            r.rlim_cur = r.rlim_max;
+        } else {
+            tracing::warn!(error = %io::Error::last_os_error(), soft = r.rlim_cur, hard = r.rlim_max, "could not raise the open-file limit");
+        }
+    }
+    Ok(usize::try_from(r.rlim_cur).unwrap_or(usize::MAX))
+}
+
+/// The global connection cap for an open-file limit of `nofile`: `configured`, but never more
+/// than the limit less a reserve for everything else.
+pub fn connection_cap(nofile: usize, configured: Option<usize>) -> usize {
+    let most = nofile.saturating_sub(FD_RESERVE.min(nofile / 2)).max(1);
+    match configured {
+        Some(n) if n > most => {
+            tracing::warn!(configured = n, nofile, used = most, "GATEWAY_MAX_CONNECTIONS is above what the open-file limit allows; lowered");
+            most
+        }
+        Some(n) => n,
+        None => most,
+    }
+}
+
+/// Whom a per-address cap counts together: one IPv4 address, or one IPv6 /64 (what one
+/// client is usually handed).
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64))),
+        },
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    PerAddress,
+    Global,
+}
+
+/// Open client connections, in all and per address.
+struct Connections {
+    cap: usize,
+    per_address: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// One open connection; dropping it gives the place back.
+struct Slot {
+    conns: Arc<Connections>,
+    key: IpAddr,
+}
+
+impl Connections {
+    fn new(cap: usize, per_address: usize) -> Arc<Connections> {
+        Arc::new(Connections { cap, per_address, open: Mutex::new((0, HashMap::new())) })
+    }
+
+    fn open(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refused> {
+        let key = address_key(ip);
+        let mut guard = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, by_address) = &mut *guard;
+        if *total >= self.cap {
+            return Err(Refused::Global);
+        }
+        let n = by_address.entry(key).or_insert(0);
+        if *n >= self.per_address {
+            return Err(Refused::PerAddress);
+        }
+        *n += 1;
+        *total += 1;
+        Ok(Slot { conns: self.clone(), key })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut guard = self.conns.open.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, by_address) = &mut *guard;
+        *total -= 1;
+        if let Some(n) = by_address.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                by_address.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Counts refused connections and logs them at most every [`REFUSAL_LOG_EVERY`].
+#[derive(Default)]
+struct Refusals {
+    per_address: u64,
+    global: u64,
+    logged: (u64, u64),
+    last: Option<Instant>,
+}
+
+impl Refusals {
+    fn note(&mut self, why: Refused) {
+        match why {
+            Refused::PerAddress => self.per_address += 1,
+            Refused::Global => self.global += 1,
+        }
+        if self.last.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_EVERY) {
+            self.log();
+        }
+    }
+
+    /// Logs the totals if they grew since the last line.
+    fn log(&mut self) {
+        if (self.per_address, self.global) == self.logged {
+            return;
+        }
+        tracing::warn!(
+            per_address = self.per_address,
+            global = self.global,
+            since_last = self.per_address + self.global - self.logged.0 - self.logged.1,
+            "connections_refused"
+        );
+        self.logged = (self.per_address, self.global);
+        self.last = Some(Instant::now());
+    }
+}
+
+/// Answers a connection over a cap without reading it, and closes it. One non-blocking write
+/// into an empty socket buffer: it never waits. A client that already sent its request may
+/// see a reset instead of the answer (its bytes are unread when the socket closes).
+fn refuse(stream: TcpStream, why: Refused) {
+    let e = match why {
+        Refused::PerAddress => ApiError::new(Code::TooManyConnections, "too many open connections from this address"),
+        Refused::Global => ApiError::new(Code::Unavailable, "the gateway is at its connection limit"),
+    };
+    let request_id = uuid::Uuid::new_v4().simple().to_string();
+    let body = phases::respond::error_body(&e, &request_id);
+    let status = e.code.status();
+    let head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nx-request-id: {request_id}\r\nconnection: close\r\n\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len(),
+    );
+    let _ = stream.try_write(&[head.as_bytes(), &body].concat());
+}
+
+/// The access line of a request hyper refused itself (it wrote a bare 400/414/431 and
+/// closes); other connection errors (resets, timeouts) are not requests.
+fn log_connection_error(e: &hyper::Error, latency: Duration) {
+    let (status, code) = if e.is_parse_version_h2() {
+        (0, "")
+    } else if e.is_parse_too_large() {
+        // hyper's one public predicate covers both; its message tells them apart.
+        if e.to_string().starts_with("URI too long") {
+            (414, Code::UriTooLong.as_str())
+        } else {
+            (431, Code::HeadersTooLarge.as_str())
+        }
+    } else if e.is_parse() {
+        (400, Code::MalformedRequest.as_str())
+    } else {
+        (0, "")
+    };
+    if status == 0 {
+        tracing::debug!(error = %e, "client connection ended with an error");
+        return;
+    }
+    let request_id = uuid::Uuid::new_v4().simple().to_string();
+    phases::log::unparsed(&request_id, status, code, &e.to_string(), latency);
+}
+
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, settings: Settings, shutdown: impl Future<Output = ()>) {
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).keep_alive(true).header_read_timeout(Duration::from_secs(30));
+    http.timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES);
+    let conns = Connections::new(settings.max_connections, settings.max_connections_per_address);
+    let mut refusals = Refusals::default();
+    let mut refusal_tick = tokio::time::interval(REFUSAL_LOG_EVERY);
+    // Every connection and request holds a receiver; the drain ends when all are gone.
+    let (drain, _) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -46,24 +265,73 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                let svc = service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(phases::handle(state, req, peer.ip()).await) }
-                });
+                let slot = match conns.open(peer.ip()) {
+                    Ok(s) => s,
+                    Err(why) => {
+                        refuse(stream, why);
+                        refusals.note(why);
+                        continue;
+                    }
+                };
+                let client = phases::Client {
+                    addr: peer.ip(),
+                    body: BodyTimeouts {
+                        idle: settings.body_idle_timeout,
+                        total: settings.body_timeout,
+                        draining: drain.subscribe(),
+                    },
+                };
+                // Set once hyper hands a request to the pipeline: before that, the
+                // connection holds nothing a drain must wait for.
+                let delivered = Arc::new(AtomicBool::new(false));
+                let svc = {
+                    let (state, delivered) = (state.clone(), delivered.clone());
+                    service_fn(move |req| {
+                        delivered.store(true, Ordering::Relaxed);
+                        let (state, client) = (state.clone(), client.clone());
+                        async move { Ok::<_, Infallible>(phases::handle(state, req, &client).await) }
+                    })
+                };
                 let stream = WriteDeadline::new(stream, WRITE_TIMEOUT);
-                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), svc));
+                let conn = http.serve_connection(TokioIo::new(stream), svc);
+                let mut draining = drain.subscribe();
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    let _slot = slot;
+                    let opened = Instant::now();
+                    tokio::pin!(conn);
+                    let drained = async move {
+                        let _ = draining.wait_for(|d| *d).await;
+                    };
+                    let ended = tokio::select! {
+                        r = conn.as_mut() => Some(r),
+                        () = drained => None,
+                    };
+                    let result = match ended {
+                        Some(r) => r,
+                        // Dropping the connection closes it.
+                        None if !delivered.load(Ordering::Relaxed) => return,
+                        None => {
+                            // Idle keep-alive connections close at once; one with a request
+                            // in flight answers it, then closes.
+                            conn.as_mut().graceful_shutdown();
+                            conn.await
+                        }
+                    };
+                    if let Err(e) = result {
+                        log_connection_error(&e, opened.elapsed());
+                    }
                 });
             }
+            _ = refusal_tick.tick() => refusals.log(),
             _ = &mut shutdown => break,
         }
     }
     drop(listener);
+    refusals.log();
     tracing::info!("shutting down: draining in-flight requests");
+    drain.send_replace(true);
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = drain.closed() => tracing::info!("all connections drained"),
         _ = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out; closing"),
     }
 }
@@ -154,6 +422,40 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     const TIMEOUT: Duration = Duration::from_millis(200);
+
+    #[test]
+    fn connections_are_capped_per_address_and_in_all() {
+        let conns = Connections::new(3, 2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let a1 = conns.open(a).unwrap();
+        let _a2 = conns.open(a).unwrap();
+        assert_eq!(conns.open(a).err(), Some(Refused::PerAddress));
+        let _b1 = conns.open(b).unwrap();
+        assert_eq!(conns.open(b).err(), Some(Refused::Global));
+        // A closed connection gives its place back, to its address and to the total.
+        drop(a1);
+        let _a3 = conns.open(a).unwrap();
+        assert_eq!(conns.open(a).err(), Some(Refused::Global));
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_slash_64() {
+        let k = |s: &str| address_key(s.parse().unwrap());
+        assert_eq!(k("2001:db8:1:2:aaaa::1"), k("2001:db8:1:2:bbbb::9"));
+        assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
+        assert_eq!(k("::ffff:192.0.2.7"), k("192.0.2.7"));
+        assert_ne!(k("192.0.2.7"), k("192.0.2.8"));
+    }
+
+    #[test]
+    fn the_global_cap_stays_below_the_open_file_limit() {
+        assert_eq!(connection_cap(20_000, None), 20_000 - FD_RESERVE);
+        assert_eq!(connection_cap(1024, None), 512);
+        assert_eq!(connection_cap(20_000, Some(500)), 500);
+        assert_eq!(connection_cap(20_000, Some(1_000_000)), 20_000 - FD_RESERVE);
+        assert_eq!(connection_cap(1, None), 1);
+    }
 
     #[tokio::test]
     async fn a_client_that_stops_reading_fails_the_write_after_the_timeout() {

@@ -1,6 +1,6 @@
 //! Start-up, shutdown and reload: the order things come up and go down in.
 //!
-//! Start: signals → policies → database (and the embedded cluster) → bootstrap token →
+//! Start: signals → policies → open-file limit and connection caps → database (and the embedded cluster) → bootstrap token →
 //! schema and grants → plugins → listen → registry versions → background tasks (limit sweeps,
 //! plugin re-checks, `--watch`, invalidations, job workers). Stop: drain connections → stop
 //! workers → close the pool → stop the cluster.
@@ -59,6 +59,7 @@ pub async fn serve(config: Config) -> Result<()> {
     let shutdown = server::shutdown_signal()?;
     // Policies next: a bad policy should fail before anything starts.
     let policies = PolicySet::load(&config.policies)?;
+    let connections = connection_settings(&config)?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| Error::io(format!("creating {}", config.data_dir.display()), e))?;
     // Before anything can claim a job: the name this replica claims them under.
@@ -125,7 +126,7 @@ pub async fn serve(config: Config) -> Result<()> {
         }
         state.health.set_draining();
     };
-    server::serve(listener, state.clone(), shutdown).await;
+    server::serve(listener, state.clone(), connections, shutdown).await;
     if let Some(w) = workers {
         w.stop(Duration::from_secs(10)).await;
     }
@@ -197,6 +198,26 @@ async fn supervise(
             }
         }
     }
+}
+
+/// Raises the open-file limit, and sizes the connection caps below it.
+fn connection_settings(config: &Config) -> Result<server::Settings> {
+    let nofile = server::raise_fd_limit().map_err(|e| Error::io("reading the open-file limit", e))?;
+    let settings = server::Settings {
+        max_connections: server::connection_cap(nofile, config.max_connections),
+        max_connections_per_address: config.max_connections_per_address,
+        body_idle_timeout: config.body_idle_timeout,
+        body_timeout: config.body_timeout,
+    };
+    tracing::info!(
+        nofile,
+        max_connections = settings.max_connections,
+        max_connections_per_address = settings.max_connections_per_address,
+        body_idle_timeout_s = settings.body_idle_timeout.as_secs(),
+        body_timeout_s = settings.body_timeout.as_secs(),
+        "connection_limits"
+    );
+    Ok(settings)
 }
 
 type Loaded = (Arc<Schema>, HashMap<String, Arc<plugin::LoadedPlugin>>, Arc<plugin::Runtime>);

@@ -7,6 +7,7 @@ mod contract;
 mod contract_wit;
 mod crm;
 mod faults;
+mod hostile_clients;
 mod lifecycle;
 mod neighbours;
 mod limits;

@@ -1,12 +1,13 @@
 //! The request pipeline, one module per phase, in order:
 //!
-//! `guard` (who, for which org, may they) → `limit` (rate limits) → `payload` (body cap) →
+//! `head` (Host, target length, header size) → `guard` (who, for which org, may they) → `limit` (rate limits) → `payload` (body cap) →
 //! `verify` (webhook signatures over the raw body) → `payload` again (JSON, tenant fields in
 //! the body) → `dispatch` (native handler or plugin) → `respond` (wire format) → `log` (one
 //! access line). Logging always runs, whichever phase ended the request.
 
 pub mod dispatch;
 pub mod guard;
+pub mod head;
 pub mod limit;
 pub mod log;
 pub mod payload;
@@ -28,19 +29,32 @@ use crate::state::AppState;
 
 pub use dispatch::{Call, Reply};
 
+/// What the pipeline knows of the connection a request came on.
+#[derive(Clone)]
+pub struct Client {
+    pub addr: IpAddr,
+    pub body: payload::BodyTimeouts,
+}
+
 /// Serves one request end to end. Never fails: every error becomes a coded response.
-pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: IpAddr) -> Response<Full<Bytes>> {
+pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, client: &Client) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let mut entry = log::Entry::new(respond::request_id(req.headers()), &req);
-    let reply = pipeline(&state, req, peer, &mut entry).await;
+    let reply = pipeline(&state, req, client, &mut entry).await;
     let resp = respond::finish(reply, &entry.request_id);
     entry.status = resp.status().as_u16();
+    entry.error_code = resp.extensions().get::<respond::ErrorCode>().map(|c| c.0);
     log::emit(&entry, started.elapsed());
     resp
 }
 
-async fn pipeline(state: &AppState, req: Request<Incoming>, peer: IpAddr, entry: &mut log::Entry) -> Result<Reply, ApiError> {
+async fn pipeline(state: &AppState, req: Request<Incoming>, client: &Client, entry: &mut log::Entry) -> Result<Reply, ApiError> {
     let (parts, body) = req.into_parts();
+    if let Err(e) = head::check(&parts) {
+        payload::discard(body, &parts.headers, &client.body).await;
+        return Err(e);
+    }
+    let peer = client.addr;
     let path = parts.uri.path();
     if parts.method == http::Method::GET {
         match path {
@@ -77,13 +91,13 @@ async fn pipeline(state: &AppState, req: Request<Incoming>, peer: IpAddr, entry:
         Err(e) => {
             // Refused before reading the body: read (and drop) a small one anyway, so closing
             // the connection with unread bytes does not reset it under the client's answer.
-            payload::discard(body, &parts.headers).await;
+            payload::discard(body, &parts.headers, &client.body).await;
             return Err(e);
         }
     };
     entry.org = caller.org;
     entry.role = Some(caller.role);
-    let body = payload::read(body, &parts.headers, route.body_limit).await?;
+    let body = payload::read(body, &parts.headers, route.body_limit, &client.body).await?;
     let verified = verify::check(policies, &caller, &parts.headers, &body)?;
     // From here on the request waits only on the database and the plugin: both are bounded
     // by its deadline, so a database that stops answering (frozen, partitioned) fails the

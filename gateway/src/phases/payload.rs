@@ -2,11 +2,14 @@
 //! checked for tenant fields: `org_id` / `tenant_id` must be the caller's org, and a
 //! `business_id` (top level or in `props`) must be one the caller owns or is on the team of.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::Value;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::db;
@@ -20,21 +23,98 @@ fn too_large(limit: usize) -> ApiError {
     ApiError::new(Code::PayloadTooLarge, format!("body exceeds this route's limit of {limit} bytes"))
 }
 
-pub async fn read(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
-    if let Some(len) = headers
+/// How long a request body may take, and the signal that cuts it short when the gateway drains.
+///
+/// Two clocks: `idle` (the longest pause between two reads) frees a dead client's connection
+/// early, `total` bounds one that trickles a byte now and then, which no idle timeout catches.
+#[derive(Clone)]
+pub struct BodyTimeouts {
+    pub idle: Duration,
+    pub total: Duration,
+    /// Becomes `true` when the gateway starts draining.
+    pub draining: watch::Receiver<bool>,
+}
+
+/// After a shutdown signal, a body still being received gets this long to finish: a body that
+/// has not arrived is not a request in flight, and must not hold the drain.
+pub const DRAIN_BODY_GRACE: Duration = Duration::from_secs(1);
+
+/// Why a body was not read to its end.
+#[derive(Debug, PartialEq, Eq)]
+enum Cut {
+    TooLarge,
+    /// The idle or total timeout ran out.
+    Timeout,
+    /// The gateway is draining and the grace ran out.
+    Draining,
+    /// The body was malformed (chunk framing) or the connection broke.
+    Broken,
+}
+
+/// Reads `body` to its end, within `limit` bytes and `t`'s clocks.
+async fn collect<B>(body: B, limit: usize, t: &BodyTimeouts) -> Result<Bytes, Cut>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+{
+    let mut body = body;
+    let total = tokio::time::sleep(t.total);
+    let mut draining = t.draining.clone();
+    let drain = async move {
+        if draining.wait_for(|d| *d).await.is_err() {
+            // No one will ever signal: never cut.
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(DRAIN_BODY_GRACE).await;
+    };
+    tokio::pin!(total, drain);
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
+    loop {
+        let frame = tokio::select! {
+            f = tokio::time::timeout(t.idle, body.frame()) => f.map_err(|_| Cut::Timeout)?,
+            _ = &mut total => return Err(Cut::Timeout),
+            _ = &mut drain => return Err(Cut::Draining),
+        };
+        let Some(frame) = frame else { break };
+        // Trailers are ignored, as before.
+        if let Ok(data) = frame.map_err(|_| Cut::Broken)?.into_data() {
+            len += data.len();
+            if len > limit {
+                return Err(Cut::TooLarge);
+            }
+            if !data.is_empty() {
+                chunks.push(data);
+            }
+        }
+    }
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.pop().unwrap_or_default(),
+        _ => Bytes::from(chunks.concat()),
+    })
+}
+
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > limit as u64 {
-            return Err(too_large(limit));
-        }
+}
+
+pub async fn read(body: Incoming, headers: &HeaderMap, limit: usize, t: &BodyTimeouts) -> Result<Bytes, ApiError> {
+    if declared_length(headers).is_some_and(|len| len > limit as u64) {
+        return Err(too_large(limit));
     }
-    let limited = http_body_util::Limited::new(body, limit);
-    match limited.collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large(limit)),
-        Err(_) => Err(ApiError::new(Code::ValidationFailed, "could not read request body")),
+    match collect(body, limit, t).await {
+        Ok(b) => Ok(b),
+        Err(Cut::TooLarge) => Err(too_large(limit)),
+        // The rest of the body is never read: the connection closes after the answer.
+        Err(Cut::Timeout) => Err(ApiError::new(Code::RequestTimeout, "the request body did not arrive in time")
+            .with_header("connection", "close")),
+        Err(Cut::Draining) => Err(ApiError::new(Code::Unavailable, "the gateway is shutting down")
+            .with_header("retry-after", "1")
+            .with_header("connection", "close")),
+        Err(Cut::Broken) => Err(ApiError::new(Code::ValidationFailed, "could not read request body")),
     }
 }
 
@@ -42,16 +122,26 @@ pub async fn read(body: Incoming, headers: &HeaderMap, limit: usize) -> Result<B
 /// was needed; larger ones are left unread (the connection closes).
 const DISCARD_LIMIT: u64 = 4 * 1024 * 1024;
 
-pub async fn discard(body: Incoming, headers: &HeaderMap) {
-    let declared = headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n == 0 || n > DISCARD_LIMIT) {
+/// The longest a refused request's body is read for.
+const DISCARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether the client waits for `100 Continue` before sending its body (hyper sends it the
+/// first time the body is read).
+pub fn expects_continue(headers: &HeaderMap) -> bool {
+    headers.get(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+pub async fn discard(body: Incoming, headers: &HeaderMap, t: &BodyTimeouts) {
+    // Reading would invite the body of a request we refuse; unread, hyper closes the
+    // connection after the answer instead of sending `100 Continue`.
+    if expects_continue(headers) {
         return;
     }
-    let limited = http_body_util::Limited::new(body, DISCARD_LIMIT as usize);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), limited.collect()).await;
+    if declared_length(headers).is_some_and(|n| n == 0 || n > DISCARD_LIMIT) {
+        return;
+    }
+    let t = BodyTimeouts { total: t.total.min(DISCARD_TIMEOUT), ..t.clone() };
+    let _ = collect(body, DISCARD_LIMIT as usize, &t).await;
 }
 
 pub async fn inspect(
@@ -118,5 +208,104 @@ async fn check_business(state: &AppState, route_id: &str, caller: &Caller, org: 
         Ok(())
     } else {
         Err(denied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::channel::mpsc;
+    use futures::SinkExt;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    use std::time::Instant;
+
+    type Item = Result<Frame<Bytes>, std::io::Error>;
+    type Tx = mpsc::Sender<Item>;
+
+    fn body() -> (Tx, StreamBody<mpsc::Receiver<Item>>) {
+        let (tx, rx) = mpsc::channel(16);
+        (tx, StreamBody::new(rx))
+    }
+
+    fn timeouts(idle_ms: u64, total_ms: u64) -> (watch::Sender<bool>, BodyTimeouts) {
+        let (tx, draining) = watch::channel(false);
+        (tx, BodyTimeouts { idle: Duration::from_millis(idle_ms), total: Duration::from_millis(total_ms), draining })
+    }
+
+    /// Sends a byte every `every` until the receiver is gone.
+    fn trickle(mut tx: Tx, every: Duration) {
+        tokio::spawn(async move {
+            while tx.send(Ok(Frame::data(Bytes::from_static(b"x")))).await.is_ok() {
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn a_complete_body_is_read_within_its_limit() {
+        let (_d, t) = timeouts(1_000, 1_000);
+        let (mut tx, b) = body();
+        tx.send(Ok(Frame::data(Bytes::from_static(b"ab")))).await.unwrap();
+        tx.send(Ok(Frame::data(Bytes::from_static(b"cd")))).await.unwrap();
+        drop(tx);
+        assert_eq!(collect(b, 4, &t).await.unwrap(), Bytes::from_static(b"abcd"));
+        let (mut tx, b) = body();
+        tx.send(Ok(Frame::data(Bytes::from_static(b"abcde")))).await.unwrap();
+        assert_eq!(collect(b, 4, &t).await, Err(Cut::TooLarge));
+    }
+
+    #[tokio::test]
+    async fn a_body_that_trickles_is_cut_at_the_total_deadline() {
+        // A byte every 20 ms never trips the 500 ms idle timeout; the 300 ms total does.
+        let (_d, t) = timeouts(500, 300);
+        let (tx, b) = body();
+        trickle(tx, Duration::from_millis(20));
+        let started = Instant::now();
+        assert_eq!(collect(b, 1 << 20, &t).await, Err(Cut::Timeout));
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(2), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_pauses_is_cut_at_the_idle_timeout() {
+        let (_d, t) = timeouts(200, 10_000);
+        let (mut tx, b) = body();
+        tx.send(Ok(Frame::data(Bytes::from_static(b"{")))).await.unwrap();
+        let started = Instant::now();
+        assert_eq!(collect(b, 1 << 20, &t).await, Err(Cut::Timeout));
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(200) && took < Duration::from_secs(2), "{took:?}");
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn draining_cuts_a_body_after_the_grace() {
+        let (drain, t) = timeouts(10_000, 60_000);
+        let (tx, b) = body();
+        trickle(tx, Duration::from_millis(20));
+        let started = Instant::now();
+        drain.send(true).unwrap();
+        assert_eq!(collect(b, 1 << 20, &t).await, Err(Cut::Draining));
+        let took = started.elapsed();
+        assert!(took >= DRAIN_BODY_GRACE && took < DRAIN_BODY_GRACE * 3, "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_ends_within_the_grace_is_read() {
+        let (drain, t) = timeouts(10_000, 60_000);
+        drain.send(true).unwrap();
+        let (mut tx, b) = body();
+        tx.send(Ok(Frame::data(Bytes::from_static(b"ok")))).await.unwrap();
+        drop(tx);
+        assert_eq!(collect(b, 16, &t).await.unwrap(), Bytes::from_static(b"ok"));
+    }
+
+    #[test]
+    fn expect_continue_is_recognised_whatever_its_case() {
+        let mut h = HeaderMap::new();
+        assert!(!expects_continue(&h));
+        h.insert(http::header::EXPECT, http::HeaderValue::from_static("100-Continue"));
+        assert!(expects_continue(&h));
     }
 }
