@@ -7,8 +7,8 @@
 //! database turns readiness off within [`READY_STALE`] instead of hanging the probe.
 //!
 //! - `/healthz` is the gateway's own health: false only while its embedded cluster is down.
-//! - `/readyz` is whether it can serve now: the last database ping succeeded within
-//!   [`READY_STALE`], the embedded cluster (if any) is up, and it is not shutting down.
+//! - `/readyz` is whether it can serve now: the last database ping succeeded, and within
+//!   [`READY_STALE`]; the embedded cluster (if any) is up; and it is not shutting down.
 //!
 //! Knows nothing of HTTP; `phases::dispatch` turns these answers into responses.
 
@@ -29,6 +29,9 @@ pub const READY_STALE: Duration = Duration::from_secs(2);
 #[derive(Debug)]
 pub struct Health {
     last_ok: Mutex<Instant>,
+    /// The last ping failed: not ready at once, without waiting for staleness (which covers a
+    /// ping that hangs instead).
+    last_failed: AtomicBool,
     cluster_down: AtomicBool,
     draining: AtomicBool,
 }
@@ -36,7 +39,12 @@ pub struct Health {
 impl Default for Health {
     fn default() -> Self {
         // Start-up has just migrated the database: it was reachable a moment ago.
-        Health { last_ok: Mutex::new(Instant::now()), cluster_down: AtomicBool::new(false), draining: AtomicBool::new(false) }
+        Health {
+            last_ok: Mutex::new(Instant::now()),
+            last_failed: AtomicBool::new(false),
+            cluster_down: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+        }
     }
 }
 
@@ -73,7 +81,9 @@ impl Health {
         if self.draining.load(Ordering::Relaxed) {
             return Err(NotReady::ShuttingDown);
         }
-        if self.last_ok.lock().unwrap_or_else(|p| p.into_inner()).elapsed() > READY_STALE {
+        if self.last_failed.load(Ordering::Relaxed)
+            || self.last_ok.lock().unwrap_or_else(|p| p.into_inner()).elapsed() > READY_STALE
+        {
             return Err(NotReady::DatabaseUnreachable);
         }
         Ok(())
@@ -89,6 +99,11 @@ impl Health {
 
     fn ping_succeeded(&self) {
         *self.last_ok.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.last_failed.store(false, Ordering::Relaxed);
+    }
+
+    fn ping_failed(&self) {
+        self.last_failed.store(true, Ordering::Relaxed);
     }
 
     /// Pings the database forever (until aborted) on a connection of its own.
@@ -108,6 +123,7 @@ impl Health {
             if ok {
                 self.ping_succeeded();
             } else {
+                self.ping_failed();
                 // A connection that failed or hung is not trusted again.
                 conn = None;
             }
@@ -137,6 +153,9 @@ mod tests {
         assert_eq!(h.live(), Ok(()), "an unreachable external database is not the gateway's own fault");
         h.ping_succeeded();
         assert_eq!(h.ready(), Ok(()));
+        h.ping_failed();
+        assert_eq!(h.ready(), Err(NotReady::DatabaseUnreachable), "a failed ping counts at once");
+        h.ping_succeeded();
         h.set_cluster_down(true);
         assert_eq!(h.live(), Err(NotReady::ClusterDown));
         assert_eq!(h.ready(), Err(NotReady::ClusterDown));

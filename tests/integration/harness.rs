@@ -369,17 +369,3 @@ pub fn assert_error(r: &Resp, status: u16, code: &str) {
     let rid = r.header("x-request-id").expect("x-request-id header");
     assert_eq!(r.json["request_id"].as_str(), Some(rid));
 }
-
-/// Runs a command as the unprivileged user PostgreSQL runs as (when we are root).
-pub fn pg_command(bin: &str) -> Command {
-    let dir = gateway::embedded::find_bin_dir().unwrap();
-    let mut cmd = Command::new(dir.join(bin));
-    if unsafe { libc::geteuid() } == 0 {
-        use std::os::unix::process::CommandExt;
-        let name = std::ffi::CString::new("postgres").unwrap();
-        let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-        assert!(!pw.is_null());
-        unsafe { cmd.uid((*pw).pw_uid).gid((*pw).pw_gid) };
-    }
-    cmd
-}

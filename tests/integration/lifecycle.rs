@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::harness::{assert_error, gateway_command, pg_command, tempdir, Gateway, GatewayOptions, TestDb};
+use crate::harness::{assert_error, gateway_command, tempdir, Gateway, GatewayOptions, TestDb};
 
 /// Options for a gateway in embedded mode: no DATABASE_URL, no configured bootstrap token.
 fn embedded_options() -> GatewayOptions {
@@ -67,27 +67,42 @@ async fn embedded_mode_bootstraps_a_token_and_the_cli_shares_the_running_databas
 
 #[tokio::test]
 async fn database_down_is_503_unavailable_not_a_hang() {
-    let mut gw = Gateway::start_with(embedded_options()).await;
+    // A database of its own that the test can take away: the gateway's embedded cluster would
+    // be restarted by the gateway (faults.rs tests that), an external one is not.
+    let dir = tempdir("gwx");
+    let cluster = gateway::embedded::Cluster::start(&dir, gateway::embedded::ClusterOptions { unsafe_no_fsync: true })
+        .await
+        .unwrap();
+    let opts = GatewayOptions {
+        database_url: Some(format!("postgres://postgres@localhost:5432/postgres?host={}", cluster.pgdata().display())),
+        ..embedded_options()
+    };
+    let mut gw = Gateway::start_with(opts).await;
     let org = gw.create_org("Acme", None).await;
     let (admin, _, _) = gw.create_token(&org, "admin", "a@acme.test").await;
-    let out = pg_command("pg_ctl")
-        .args(["stop", "-m", "immediate", "-D"])
-        .arg(gw.data_dir.join("pg"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    cluster.stop().await;
     let started = Instant::now();
     let r = gw.req("POST", "/v1/businesses").token(&admin).json(&json!({"name": "x"})).send().await;
     assert_error(&r, 503, "UNAVAILABLE");
     // Driver text never reaches the client.
     assert_eq!(r.json["error"], "service temporarily unavailable");
     assert_eq!(r.header("retry-after"), Some("1"));
-    let r = gw.req("GET", "/readyz").send().await;
-    assert_error(&r, 503, "UNAVAILABLE");
+    // Readiness follows within the prober's bound (a ping every 0.5 s).
+    let probed = Instant::now();
+    loop {
+        let r = gw.req("GET", "/readyz").send().await;
+        if r.status == 503 {
+            assert_error(&r, 503, "UNAVAILABLE");
+            break;
+        }
+        assert!(probed.elapsed() < Duration::from_secs(3), "still ready: {}", r.text);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // A token never seen before needs the database too.
     let r = gw.req("GET", "/v1/whoami").token("gw_never_seen_before").send().await;
     assert_error(&r, 503, "UNAVAILABLE");
     assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    // An external database that is down is not the gateway's own health.
     assert_eq!(gw.req("GET", "/healthz").send().await.status, 200);
     let status = gw.terminate().await;
     assert!(status.success());
