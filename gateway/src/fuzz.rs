@@ -225,16 +225,16 @@ fn webhook_delivery(input: &[u8]) {
             // re-signing must reproduce an entry exactly.
             assert!(authentic, "accepted a signature re-signing does not reproduce");
             assert!(id.len() <= 256);
-            identified(crate::native::webhooks::identify(Some(id), body, &provider));
         }
     } else if verify::hmac_hex(&KEYS, &headers, "x-webhook-signature", body).is_ok() {
         let sent = headers["x-webhook-signature"].to_str().unwrap().trim();
         let sent = hex::decode(sent.strip_prefix("sha256=").unwrap_or(sent)).unwrap();
         assert!(KEYS.iter().any(|k| hex::decode(verify::sign_hex(k, body)).unwrap() == sent), "accepted a forged hmac");
     }
-    // What runs once a delivery is authentic (the signature is no defence against the
-    // provider's own body): a stored identity or a 4xx.
-    let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).map(str::trim);
+    // What runs once a delivery is authentic, run whether or not this one is (the signature is
+    // no defence against the provider's own body): a stored identity or a 4xx. The id as
+    // `verify::standard` reads it.
+    let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
     identified(crate::native::webhooks::identify(if standard { id } else { None }, body, &provider));
 }
 
