@@ -427,11 +427,19 @@ struct Typed {
     table: u8,
     columns: Vec<u8>,
     values: Vec<(u8, u8)>,
-    filters: Vec<(u8, Vec<u8>, u8, (u8, u8))>,
+    filters: Vec<TypedFilter>,
     order: Vec<(u8, bool)>,
     limit: Option<u32>,
     cap: u32,
     flags: u8,
+}
+
+#[derive(Debug, TypeGenerator)]
+struct TypedFilter {
+    column: u8,
+    path: Vec<u8>,
+    op: u8,
+    value: (u8, u8),
 }
 
 const TABLES: &[&str] = &["contacts", "we\"ird", "nope", "tenant_id", "contacts; DROP TABLE x"];
@@ -443,7 +451,7 @@ fn typed_value(kind: u8, n: u8) -> DbValue {
     let t = texts[n as usize % texts.len()].to_string();
     match kind % 8 {
         0 => DbValue::Null,
-        1 => DbValue::Boolean(n % 2 == 0),
+        1 => DbValue::Boolean(n.is_multiple_of(2)),
         2 => DbValue::Integer(i64::from(n as i8).saturating_mul(i64::MAX / 127)),
         3 => DbValue::Float([0.0, -0.0, f64::NAN, f64::INFINITY, 1e308][n as usize % 5]),
         4 => DbValue::Text(t),
@@ -462,10 +470,10 @@ impl Typed {
         let filters = self
             .filters
             .iter()
-            .map(|(c, path, op, (k, n))| Filter {
-                target: ColumnRef { column: pick(COLUMNS, *c), path: path.iter().map(|p| pick(KEYS_JSON, *p)).collect() },
-                op: ops[*op as usize % ops.len()],
-                value: typed_value(*k, *n),
+            .map(|f| Filter {
+                target: ColumnRef { column: pick(COLUMNS, f.column), path: f.path.iter().map(|p| pick(KEYS_JSON, *p)).collect() },
+                op: ops[f.op as usize % ops.len()],
+                value: typed_value(f.value.0, f.value.1),
             })
             .collect();
         let values: Vec<DbValue> = self.values.iter().map(|(k, n)| typed_value(*k, *n)).collect();
