@@ -392,10 +392,12 @@ fn build(call: &Call, global_id: bool, cap: u32) {
     let Ok(st) = built else { return };
     golden::invariants(&st);
     golden::binds(&st);
-    // Identifiers come from the schema and values are bound: nothing a plugin wrote can end a
-    // statement or start a comment.
+    // Identifiers come from the schema, values are bound and JSON path keys (spliced as
+    // literals, their alphabet without a quote) stay inside their quotes: outside the literals,
+    // nothing a plugin wrote can end a statement or start a comment.
+    let outside_literals: String = st.sql.split('\'').step_by(2).collect();
     for forbidden in [";", "--", "/*", "\0"] {
-        assert!(!st.sql.contains(forbidden), "{forbidden:?} in {}", st.sql);
+        assert!(!outside_literals.contains(forbidden), "{forbidden:?} in {}", st.sql);
     }
     if global_id {
         if let Call::Insert(q) = call {
