@@ -59,16 +59,32 @@ impl Caller {
 }
 
 /// Token and org-plan caches.
-#[derive(Default)]
 pub struct Directory {
     tokens: TtlCache<[u8; 32], Option<Caller>>,
     plans: TtlCache<Uuid, Option<String>>,
+    /// Tokens that were valid when last looked up, for [`KNOWN_TTL`]: whether a lookup is a
+    /// stranger's (limited per address) must not depend on the 5 s value cache, or a
+    /// legitimate client sharing an address with a flood is refused whenever its entry
+    /// expires. A token found revoked or unknown leaves this set at once.
+    known: TtlCache<[u8; 32], ()>,
+}
+
+/// How long a token that was valid stays "known" for the per-address limit on unknown
+/// credentials (its value is still looked up every [`crate::cache::TTL`]).
+pub const KNOWN_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl Default for Directory {
+    fn default() -> Self {
+        Directory { tokens: TtlCache::default(), plans: TtlCache::default(), known: TtlCache::with_ttl(KNOWN_TTL) }
+    }
 }
 
 impl Directory {
-    /// What the cache already knows of a token, without the database: `None` when nothing.
-    pub fn cached(&self, token: &str) -> Option<Option<Caller>> {
-        self.tokens.get(&digest(token))
+    /// Whether looking this token up costs the database nothing a stranger could abuse: its
+    /// answer is cached, or it was valid within [`KNOWN_TTL`].
+    pub fn known(&self, token: &str) -> bool {
+        let key = digest(token);
+        self.tokens.get(&key).is_some() || self.known.get(&key).is_some()
     }
 
     /// The caller a bearer token names, or `None` for an unknown or revoked one.
@@ -88,6 +104,11 @@ impl Directory {
                 endpoint: None,
             })
         });
+        if caller.is_some() {
+            self.known.insert(key, ());
+        } else {
+            self.known.remove(&key);
+        }
         self.tokens.insert(key, caller.clone());
         Ok(caller)
     }

@@ -176,15 +176,20 @@ impl From<sqlx::Error> for ApiError {
 }
 
 impl From<Error> for ApiError {
-    /// Database trouble is either "unavailable" (connectivity, pool exhaustion, timeouts) or an
-    /// internal fault; neither leaks its text. Named constraint violations that are the caller's
-    /// fault are mapped by the handler that knows the constraint, before reaching here.
+    /// Database trouble is "unavailable" (connectivity, pool exhaustion, timeouts), a value the
+    /// database cannot store (the caller's: 400), or an internal fault; none leaks its text.
+    /// Named constraint violations that are the caller's fault are mapped by the handler that
+    /// knows the constraint, before reaching here.
     fn from(e: Error) -> Self {
         match &e {
             Error::Db(_) | Error::Deadline(_) if is_unavailable_error(&e) => {
                 tracing::warn!(error = %loggable(&e), "database unavailable");
                 ApiError::new(Code::Unavailable, "service temporarily unavailable")
                     .with_header("retry-after", "1")
+            }
+            Error::Db(db) if is_data_exception(db) => {
+                tracing::warn!(error = %loggable(&e), "database refused a value");
+                ApiError::new(Code::ValidationFailed, "a value in the request cannot be stored")
             }
             _ => {
                 tracing::error!(error = %loggable(&e), "internal error");
@@ -242,6 +247,14 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
+/// Whether the database refused a value itself (SQLSTATE class 22, "data exception": text
+/// containing U+0000, a number out of range, text that is not a valid `uuid` or timestamp).
+/// Statements bind values as parameters, so the value is one the caller sent (the warning
+/// logged with its SQLSTATE tells the rare gateway bug apart).
+pub fn is_data_exception(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("22")))
+}
+
 /// The name of the violated constraint, if `e` is a constraint violation.
 pub fn violated_constraint(e: &sqlx::Error) -> Option<&str> {
     match e {
@@ -250,3 +263,24 @@ pub fn violated_constraint(e: &sqlx::Error) -> Option<&str> {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::structured::tests::db_error;
+
+    #[test]
+    fn a_value_the_database_refuses_is_the_callers_400_without_its_text() {
+        for code in ["22021", "22P05", "22P02", "22003", "22007", "22000"] {
+            let e = ApiError::from(db_error(Some(code), None));
+            assert_eq!((e.code, e.code.status().as_u16()), (Code::ValidationFailed, 400), "{code}");
+            assert_eq!(e.message, "a value in the request cannot be stored");
+            assert!(e.details.is_none());
+        }
+        // Everything else keeps its answer.
+        assert_eq!(ApiError::from(db_error(Some("57P01"), None)).code, Code::Unavailable);
+        assert_eq!(ApiError::from(db_error(Some("23505"), Some("x_key"))).code, Code::Internal);
+        assert_eq!(ApiError::from(db_error(Some("42703"), None)).code, Code::Internal);
+        assert_eq!(ApiError::from(db_error(None, None)).code, Code::Internal);
+    }
+}

@@ -61,6 +61,10 @@ pub mod state;
 pub mod jobs;
 pub mod webhooks;
 
+/// Fuzz targets of the parsers that face the network and the operator (`docs/fuzzing.md`).
+#[cfg(test)]
+mod fuzz;
+
 pub use config::Config;
 pub use error::{Error, Result};
 pub use startup::{serve, Database};

@@ -278,10 +278,11 @@ async fn business_id_must_be_one_the_caller_belongs_to() {
 async fn a_failure_after_the_first_inserts_leaves_nothing_behind() {
     let c = Crm::start("unmetered").await;
     // Make the last statement of the invocation (the outbox insert) fail in the database,
-    // after the contact, identities and event were written in the same transaction.
+    // after the contact, identities and event were written in the same transaction. (A plain
+    // error: a constraint violation would be the request's data, a 400.)
     sqlx::raw_sql(
         "CREATE FUNCTION fail_outbox() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
-             IF NEW.payload->>'type' = 'boom' THEN RAISE EXCEPTION 'boom' USING ERRCODE = '23514'; END IF;
+             IF NEW.payload->>'type' = 'boom' THEN RAISE EXCEPTION 'boom' USING ERRCODE = 'P0001'; END IF;
              RETURN NEW; END $$;
          CREATE TRIGGER fail_outbox BEFORE INSERT ON crm_outbox FOR EACH ROW EXECUTE FUNCTION fail_outbox();",
     )

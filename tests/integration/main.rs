@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod bad_input;
 mod containment_leaks;
 mod contract;
 mod contract_wit;

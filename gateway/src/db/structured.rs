@@ -507,7 +507,11 @@ pub fn classify(e: &sqlx::Error) -> DbError {
                 "23505" => DbError::UniqueViolation(name),
                 c if c.starts_with("23") => DbError::ConstraintViolation(name),
                 "42P10" => DbError::Invalid("on-conflict target matches no unique constraint".into()),
-                c if c.starts_with("22") => DbError::Invalid("a value does not fit its column".into()),
+                // The query was well formed; the database refused a value it carries (text
+                // with U+0000, a number out of range, text that is no uuid or timestamp): the
+                // data's fault, like a check constraint's, so the same variant, named by
+                // PostgreSQL's condition name since no constraint has one.
+                c if c.starts_with("22") => DbError::ConstraintViolation(data_exception_name(c).into()),
                 "40P01" | "40001" => DbError::Unavailable,
                 _ => DbError::Invalid(format!("rejected by the database ({code})")),
             }
@@ -516,6 +520,27 @@ pub fn classify(e: &sqlx::Error) -> DbError {
     }
 }
 
+/// PostgreSQL's condition name of a class-22 SQLSTATE (the ones a bound value can cause).
+pub fn data_exception_name(sqlstate: &str) -> &'static str {
+    match sqlstate {
+        "22001" => "string_data_right_truncation",
+        "22003" => "numeric_value_out_of_range",
+        "22004" => "null_value_not_allowed",
+        "22007" => "invalid_datetime_format",
+        "22008" => "datetime_field_overflow",
+        "22009" => "invalid_time_zone_displacement_value",
+        "22012" => "division_by_zero",
+        "22015" => "interval_field_overflow",
+        "22021" => "character_not_in_repertoire",
+        "22023" => "invalid_parameter_value",
+        "22P02" => "invalid_text_representation",
+        "22P05" => "untranslatable_character",
+        "22030" => "duplicate_json_object_key_value",
+        "22032" => "invalid_json_text",
+        _ => "data_exception",
+    }
+}
+
 #[cfg(test)]
 #[path = "structured_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -60,7 +60,7 @@ fn encode(bound: &[Bound]) -> PgArguments {
 }
 
 /// The statement's binds, after checking the record against the real encoded arguments.
-fn binds(st: &Statement) -> &[Bound] {
+pub(crate) fn binds(st: &Statement) -> &[Bound] {
     assert_eq!(st.args.len(), st.bound.len(), "bind record and PgArguments disagree on the count");
     assert_eq!(
         format!("{:?}", st.args),
@@ -73,7 +73,7 @@ fn binds(st: &Statement) -> &[Bound] {
 // ---------------------------------------------------------------------------------------------
 // Fixtures.
 
-const TENANT: Uuid = Uuid::from_u128(0x0b9e5a1c_4d2f_4e6a_9c3b_7f1e2d3c4b5a);
+pub(crate) const TENANT: Uuid = Uuid::from_u128(0x0b9e5a1c_4d2f_4e6a_9c3b_7f1e2d3c4b5a);
 const CAP: u32 = 100;
 const TS_OUT: &str = r#"to_char("created_at" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"#;
 /// Plugin-supplied strings that would break out of a literal or an identifier if spliced.
@@ -86,7 +86,7 @@ fn column(kind: Kind, sql_type: &str) -> Column {
 
 /// `contacts` has a column of every kind (and two Text / Float types); `we"ird` has names that
 /// need their quotes doubled.
-fn schema() -> Schema {
+pub(crate) fn schema() -> Schema {
     let mut contacts = HashMap::new();
     for (name, kind, ty) in [
         ("tenant_id", Kind::Uuid, "uuid"),
@@ -113,7 +113,7 @@ fn schema() -> Schema {
 
 /// [`schema`] as `Schema::load` reads a table with a global primary key: `contacts.id` is in a
 /// unique constraint without `tenant_id`, so plugins may read it but never give it a value.
-fn schema_with_global_id() -> Schema {
+pub(crate) fn schema_with_global_id() -> Schema {
     let mut schema = schema();
     schema.tables.get_mut("contacts").unwrap().get_mut("id").unwrap().db_assigned = true;
     schema.global_constraints.insert(s("contacts_pkey"));
@@ -203,7 +203,7 @@ fn golden(r: Check<Statement>, sql: &str, expected: &[Bound]) -> Statement {
 /// placeholder `$1..$n` is used and no other; reads and writes are filtered by `"tenant_id" = $1`
 /// joined with AND only; every inserted row carries `$1` as its `"tenant_id"`.
 #[track_caller]
-fn invariants(st: &Statement) {
+pub(crate) fn invariants(st: &Statement) {
     assert_eq!(st.bound.first(), Some(&T), "the tenant must be the first bind");
     assert_eq!(st.bound.iter().filter(|b| **b == T).count(), 1, "the tenant is bound once");
 
@@ -1340,7 +1340,7 @@ impl sqlx::error::DatabaseError for FakeDbError {
     }
 }
 
-fn db_error(code: Option<&'static str>, constraint: Option<&'static str>) -> sqlx::Error {
+pub(crate) fn db_error(code: Option<&'static str>, constraint: Option<&'static str>) -> sqlx::Error {
     sqlx::Error::Database(Box::new(FakeDbError { code, constraint }))
 }
 
@@ -1354,8 +1354,14 @@ fn classify_maps_database_errors_to_plugin_errors() {
         (Some("23514"), Some("age_positive"), "constraint-violation(age_positive)"),
         (Some("23P01"), Some("no_overlap"), "constraint-violation(no_overlap)"),
         (Some("42P10"), None, "invalid(on-conflict target matches no unique constraint)"),
-        (Some("22P02"), None, "invalid(a value does not fit its column)"),
-        (Some("22003"), Some("ignored"), "invalid(a value does not fit its column)"),
+        // A value the database refused: the data's fault, named by its condition, never by
+        // anything the error carries.
+        (Some("22021"), None, "constraint-violation(character_not_in_repertoire)"),
+        (Some("22P05"), None, "constraint-violation(untranslatable_character)"),
+        (Some("22P02"), None, "constraint-violation(invalid_text_representation)"),
+        (Some("22007"), None, "constraint-violation(invalid_datetime_format)"),
+        (Some("22003"), Some("ignored"), "constraint-violation(numeric_value_out_of_range)"),
+        (Some("2200X"), None, "constraint-violation(data_exception)"),
         (Some("40P01"), None, "unavailable"),
         (Some("40001"), None, "unavailable"),
         (Some("57014"), None, "timeout"),

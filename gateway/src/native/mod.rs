@@ -4,7 +4,7 @@
 mod admin;
 mod businesses;
 mod plugins;
-mod webhooks;
+pub(crate) mod webhooks;
 mod whoami;
 
 use serde::de::DeserializeOwned;

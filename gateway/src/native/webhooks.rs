@@ -11,6 +11,7 @@ use super::{parse, parse_or_default, uuid_param};
 use crate::db;
 use crate::error::{ApiError, Code};
 use crate::phases::{Call, Reply};
+use crate::policy::Provider;
 use crate::role::Actor;
 use crate::webhooks::{self, Scheme};
 
@@ -138,25 +139,7 @@ pub async fn ingress(call: Call<'_>) -> Result<Reply, ApiError> {
         tracing::error!(endpoint_id = %endpoint.id, provider = %endpoint.provider, "webhook provider not in the policies");
         ApiError::new(Code::Unavailable, "this endpoint's provider is not configured").with_header("retry-after", "60")
     })?;
-    let parsed = || serde_json::from_slice::<Value>(&call.body);
-    let (event_key, json) = match &verified.webhook_id {
-        Some(id) => (id.clone(), parsed().ok()),
-        None => {
-            let json = parsed().map_err(|e| {
-                ApiError::new(Code::InvalidJson, "request body is not valid JSON")
-                    .with_details(json!({ "line": e.line(), "column": e.column() }))
-            })?;
-            let key = webhooks::event_key(&json, &provider.event_key).ok_or_else(|| {
-                ApiError::new(Code::ValidationFailed, "the body lacks the fields that identify the event")
-                    .with_details(json!([{ "field": provider.event_key.join(","), "problem": "must be non-empty strings or numbers" }]))
-            })?;
-            (key, Some(json))
-        }
-    };
-    let event_type = match (&provider.event_type, &json) {
-        (Some(ptr), Some(j)) => webhooks::text_at(j, ptr),
-        _ => None,
-    };
+    let Identity { event_key, event_type } = identify(verified.webhook_id.as_deref(), &call.body, provider)?;
     let content_type = call.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(100).collect::<String>());
     let org = endpoint.org;
     let mut tx = db::begin_tenant(&call.state.pool, org, Actor::System).await?;
@@ -183,6 +166,55 @@ pub async fn ingress(call: Call<'_>) -> Result<Reply, ApiError> {
             Ok(Reply::json(StatusCode::OK, json!({ "ok": true, "duplicate": true })))
         }
     }
+}
+
+/// What a delivery is stored under.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub event_key: String,
+    pub event_type: Option<String>,
+}
+
+/// The event key (the verified `webhook-id`, or the values at the provider's `event_key`
+/// pointers in the body) and the event type of a verified delivery. Both are stored as text
+/// and shown in listings and adapter headers, so a control character in either (U+0000, which
+/// PostgreSQL cannot store, among them) refuses the delivery with 400 `VALIDATION_FAILED`:
+/// refused before anything is stored, and not retried by the provider as a 5xx would be.
+pub fn identify(webhook_id: Option<&str>, body: &[u8], provider: &Provider) -> Result<Identity, ApiError> {
+    let printable = |field: &str, text: &str| {
+        if text.chars().any(char::is_control) {
+            return Err(ApiError::invalid(field, "must not contain control characters"));
+        }
+        Ok(())
+    };
+    let parsed = || serde_json::from_slice::<Value>(body);
+    let (event_key, json) = match webhook_id {
+        Some(id) => {
+            printable("webhook-id", id)?;
+            (id.to_string(), parsed().ok())
+        }
+        None => {
+            let json = parsed().map_err(|e| {
+                ApiError::new(Code::InvalidJson, "request body is not valid JSON")
+                    .with_details(json!({ "line": e.line(), "column": e.column() }))
+            })?;
+            let field = provider.event_key.join(",");
+            let key = webhooks::event_key(&json, &provider.event_key).ok_or_else(|| {
+                ApiError::new(Code::ValidationFailed, "the body lacks the fields that identify the event")
+                    .with_details(json!([{ "field": field, "problem": "must be non-empty strings or numbers" }]))
+            })?;
+            printable(&field, &key)?;
+            (key, Some(json))
+        }
+    };
+    let event_type = match (&provider.event_type, &json) {
+        (Some(ptr), Some(j)) => webhooks::text_at(j, ptr),
+        _ => None,
+    };
+    if let (Some(t), Some(ptr)) = (&event_type, &provider.event_type) {
+        printable(ptr, t)?;
+    }
+    Ok(Identity { event_key, event_type })
 }
 
 /// Job statuses as the API names them.
@@ -249,4 +281,52 @@ pub async fn replay_event(call: Call<'_>) -> Result<Reply, ApiError> {
     tx.commit().await?;
     tracing::info!(org_id = %org, event_id = %id, "webhook_event_replayed");
     Ok(Reply::json(StatusCode::OK, json!({ "event_id": id, "status": "pending" })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generic() -> Provider {
+        Provider {
+            name: "generic".into(),
+            route: "webhook_generic".into(),
+            signature_header: Some("x-webhook-signature".into()),
+            event_key: vec!["/id".into(), "/type".into()],
+            event_type: Some("/type".into()),
+            max_attempts: 5,
+            retry_base_ms: 1000,
+            source: "webhooks.toml".into(),
+        }
+    }
+
+    fn refused(r: Result<Identity, ApiError>) -> (u16, String) {
+        let e = r.expect_err("refused");
+        (e.code.status().as_u16(), e.details.map(|d| d[0]["field"].as_str().unwrap_or_default().to_string()).unwrap_or_default())
+    }
+
+    #[test]
+    fn keys_and_types_come_from_the_header_or_the_body() {
+        let p = generic();
+        let body = br#"{"id": "m1", "type": "email.replied"}"#;
+        let want = |k: &str| Identity { event_key: k.into(), event_type: Some("email.replied".into()) };
+        assert_eq!(identify(Some("msg_1"), body, &p).unwrap(), want("msg_1"));
+        assert_eq!(identify(None, body, &p).unwrap(), want("m1:email.replied"));
+        // Standard Webhooks does not need a JSON body.
+        assert_eq!(identify(Some("msg_1"), b"\x00not json", &p).unwrap(), Identity { event_key: "msg_1".into(), event_type: None });
+    }
+
+    #[test]
+    fn control_characters_in_a_key_or_type_are_a_400_naming_the_field() {
+        let p = generic();
+        assert_eq!(refused(identify(Some("msg\t1"), b"{}", &p)), (400, "webhook-id".into()));
+        assert_eq!(refused(identify(None, br#"{"id": "m\u0000", "type": "t"}"#, &p)), (400, "/id,/type".into()));
+        assert_eq!(refused(identify(None, br#"{"id": "m1", "type": "t\u0000"}"#, &p)), (400, "/id,/type".into()));
+        assert_eq!(refused(identify(Some("msg_1"), br#"{"type": "a\u0000b"}"#, &p)), (400, "/type".into()));
+        assert_eq!(refused(identify(Some("msg_1"), br#"{"type": "line\nbreak"}"#, &p)), (400, "/type".into()));
+        assert_eq!(refused(identify(Some("msg_1"), "{\"type\": \"c1\u{85}\"}".as_bytes(), &p)), (400, "/type".into()));
+        // Not JSON, or no key: as before.
+        assert_eq!(identify(None, b"nope", &p).unwrap_err().code, Code::InvalidJson);
+        assert_eq!(refused(identify(None, br#"{"id": "m1"}"#, &p)), (400, "/id,/type".into()));
+    }
 }

@@ -40,7 +40,7 @@ pub async fn check(state: &AppState, route: &Route, params: &[(String, String)],
         .map(str::trim)
         .filter(|t| !t.is_empty() && t.len() <= 256)
         .ok_or_else(unauthenticated)?;
-    if state.directory.cached(token).is_none() {
+    if !state.directory.known(token) {
         stranger(state, peer)?;
     }
     let Some(p) = state.directory.authenticate(&state.pool, token).await? else {

@@ -1,6 +1,9 @@
-//! Phase 3: the body. Buffered under the route's cap, parsed as JSON when it claims to be, and
-//! checked for tenant fields: `org_id` / `tenant_id` must be the caller's org, and a
-//! `business_id` (top level or in `props`) must be one the caller owns or is on the team of.
+//! Phase 3: the body. Buffered under the route's cap, parsed as JSON when it claims to be (once,
+//! strictly: [`strict`]), and checked for tenant fields: `org_id` / `tenant_id` must be the
+//! caller's org, and a `business_id` (top level or in `props`) must be one the caller owns or
+//! is on the team of.
+
+pub mod strict;
 
 use std::time::Duration;
 
@@ -157,24 +160,10 @@ pub async fn inspect(
     if body.is_empty() || route.body == BodyKind::Raw {
         return Ok(None);
     }
-    let json: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(Code::InvalidJson, "request body is not valid JSON")
-            .with_details(serde_json::json!({ "line": e.line(), "column": e.column() }))
-    })?;
+    let json = parse_json(body)?;
     let Some(org) = caller.org else { return Ok(Some(json)) };
+    check_tenant_fields(&json, org, &route.id)?;
     if let Value::Object(map) = &json {
-        for field in ["org_id", "tenant_id"] {
-            if let Some(v) = map.get(field) {
-                let same = v.as_str().and_then(|s| Uuid::parse_str(s).ok()) == Some(org);
-                if !same {
-                    tracing::warn!(org_id = %org, field, route = %route.id, "tenant_mismatch");
-                    return Err(ApiError::new(
-                        Code::TenantMismatch,
-                        format!("{field} in the body does not match your org"),
-                    ));
-                }
-            }
-        }
         let business = map
             .get("business_id")
             .or_else(|| map.get("props").and_then(|p| p.get("business_id")));
@@ -183,6 +172,38 @@ pub async fn inspect(
         }
     }
     Ok(Some(json))
+}
+
+/// A JSON body, or 400 `INVALID_JSON` saying where and why: not JSON, a duplicate key, or
+/// U+0000 in a string.
+pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    strict::parse(body).map_err(|e| {
+        let mut details = serde_json::json!({ "line": e.line, "column": e.column });
+        let message = match e.refusal {
+            strict::Refusal::Syntax => "request body is not valid JSON",
+            strict::Refusal::DuplicateKey(key) => {
+                details["duplicate_key"] = key.chars().take(64).collect::<String>().into();
+                "request body has a duplicate key in an object"
+            }
+            strict::Refusal::Nul => "request body has a string containing U+0000 (NUL)",
+        };
+        ApiError::new(Code::InvalidJson, message).with_details(details)
+    })
+}
+
+/// A top-level `org_id` / `tenant_id` must name the caller's org (403 `TENANT_MISMATCH`).
+pub fn check_tenant_fields(json: &Value, org: Uuid, route_id: &str) -> Result<(), ApiError> {
+    let Value::Object(map) = json else { return Ok(()) };
+    for field in ["org_id", "tenant_id"] {
+        if let Some(v) = map.get(field) {
+            let same = v.as_str().and_then(|s| Uuid::parse_str(s).ok()) == Some(org);
+            if !same {
+                tracing::warn!(org_id = %org, field, route = route_id, "tenant_mismatch");
+                return Err(ApiError::new(Code::TenantMismatch, format!("{field} in the body does not match your org")));
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn check_business(state: &AppState, route_id: &str, caller: &Caller, org: Uuid, b: &Value) -> Result<(), ApiError> {

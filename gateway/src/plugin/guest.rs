@@ -140,11 +140,11 @@ mod tests {
         std::thread::current().name().unwrap_or("").to_string()
     }
 
-    /// Spins for `cpu`, yielding every 100 µs (as the epoch makes a guest yield), then says
-    /// which thread it ended on.
-    async fn spin(cpu: Duration) -> String {
-        let started = Instant::now();
-        while started.elapsed() < cpu {
+    /// Spins for `cpu` of CPU time as `meter` counts it (wall time holds less CPU on a loaded
+    /// machine), yielding every 100 µs (as the epoch makes a guest yield), then says which
+    /// thread it ended on.
+    async fn spin(cpu: Duration, meter: Arc<CpuMeter>) -> String {
+        while meter.used() < cpu {
             let slice = Instant::now();
             while slice.elapsed() < Duration::from_micros(100) {
                 std::hint::black_box(0u64);
@@ -157,11 +157,11 @@ mod tests {
     #[tokio::test]
     async fn short_invocations_stay_on_the_request_task_and_long_ones_move() {
         let meter = Arc::new(CpuMeter::default());
-        let here = place(Metered::new(spin(Duration::from_micros(100)), meter.clone()), meter).await.unwrap();
+        let here = place(Metered::new(spin(Duration::from_micros(100), meter.clone()), meter.clone()), meter).await.unwrap();
         assert_ne!(here, "wasm-guest");
 
         let meter = Arc::new(CpuMeter::default());
-        let there = place(Metered::new(spin(Duration::from_millis(20)), meter.clone()), meter.clone()).await.unwrap();
+        let there = place(Metered::new(spin(Duration::from_millis(20), meter.clone()), meter.clone()), meter.clone()).await.unwrap();
         assert_eq!(there, "wasm-guest");
         assert!(meter.total() >= Duration::from_millis(10), "{:?}", meter.total());
     }

@@ -108,7 +108,7 @@ impl PolicySet {
             };
             let spec: FileSpec = toml::from_str(text).map_err(|e| {
                 let line = e.span().map(|s| line_of(text, s.start));
-                fail(line, e.message().to_string())
+                fail(line, toml_reason(&e, text))
             })?;
             plugins::collect(&spec.plugins, file, &fail, &mut set.plugins)?;
             plans::collect(&spec.plans, file, &fail, &mut set.plans, &mut default_plan)?;
@@ -180,8 +180,23 @@ pub fn valid_identifier(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
+/// The parser's message; `toml` gives none for a character it cannot start anything with (a
+/// control character, a carriage return without a newline), so that one is named here.
+fn toml_reason(e: &toml::de::Error, text: &str) -> String {
+    if !e.message().is_empty() {
+        return e.message().to_string();
+    }
+    let found = e.span().and_then(|s| text.get(s.start..)).and_then(|rest| rest.chars().next());
+    match found {
+        Some(c) => format!("unexpected character {c:?}"),
+        None => "not valid TOML".to_string(),
+    }
+}
+
+/// Bytes, not `str` slicing: `toml` may point inside a multi-byte character (an invalid
+/// escape followed by one), which slicing would panic on.
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
 }
 
 #[cfg(test)]
@@ -192,6 +207,21 @@ mod tests {
 
     fn load(route: &str) -> Result<PolicySet> {
         PolicySet::from_sources(&[("plans.toml".into(), PLANS.into()), ("r.toml".into(), route.into())])
+    }
+
+    #[test]
+    fn an_error_inside_a_multi_byte_character_is_reported_not_a_panic() {
+        // Found by the policy_loader fuzz target: toml's span starts inside the `é`.
+        let e = PolicySet::from_sources(&[("p.toml".into(), "\n\"\\é\"".into())]).unwrap_err();
+        assert!(e.to_string().starts_with("policy p.toml:2: "), "{e}");
+    }
+
+    #[test]
+    fn toml_errors_without_a_message_still_give_a_reason() {
+        for (text, reason) in [("\r/x", "unexpected character '\\r'"), ("# a\0b\n", "unexpected character '\\0'")] {
+            let e = PolicySet::from_sources(&[("p.toml".into(), text.into())]).unwrap_err();
+            assert_eq!(e.to_string(), format!("policy p.toml:1: {reason}"), "{text:?}");
+        }
     }
 
     #[test]

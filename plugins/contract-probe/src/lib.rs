@@ -8,7 +8,8 @@
 //! ```
 //!
 //! and reads back one result per step: `{"ok": …}` or `{"err": "<variant>", "detail": "…"}`.
-//! `then` decides how the invocation ends: `ok` (respond), `error` (handler error), `trap`
+//! `then` decides how the invocation ends: `ok` (respond), `error` (handler error, the results
+//! in its `details`), `trap`
 //! (panic), `loop` (spin forever), `alloc` (grow memory without bound). With
 //! `"succeed_on_attempt": N` it fails every job attempt (header `x-job-attempt`) before the Nth.
 
@@ -247,7 +248,13 @@ impl sdk::Guest for Probe {
                     std::hint::black_box(&hog);
                 }
             }
-            "error" => Err(sdk::conflict("PROBE_CONFLICT", "probe asked for an error")),
+            // The results ride along in `details`: a handler error rolls back, so this is how
+            // a step's database error can be read without the invocation committing.
+            "error" => Err(HandlerError::Conflict(sdk::Problem {
+                code: Some("PROBE_CONFLICT".into()),
+                message: "probe asked for an error".into(),
+                details: Some(json!({ "results": results }).to_string()),
+            })),
             _ => sdk::json(200, &json!({ "results": results })),
         }
     }

@@ -336,10 +336,15 @@ pub fn value_to_json(v: &Value) -> serde_json::Value {
 }
 
 impl From<DbError> for HandlerError {
-    /// Database failures end the invocation: unavailability is a 503, anything else a 502.
+    /// Database failures end the invocation. Unavailability is a 503; a constraint violation
+    /// (which the host also reports for a value the database cannot store, such as text with
+    /// U+0000, named by PostgreSQL's condition name) refused the request's data: 400
+    /// `VALIDATION_FAILED`; anything else is the plugin's own failure, a 502.
     fn from(e: DbError) -> HandlerError {
         match e {
             DbError::Unavailable | DbError::Timeout => HandlerError::Unavailable("database unavailable".into()),
+            DbError::ConstraintViolation(name) if name.is_empty() => crate::invalid("a value in the request cannot be stored"),
+            DbError::ConstraintViolation(name) => crate::invalid(&format!("a value in the request cannot be stored ({name})")),
             other => HandlerError::Failed(format!("database: {}", describe(&other))),
         }
     }

@@ -107,7 +107,7 @@ impl DbState {
                 return DbError::Invalid("rejected by the database".into());
             }
         }
-        if matches!(mapped, DbError::Invalid(_)) {
+        if matches!(mapped, DbError::Invalid(_)) || crate::error::is_data_exception(e) {
             // SQLSTATE only: PostgreSQL's message quotes the offending value, which may be an
             // email or a phone number from the tenant's data.
             let code = match e {
