@@ -39,12 +39,15 @@ pub struct Client {
 /// Serves one request end to end. Never fails: every error becomes a coded response.
 pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, client: &Client) -> Response<Full<Bytes>> {
     let started = Instant::now();
+    let _active = state.metrics.active_request();
     let mut entry = log::Entry::new(respond::request_id(req.headers()), &req);
     let reply = pipeline(&state, req, client, &mut entry).await;
     let resp = respond::finish(reply, &entry.request_id);
     entry.status = resp.status().as_u16();
     entry.error_code = resp.extensions().get::<respond::ErrorCode>().map(|c| c.0);
-    log::emit(&entry, started.elapsed());
+    let elapsed = started.elapsed();
+    log::emit(&entry, elapsed);
+    state.metrics.request(&entry.method, entry.route.as_ref(), entry.status, entry.org, elapsed);
     resp
 }
 
@@ -98,7 +101,7 @@ async fn pipeline(state: &AppState, req: Request<Incoming>, client: &Client, ent
     entry.org = caller.org;
     entry.role = Some(caller.role);
     let body = payload::read(body, &parts.headers, route.body_limit, &client.body).await?;
-    let verified = verify::check(policies, &caller, &parts.headers, &body)?;
+    let verified = verify::check(policies, &state.metrics, &caller, &parts.headers, &body)?;
     // From here on the request waits only on the database and the plugin: both are bounded
     // by its deadline, so a database that stops answering (frozen, partitioned) fails the
     // request with 503 instead of holding it for as long as the outage lasts.
