@@ -9,6 +9,7 @@ mod crm;
 mod faults;
 mod hostile_clients;
 mod lifecycle;
+mod metrics;
 mod neighbours;
 mod limits;
 mod outbound;
