@@ -30,7 +30,7 @@ timeout_ms = 2000
 
 /// The value of the series `name` whose labels include every pair in `labels` (summed when
 /// several do), or `None` when there is no such series.
-fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let mut found = None;
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         let (series, v) = line.rsplit_once(' ').unwrap();
@@ -44,7 +44,7 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 }
 
 /// Scrapes until `ready` holds for the text (for what background tasks record), or fails.
-async fn scrape_until(gw: &Gateway, what: &str, ready: impl Fn(&str) -> bool) -> String {
+pub async fn scrape_until(gw: &Gateway, what: &str, ready: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let text = gw.scrape().await;
