@@ -206,9 +206,9 @@ impl Metrics {
     }
 
     /// A request being served, until the guard is dropped (however the request ends).
-    pub fn active_request(&self) -> ActiveRequest {
+    pub fn active_request(&self) -> ActiveRequest<'_> {
         self.active.inc();
-        ActiveRequest(self.active.clone())
+        ActiveRequest(&self.active)
     }
 
     /// One served request: its duration, and its org's count when per-org counting is on.
@@ -291,9 +291,9 @@ impl Metrics {
 
 /// Decrements `http_server_active_requests` when the request ends, even if its future is
 /// dropped (the client went away).
-pub struct ActiveRequest(Gauge);
+pub struct ActiveRequest<'a>(&'a Gauge);
 
-impl Drop for ActiveRequest {
+impl Drop for ActiveRequest<'_> {
     fn drop(&mut self) {
         self.0.dec();
     }

@@ -3,7 +3,8 @@
 //! `head` (Host, target length, header size) → `guard` (who, for which org, may they) → `limit` (rate limits) → `payload` (body cap) →
 //! `verify` (webhook signatures over the raw body) → `payload` again (JSON, tenant fields in
 //! the body) → `dispatch` (native handler or plugin) → `respond` (wire format) → `log` (one
-//! access line). Logging always runs, whichever phase ended the request.
+//! access line, and the request's metrics). Logging always runs, whichever phase ended the
+//! request, and so does recording its metrics.
 
 pub mod dispatch;
 pub mod guard;
@@ -36,7 +37,8 @@ pub struct Client {
     pub body: payload::BodyTimeouts,
 }
 
-/// Serves one request end to end. Never fails: every error becomes a coded response.
+/// Serves one request end to end. Never fails: every error becomes a coded response. The
+/// access line and the request's metrics are written whichever phase ended it.
 pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, client: &Client) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let _active = state.metrics.active_request();
