@@ -97,8 +97,8 @@ pub async fn serve(config: Config) -> Result<()> {
         .await
         .map_err(|e| Error::io(format!("binding {}", config.listen), e))?;
     let addr = listener.local_addr().map_err(|e| Error::io("local addr", e))?;
-    write_atomic(&config.data_dir.join("gateway.addr"), addr.to_string().as_bytes())?;
-    tracing::info!(%addr, routes = state.routing().policies.routes.len(), "gateway listening");
+    // Both listeners are bound before either address is written: a start-up that fails on
+    // the second leaves no address behind for the CLI or a test to find.
     let metrics_task = match config.metrics_listen {
         Some(at) => {
             let listener = TcpListener::bind(at)
@@ -115,6 +115,8 @@ pub async fn serve(config: Config) -> Result<()> {
             None
         }
     };
+    write_atomic(&config.data_dir.join("gateway.addr"), addr.to_string().as_bytes())?;
+    tracing::info!(%addr, routes = state.routing().policies.routes.len(), "gateway listening");
 
     // Active registry versions override the files named in policies.
     if let Err(e) = registry::sync(&state, None).await {

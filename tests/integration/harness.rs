@@ -226,8 +226,8 @@ impl Gateway {
         }
     }
 
-    /// The metrics listener's address, once the gateway has written it (`None` when the
-    /// listener is off: `metrics.addr` is written right after `gateway.addr`, or never).
+    /// The metrics listener's address (`None` when the listener is off: `metrics.addr` is
+    /// written before `gateway.addr`, or never).
     pub async fn metrics_addr(&self) -> Option<String> {
         let file = self.data_dir.join("metrics.addr");
         let deadline = Instant::now() + Duration::from_secs(5);

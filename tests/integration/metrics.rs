@@ -207,10 +207,13 @@ async fn off_turns_the_listener_off_and_a_taken_address_stops_start_up() {
     let at = taken.local_addr().unwrap().to_string();
     let mut opts = GatewayOptions::new(&db);
     opts.extra_env.push(("GATEWAY_METRICS_LISTEN".into(), at.clone()));
+    let data_dir = opts.data_dir.clone();
     let out = tokio::task::spawn_blocking(move || gateway_command(&opts).arg("serve").stdin(std::process::Stdio::null()).output().unwrap())
         .await
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("GATEWAY_METRICS_LISTEN={at}")), "{err}");
+    // No address left behind for a CLI or a harness to find.
+    assert!(!data_dir.join("gateway.addr").exists());
 }
