@@ -4,6 +4,7 @@
 # answers a fixed body, both driven by the same wrk settings, alternating, in one run.
 #
 # Usage: bench/e2e.sh [rounds] [seconds]      (needs wrk: apt-get install wrk)
+# Metrics are on (a free port); GATEWAY_METRICS_LISTEN=off bench/e2e.sh measures without them.
 # Prints a markdown table of medians; numbers go into docs/benchmarks.md by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,3 +45,8 @@ echo "| plain hyper, fixed body | $PR | $(col 2 "${P[@]}" | median) | $(col 3 "$
 echo "| gateway: guard + limit + echo plugin | $GR | $(col 2 "${G[@]}" | median) | $(col 3 "${G[@]}" | median) |"
 echo
 awk -v g="$GR" -v p="$PR" 'BEGIN {printf "ratio gateway / plain: %.2f\n", g / p}'
+echo "metrics: ${GATEWAY_METRICS_LISTEN:-on (127.0.0.1:0)}"
+if [ -s "$DATA/metrics.addr" ]; then
+  # The series the run produced, as a check that metrics were really recorded.
+  curl -sf "http://$(cat "$DATA/metrics.addr")/metrics" | grep -E '^http_server_request_duration_seconds_count\{[^}]*http_route="echo"' || true
+fi

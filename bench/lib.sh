@@ -1,10 +1,13 @@
 # Shared by the bench scripts: start a release gateway in embedded mode with its access log on,
 # create an unmetered org and a token. Sets DATA, GW (pid), GWADDR, SUPER, ORG, BENCH_TOKEN.
+# Metrics are on (a free port, in $DATA/metrics.addr) unless GATEWAY_METRICS_LISTEN says otherwise
+# (`off` to measure without them).
 start_gateway() {
   local role=${1:-member}
   DATA=$(mktemp -d /tmp/gwbench.XXXXXX)
   SUPER="bench-super-admin-$(date +%s%N)"; local admin="$SUPER"
-  RUST_BACKTRACE=0 GATEWAY_DATA_DIR="$DATA" GATEWAY_LISTEN=127.0.0.1:0 GATEWAY_BOOTSTRAP_TOKEN="$admin" \
+  RUST_BACKTRACE=0 GATEWAY_DATA_DIR="$DATA" GATEWAY_LISTEN=127.0.0.1:0 \
+    GATEWAY_METRICS_LISTEN="${GATEWAY_METRICS_LISTEN:-127.0.0.1:0}" GATEWAY_BOOTSTRAP_TOKEN="$admin" \
     GATEWAY_LOG_FORMAT=json GATEWAY_LOG=info "${GATEWAY_BIN:-./target/release/gateway}" serve >/dev/null 2>"$DATA/gateway.log" &
   GW=$!
   for _ in $(seq 1 600); do [ -s "$DATA/gateway.addr" ] && break; sleep 0.1; done

@@ -31,7 +31,7 @@ async fn main() -> anyhow::Result<()> {
     let wasm = std::fs::read(&args[1])?;
     let policies = PolicySet::load(std::path::Path::new(&args[2]))?;
     let n: usize = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(20_000);
-    let route = policies.routes.iter().find(|r| r.id == "echo").expect("echo route").clone();
+    let route = policies.routes.iter().find(|r| &*r.id == "echo").expect("echo route").clone();
     let runtime = Runtime::new(None, gateway::plugin::tls_config(None)?, gateway::plugin::host::addr::AddressPolicy::from_host()?)?;
     let plugin = runtime.load("echo", "bench", &wasm)?;
     // Never connected: echo makes no database calls.

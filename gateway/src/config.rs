@@ -84,6 +84,12 @@ pub struct Config {
     /// `GATEWAY_MAX_CONNECTIONS_PER_ADDRESS`, default 256 (≥ 1): client connections open at
     /// once from one address (one IPv6 /64).
     pub max_connections_per_address: usize,
+    /// `GATEWAY_METRICS_LISTEN`, default `127.0.0.1:9464`; `off` (`None`): no metrics
+    /// listener. Port 0 picks a free port, written to `data_dir/metrics.addr` (tests).
+    pub metrics_listen: Option<SocketAddr>,
+    /// `GATEWAY_METRICS_PER_ORG=1`: also count requests per org (`gateway_org_requests_total`);
+    /// off by default, since every org adds series.
+    pub metrics_per_org: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -112,6 +118,8 @@ struct FileConfig {
     body_timeout_secs: Option<u64>,
     max_connections: Option<usize>,
     max_connections_per_address: Option<usize>,
+    metrics_listen: Option<String>,
+    metrics_per_org: Option<bool>,
 }
 
 fn number<T: std::str::FromStr>(env: &impl Fn(&str) -> Option<String>, key: &str, file: Option<T>, default: T) -> Result<T> {
@@ -194,8 +202,21 @@ impl Config {
         if max_connections == Some(0) {
             return Err(Error::Config("GATEWAY_MAX_CONNECTIONS 0: must be at least 1".into()));
         }
+        let metrics_text = env("GATEWAY_METRICS_LISTEN").or(file.metrics_listen).unwrap_or_else(|| "127.0.0.1:9464".to_string());
+        let metrics_listen = match metrics_text.as_str() {
+            "off" => None,
+            text => Some(text.parse().map_err(|_| {
+                Error::Config(format!("GATEWAY_METRICS_LISTEN {text:?} is not host:port (or off)"))
+            })?),
+        };
+        let metrics_per_org = match env("GATEWAY_METRICS_PER_ORG") {
+            Some(_) => switch(&env, "GATEWAY_METRICS_PER_ORG")?,
+            None => file.metrics_per_org.unwrap_or(false),
+        };
         Ok(Config {
             listen,
+            metrics_listen,
+            metrics_per_org,
             database_url: env("DATABASE_URL").or(file.database_url),
             data_dir: env("GATEWAY_DATA_DIR").map(PathBuf::from).or(file.data_dir).unwrap_or_else(|| ".gateway".into()),
             policies: env("GATEWAY_POLICIES").map(PathBuf::from).or(file.policies).unwrap_or_else(|| "policies".into()),
@@ -337,6 +358,21 @@ mod tests {
             ("GATEWAY_MAX_CONNECTIONS_PER_ADDRESS", "0"),
         ] {
             let e = c(&[(k, v)]).unwrap_err().to_string();
+            assert!(e.contains(k), "{k}={v}: {e}");
+        }
+    }
+
+    #[test]
+    fn metrics_listen_defaults_to_loopback_and_can_be_turned_off() {
+        let c = |k: &'static str, v: &'static str| Config::from_lookup(move |key| (key == k).then(|| v.to_string()));
+        let d = Config::from_lookup(|_| None).unwrap();
+        assert_eq!(d.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert!(!d.metrics_per_org);
+        assert_eq!(c("GATEWAY_METRICS_LISTEN", "off").unwrap().metrics_listen, None);
+        assert_eq!(c("GATEWAY_METRICS_LISTEN", "127.0.0.1:0").unwrap().metrics_listen.unwrap().port(), 0);
+        assert!(c("GATEWAY_METRICS_PER_ORG", "1").unwrap().metrics_per_org);
+        for (k, v) in [("GATEWAY_METRICS_LISTEN", "9464"), ("GATEWAY_METRICS_PER_ORG", "yes")] {
+            let e = c(k, v).unwrap_err().to_string();
             assert!(e.contains(k), "{k}={v}: {e}");
         }
     }

@@ -96,6 +96,7 @@ fn worker_id(replica: &str) -> String {
 async fn run(state: Arc<AppState>, settings: Settings, mut stopped: watch::Receiver<bool>) {
     let worker = worker_id(&settings.replica);
     let pool = crate::db::sibling_pool(&state.pool, settings.db_connections);
+    state.metrics.watch_pool("jobs", pool.clone());
     // Alive before the first claim, so no other replica takes this one's jobs for a dead
     // worker's; and the jobs this replica's previous run left behind are released now.
     // It stops when this task ends (or is aborted): `beat_stop` is dropped either way.
@@ -103,7 +104,8 @@ async fn run(state: Arc<AppState>, settings: Settings, mut stopped: watch::Recei
     let beat = tokio::spawn(heartbeat(pool.clone(), worker.clone(), format!("{}/", settings.replica), beat_stopped));
     let permits = Arc::new(Semaphore::new(settings.workers));
     let mut running = tokio::task::JoinSet::new();
-    let mut depth_at = tokio::time::Instant::now();
+    // The first reading at once, so the metric has a value from the start.
+    let mut depth_at: Option<tokio::time::Instant> = None;
     let mut conn: Option<jobs::ClaimConnection> = None;
     let (done, finished) = mpsc::unbounded_channel();
     let finisher = tokio::spawn(finisher(state.clone(), pool.clone(), worker.clone(), finished));
@@ -113,9 +115,9 @@ async fn run(state: Arc<AppState>, settings: Settings, mut stopped: watch::Recei
             break;
         }
         while running.try_join_next().is_some() {}
-        if depth_at.elapsed() >= DEPTH_EVERY {
-            depth_at = tokio::time::Instant::now();
-            log_depth(&pool).await;
+        if depth_at.is_none_or(|at| at.elapsed() >= DEPTH_EVERY) {
+            depth_at = Some(tokio::time::Instant::now());
+            log_depth(&state, &pool).await;
         }
         // Registered before the claim, so a notification during it is not lost.
         let notified = state.jobs_wake.notified();
@@ -216,12 +218,14 @@ async fn heartbeat(pool: sqlx::PgPool, worker: String, replica_prefix: String, m
     }
 }
 
-async fn log_depth(pool: &sqlx::PgPool) {
+/// Logs the queue's depth per org and status, and sets `gateway_jobs` (summed over orgs).
+async fn log_depth(state: &AppState, pool: &sqlx::PgPool) {
     match jobs::depth(pool).await {
         Ok(rows) => {
-            for (org, status, count) in rows {
+            for (org, status, count) in &rows {
                 tracing::info!(org_id = %org, status = %status, count, "job_queue_depth");
             }
+            state.metrics.job_depth(rows.into_iter().map(|(_, status, count)| (status, count)));
         }
         Err(e) => tracing::debug!(error = %crate::error::loggable(&e), "queue depth unavailable"),
     }
@@ -239,6 +243,7 @@ pub fn backoff(base_ms: u32, attempt: i32) -> Duration {
 /// A finished attempt on its way to the finisher.
 struct Finished {
     org: Uuid,
+    kind: String,
     attempt: Attempt,
     ms: i64,
 }
@@ -262,6 +267,7 @@ async fn execute(state: &AppState, pool: &sqlx::PgPool, worker: &str, job: Claim
         // Already recorded in the adapter's own transaction.
         Ok(true) => {
             log_attempt(job.tenant_id, &done, (Utc::now() - started).num_milliseconds());
+            state.metrics.job_attempt(&job.kind, attempt_outcome(&done));
             state.jobs_wake.notify_waiters();
             return;
         }
@@ -273,7 +279,16 @@ async fn execute(state: &AppState, pool: &sqlx::PgPool, worker: &str, job: Claim
         }
         Err(error) => Attempt { status: "dead", error: Some(error), ..done },
     };
-    let _ = finished.send(Finished { org: job.tenant_id, attempt, ms: (Utc::now() - started).num_milliseconds() });
+    let _ = finished.send(Finished { org: job.tenant_id, kind: job.kind, attempt, ms: (Utc::now() - started).num_milliseconds() });
+}
+
+/// `gateway_job_attempts_total`'s outcome for a recorded attempt.
+fn attempt_outcome(a: &Attempt) -> &'static str {
+    match a.status {
+        "done" => "done",
+        "pending" => "retry",
+        _ => "dead",
+    }
 }
 
 fn log_attempt(org: Uuid, a: &Attempt, ms: i64) {
@@ -314,9 +329,11 @@ async fn finisher(state: Arc<AppState>, pool: sqlx::PgPool, worker: String, mut 
                 let a = &f.attempt;
                 if !recorded.contains(&a.job) {
                     tracing::warn!(job_id = %a.job, org_id = %org, "job_lease_lost");
+                    state.metrics.job_attempt(&f.kind, "lease_lost");
                     continue;
                 }
                 log_attempt(org, a, f.ms);
+                state.metrics.job_attempt(&f.kind, attempt_outcome(a));
                 if let Some(at) = a.retry_at {
                     let wait = (at - Utc::now()).to_std().unwrap_or_default();
                     soonest = Some(soonest.map_or(wait, |s| s.min(wait)));

@@ -35,6 +35,7 @@
 //! - [`ops`]: administrative operations shared by HTTP and the CLI.
 //! - [`server`]: the hyper accept loop and graceful shutdown.
 //! - [`error`]: the library error and the HTTP error contract.
+//! - [`metrics`]: Prometheus metrics and their listener (`GATEWAY_METRICS_LISTEN`).
 //! - [`logging`]: where log lines go (plugin lines lossy, the rest lossless) and what the
 //!   text format escapes.
 
@@ -47,6 +48,7 @@ pub mod embedded;
 pub mod error;
 pub mod health;
 pub mod logging;
+pub mod metrics;
 pub mod native;
 pub mod ops;
 pub mod phases;

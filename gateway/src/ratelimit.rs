@@ -52,7 +52,7 @@ pub struct Limited {
 
 pub struct RateLimits {
     /// route id -> plan name -> buckets.
-    routes: HashMap<String, HashMap<String, RouteBuckets>>,
+    routes: HashMap<Arc<str>, HashMap<String, RouteBuckets>>,
     all: Vec<Arc<Bucket>>,
     clock: DefaultClock,
 }

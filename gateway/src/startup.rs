@@ -1,7 +1,7 @@
 //! Start-up, shutdown and reload: the order things come up and go down in.
 //!
 //! Start: signals → policies → open-file limit and connection caps → database (and the embedded cluster) → bootstrap token →
-//! schema and grants → plugins → listen → registry versions → background tasks (limit sweeps,
+//! schema and grants → plugins → listen (and the metrics listener) → registry versions → background tasks (limit sweeps,
 //! plugin re-checks, `--watch`, invalidations, job workers). Stop: drain connections → stop
 //! workers → close the pool → stop the cluster.
 
@@ -97,6 +97,24 @@ pub async fn serve(config: Config) -> Result<()> {
         .await
         .map_err(|e| Error::io(format!("binding {}", config.listen), e))?;
     let addr = listener.local_addr().map_err(|e| Error::io("local addr", e))?;
+    // Both listeners are bound before either address is written: a start-up that fails on
+    // the second leaves no address behind for the CLI or a test to find.
+    let metrics_task = match config.metrics_listen {
+        Some(at) => {
+            let listener = TcpListener::bind(at)
+                .await
+                .map_err(|e| Error::io(format!("binding the metrics listener GATEWAY_METRICS_LISTEN={at}"), e))?;
+            let addr = listener.local_addr().map_err(|e| Error::io("metrics local addr", e))?;
+            write_atomic(&config.data_dir.join("metrics.addr"), addr.to_string().as_bytes())?;
+            tracing::info!(%addr, per_org = config.metrics_per_org, "metrics listening");
+            Some(tokio::spawn(crate::metrics::serve(listener, state.metrics.clone())))
+        }
+        None => {
+            let _ = std::fs::remove_file(config.data_dir.join("metrics.addr"));
+            tracing::info!("metrics listener off (GATEWAY_METRICS_LISTEN=off)");
+            None
+        }
+    };
     write_atomic(&config.data_dir.join("gateway.addr"), addr.to_string().as_bytes())?;
     tracing::info!(%addr, routes = state.routing().policies.routes.len(), "gateway listening");
 
@@ -137,6 +155,9 @@ pub async fn serve(config: Config) -> Result<()> {
     }
     listener_task.abort();
     prober.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     drop(state);
     if let Some(task) = supervisor {
         let _ = supervisor_stop.send(());
@@ -144,6 +165,7 @@ pub async fn serve(config: Config) -> Result<()> {
     }
     database.close().await;
     let _ = std::fs::remove_file(config.data_dir.join("gateway.addr"));
+    let _ = std::fs::remove_file(config.data_dir.join("metrics.addr"));
     if let Some(why) = fatal.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(Error::Embedded(why));
     }

@@ -52,6 +52,8 @@ pub struct AppState {
     pub health: Arc<crate::health::Health>,
     /// How long a native route's request may take once its body is read.
     pub request_timeout: std::time::Duration,
+    /// This process's metrics (served on `GATEWAY_METRICS_LISTEN`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {
@@ -64,8 +66,13 @@ impl AppState {
         secret_key: SecretKey,
         config: &crate::config::Config,
     ) -> AppState {
+        let plugin_pool = crate::db::sibling_pool(&pool, config.plugin_db_connections);
+        let metrics = Arc::new(crate::metrics::Metrics::new(config.metrics_per_org));
+        metrics.watch_pool("main", pool.clone());
+        metrics.watch_pool("plugin", plugin_pool.clone());
         AppState {
-            plugin_pool: crate::db::sibling_pool(&pool, config.plugin_db_connections),
+            plugin_pool,
+            metrics,
             admission: crate::admission::Admission::new(config.plugin_instances_per_org),
             strangers: Default::default(),
             pool,

@@ -152,6 +152,8 @@ pub fn gateway_command(opts: &GatewayOptions) -> Command {
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("GATEWAY_LISTEN", "127.0.0.1:0")
+        // Tests run gateways side by side: a free port each, read from `metrics.addr`.
+        .env("GATEWAY_METRICS_LISTEN", "127.0.0.1:0")
         .env("GATEWAY_DATA_DIR", &opts.data_dir)
         .env("GATEWAY_POLICIES", &opts.policies)
         .env("GATEWAY_PLUGIN_DIR", plugin_dir())
@@ -180,6 +182,7 @@ impl Gateway {
     pub async fn start_with(opts: GatewayOptions) -> Gateway {
         // A restart on the same data directory must not read the previous process's address.
         let _ = std::fs::remove_file(opts.data_dir.join("gateway.addr"));
+        let _ = std::fs::remove_file(opts.data_dir.join("metrics.addr"));
         let out = std::fs::File::create(opts.data_dir.join("stdout.log")).unwrap();
         let err = std::fs::File::create(opts.data_dir.join("stderr.log")).unwrap();
         let child = gateway_command(&opts)
@@ -221,6 +224,48 @@ impl Gateway {
             assert!(Instant::now() < deadline, "gateway did not start: {}", self.stderr());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// The metrics listener's address (`None` when the listener is off: `metrics.addr` is
+    /// written before `gateway.addr`, or never).
+    pub async fn metrics_addr(&self) -> Option<String> {
+        let file = self.data_dir.join("metrics.addr");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(a) = std::fs::read_to_string(&file) {
+                return Some(a.trim().to_string());
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `GET /metrics` on the metrics listener: the Prometheus text.
+    pub async fn scrape(&self) -> String {
+        let addr = self.metrics_addr().await.expect("the metrics listener is on");
+        let r = self.get_on(&addr, "/metrics").await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.text
+    }
+
+    /// A plain GET to another of the gateway's listeners (status and body).
+    pub async fn get_on(&self, addr: &str, path: &str) -> Resp {
+        let req = http::Request::builder().uri(format!("http://{addr}{path}")).body(Full::new(Bytes::new())).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(20), self.client.request(req))
+            .await
+            .expect("request hung")
+            .expect("request failed");
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+            .collect();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        Resp { status, headers, text, json: Value::Null }
     }
 
     pub fn stderr(&self) -> String {

@@ -10,6 +10,7 @@ mod crm;
 mod faults;
 mod hostile_clients;
 mod lifecycle;
+mod metrics;
 mod neighbours;
 mod limits;
 mod outbound;

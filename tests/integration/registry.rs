@@ -94,6 +94,10 @@ async fn upload_activate_rollback_list_and_audit() {
         ("rollback".into(), Some(2), Some(1)),
     ];
     assert_eq!(audit, expected);
+    // This replica swapped three times: version 1, version 2, back to version 1.
+    let swaps = |t: &str| crate::metrics::value(t, "gateway_plugin_activations_total", &[("plugin", "echo"), ("outcome", "swapped")]);
+    let text = crate::metrics::scrape_until(&gw, "three swaps", |t| swaps(t) == Some(3.0)).await;
+    assert_eq!(crate::metrics::value(&text, "gateway_plugin_activations_total", &[("outcome", "failed")]), None, "{text}");
 }
 
 #[tokio::test]

@@ -130,6 +130,23 @@ pub async fn disable_endpoint(call: Call<'_>) -> Result<Reply, ApiError> {
 /// `POST /v1/webhooks/{endpoint_id}`: the guard resolved the endpoint, the verify phase
 /// checked the signature; here the event and its job are committed together before the 200.
 pub async fn ingress(call: Call<'_>) -> Result<Reply, ApiError> {
+    let (Some(endpoint), Some(_)) = (&call.caller.endpoint, &call.verified) else {
+        return Err(ApiError::new(Code::Internal, "webhook ingress without a verified endpoint"));
+    };
+    let (metrics, provider) = (call.state.metrics.clone(), endpoint.provider.clone());
+    let answer = store(call).await;
+    let outcome = match &answer {
+        Ok((_, true)) => "accepted",
+        Ok((_, false)) => "duplicate",
+        Err(e) if e.code.status().is_client_error() => "invalid",
+        Err(_) => "failed",
+    };
+    metrics.webhook_delivery(&provider, outcome);
+    answer.map(|(reply, _)| reply)
+}
+
+/// Stores a verified delivery; `true` when it was new.
+async fn store(call: Call<'_>) -> Result<(Reply, bool), ApiError> {
     let (Some(endpoint), Some(verified)) = (&call.caller.endpoint, &call.verified) else {
         return Err(ApiError::new(Code::Internal, "webhook ingress without a verified endpoint"));
     };
@@ -159,11 +176,11 @@ pub async fn ingress(call: Call<'_>) -> Result<Reply, ApiError> {
     match stored {
         Some(event_id) => {
             tracing::info!(org_id = %org, endpoint_id = %endpoint.id, event_id = %event_id, "webhook_received");
-            Ok(Reply::json(StatusCode::OK, json!({ "ok": true, "event_id": event_id })))
+            Ok((Reply::json(StatusCode::OK, json!({ "ok": true, "event_id": event_id })), true))
         }
         None => {
             tracing::info!(org_id = %org, endpoint_id = %endpoint.id, "webhook_duplicate");
-            Ok(Reply::json(StatusCode::OK, json!({ "ok": true, "duplicate": true })))
+            Ok((Reply::json(StatusCode::OK, json!({ "ok": true, "duplicate": true })), false))
         }
     }
 }

@@ -110,7 +110,7 @@ async fn plugin(name: &str, call: Call<'_>) -> Result<Reply, ApiError> {
         .as_deref()
         .and_then(|p| call.state.routing().policies.plan(p).map(|p| p.plugins))
         .unwrap_or_default();
-    let permit = call.state.admission.admit(org, limits).await.map_err(refused)?;
+    let permit = call.state.admission.admit(org, limits).await.map_err(|r| refused(&call.state.metrics, r))?;
     let exposure = &call.route.exposure;
     let headers = call
         .headers
@@ -139,7 +139,9 @@ async fn plugin(name: &str, call: Call<'_>) -> Result<Reply, ApiError> {
         request,
         before_commit: None,
     };
+    let started = std::time::Instant::now();
     let (outcome, cpu) = call.state.runtime.invoke_metered(&loaded, inv).await;
+    call.state.metrics.plugin_invocation(&loaded.name, &loaded.version, outcome.kind(), started.elapsed());
     permit.charge(cpu);
     drop(permit);
     plugin_reply_within(exposure, &loaded.version, outcome)
@@ -151,11 +153,14 @@ fn passed_to_plugin(name: &str, exposure: &Exposure) -> bool {
     name != "authorization" && (!CREDENTIAL_REQUEST_HEADERS.contains(&name) || exposure.pass_headers.iter().any(|p| p == name))
 }
 
-fn refused(r: Refused) -> ApiError {
-    let (message, retry) = match r {
-        Refused::Concurrency => ("too many of this org's plugin invocations are running", 1),
-        Refused::Cpu { retry_after } => ("this org's plugin CPU budget is spent", retry_after.as_secs_f64().ceil().max(1.0) as u64),
+fn refused(metrics: &crate::metrics::Metrics, r: Refused) -> ApiError {
+    let (scope, message, retry) = match r {
+        Refused::Concurrency => ("plugin_concurrency", "too many of this org's plugin invocations are running", 1),
+        Refused::Cpu { retry_after } => {
+            ("plugin_cpu", "this org's plugin CPU budget is spent", retry_after.as_secs_f64().ceil().max(1.0) as u64)
+        }
     };
+    metrics.ratelimited(scope);
     ApiError::new(Code::RateLimited, message).with_header("retry-after", retry.to_string())
 }
 

@@ -24,8 +24,11 @@ fn unauthenticated() -> ApiError {
 fn stranger(state: &AppState, peer: IpAddr) -> Result<(), ApiError> {
     match state.strangers.blocked(peer) {
         None => Ok(()),
-        Some(wait) => Err(ApiError::new(Code::RateLimited, "too many unknown credentials from this address")
-            .with_header("retry-after", (wait.as_secs_f64().ceil() as u64).max(1).to_string())),
+        Some(wait) => {
+            state.metrics.ratelimited("unknown_credential");
+            Err(ApiError::new(Code::RateLimited, "too many unknown credentials from this address")
+                .with_header("retry-after", (wait.as_secs_f64().ceil() as u64).max(1).to_string()))
+        }
     }
 }
 

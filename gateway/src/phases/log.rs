@@ -13,7 +13,7 @@ use crate::role::Role;
 pub struct Entry {
     pub request_id: String,
     pub method: http::Method,
-    pub route: Option<String>,
+    pub route: Option<std::sync::Arc<str>>,
     pub org: Option<Uuid>,
     pub role: Option<Role>,
     pub status: u16,

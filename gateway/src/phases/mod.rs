@@ -3,7 +3,8 @@
 //! `head` (Host, target length, header size) → `guard` (who, for which org, may they) → `limit` (rate limits) → `payload` (body cap) →
 //! `verify` (webhook signatures over the raw body) → `payload` again (JSON, tenant fields in
 //! the body) → `dispatch` (native handler or plugin) → `respond` (wire format) → `log` (one
-//! access line). Logging always runs, whichever phase ended the request.
+//! access line, and the request's metrics). Logging always runs, whichever phase ended the
+//! request, and so does recording its metrics.
 
 pub mod dispatch;
 pub mod guard;
@@ -36,15 +37,19 @@ pub struct Client {
     pub body: payload::BodyTimeouts,
 }
 
-/// Serves one request end to end. Never fails: every error becomes a coded response.
+/// Serves one request end to end. Never fails: every error becomes a coded response. The
+/// access line and the request's metrics are written whichever phase ended it.
 pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, client: &Client) -> Response<Full<Bytes>> {
     let started = Instant::now();
+    let _active = state.metrics.active_request();
     let mut entry = log::Entry::new(respond::request_id(req.headers()), &req);
     let reply = pipeline(&state, req, client, &mut entry).await;
     let resp = respond::finish(reply, &entry.request_id);
     entry.status = resp.status().as_u16();
     entry.error_code = resp.extensions().get::<respond::ErrorCode>().map(|c| c.0);
-    log::emit(&entry, started.elapsed());
+    let elapsed = started.elapsed();
+    log::emit(&entry, elapsed);
+    state.metrics.request(&entry.method, entry.route.as_ref(), entry.status, entry.org, elapsed);
     resp
 }
 
@@ -98,7 +103,7 @@ async fn pipeline(state: &AppState, req: Request<Incoming>, client: &Client, ent
     entry.org = caller.org;
     entry.role = Some(caller.role);
     let body = payload::read(body, &parts.headers, route.body_limit, &client.body).await?;
-    let verified = verify::check(policies, &caller, &parts.headers, &body)?;
+    let verified = verify::check(policies, &state.metrics, &caller, &parts.headers, &body)?;
     // From here on the request waits only on the database and the plugin: both are bounded
     // by its deadline, so a database that stops answering (frozen, partitioned) fails the
     // request with 503 instead of holding it for as long as the outage lasts.

@@ -19,7 +19,7 @@ pub struct Verified {
     pub webhook_id: Option<String>,
 }
 
-pub fn check(policies: &PolicySet, caller: &Caller, headers: &HeaderMap, body: &[u8]) -> Result<Option<Verified>, ApiError> {
+pub fn check(policies: &PolicySet, metrics: &crate::metrics::Metrics, caller: &Caller, headers: &HeaderMap, body: &[u8]) -> Result<Option<Verified>, ApiError> {
     let Some(endpoint) = &caller.endpoint else { return Ok(None) };
     let now = chrono::Utc::now();
     let keys = endpoint.active_keys(now);
@@ -39,6 +39,11 @@ pub fn check(policies: &PolicySet, caller: &Caller, headers: &HeaderMap, body: &
         Ok(webhook_id) => Ok(Some(Verified { webhook_id })),
         Err(r) => {
             tracing::info!(endpoint_id = %endpoint.id, org_id = %endpoint.org, rejection = ?r, "webhook_rejected");
+            let outcome = match r {
+                Rejection::Invalid => "invalid_signature",
+                Rejection::Stale => "stale",
+            };
+            metrics.webhook_delivery(&endpoint.provider, outcome);
             Err(match r {
                 Rejection::Invalid => ApiError::new(Code::InvalidSignature, "missing or invalid webhook signature"),
                 Rejection::Stale => ApiError::new(Code::StaleWebhook, "webhook timestamp outside the 300 s window"),

@@ -149,7 +149,7 @@ impl PolicySet {
             }
         }
         for p in self.providers.values() {
-            if !self.routes.iter().any(|r| r.id == p.route && r.internal) {
+            if !self.routes.iter().any(|r| *r.id == *p.route && r.internal) {
                 return Err(Error::Policy {
                     file: p.source.clone(),
                     reason: format!("provider {:?}: route {:?} is not an internal plugin route", p.name, p.route),
@@ -164,7 +164,7 @@ impl PolicySet {
     }
 
     pub fn route(&self, id: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| r.id == id)
+        self.routes.iter().find(|r| &*r.id == id)
     }
 }
 

@@ -267,7 +267,7 @@ struct SandboxSpec {
 /// A route, validated.
 #[derive(Debug, Clone)]
 pub struct Route {
-    pub id: String,
+    pub id: Arc<str>,
     pub method: http::Method,
     pub path: String,
     pub pattern: PathPattern,
@@ -303,7 +303,7 @@ impl Route {
 /// (the caller adds file, line and route id).
 pub(super) fn build(r: RouteSpec, earlier: &[Route], source: String) -> Result<Route, String> {
     let (method, path, pattern) = endpoint(&r)?;
-    if let Some(other) = earlier.iter().find(|o| o.id == r.id) {
+    if let Some(other) = earlier.iter().find(|o| *o.id == *r.id) {
         return Err(format!("id already used at {}", other.source));
     }
     if let Some(other) = earlier.iter().find(|o| !r.internal && !o.internal && o.method == method && o.path == path) {
@@ -324,7 +324,7 @@ pub(super) fn build(r: RouteSpec, earlier: &[Route], source: String) -> Result<R
     let exposure = exposure(&r)?;
     Ok(Route {
         source,
-        id: r.id,
+        id: r.id.into(),
         method,
         path,
         pattern,

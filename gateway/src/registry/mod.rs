@@ -152,8 +152,12 @@ pub async fn sync(state: &AppState, only: Option<&str>) -> crate::Result<()> {
                 keep(&state.runtime, loaded.clone()).await;
                 state.set_plugin(&name, loaded);
                 tracing::info!(plugin = %name, version, "plugin_swapped");
+                state.metrics.plugin_activation(&name, "swapped");
             }
-            Err(e) => tracing::error!(plugin = %name, version, error = %e, "plugin_swap_failed"),
+            Err(e) => {
+                tracing::error!(plugin = %name, version, error = %e, "plugin_swap_failed");
+                state.metrics.plugin_activation(&name, "failed");
+            }
         }
     }
     Ok(())

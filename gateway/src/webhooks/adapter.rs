@@ -55,6 +55,7 @@ pub async fn run(
             Ok(ours)
         })
     });
+    let started = std::time::Instant::now();
     let outcome = state
         .runtime
         .invoke(
@@ -74,6 +75,7 @@ pub async fn run(
             },
         )
         .await;
+    state.metrics.plugin_invocation(&plugin.name, &plugin.version, outcome.kind(), started.elapsed());
     match crate::phases::dispatch::plugin_reply(&plugin.version, outcome) {
         Ok(reply) if reply.status.is_success() => Ok(recorded.load(std::sync::atomic::Ordering::Relaxed)),
         Ok(reply) => Err(format!("{} answered {}", plugin.name, reply.status.as_u16())),
