@@ -51,6 +51,7 @@ pub mod logging;
 pub mod metrics;
 pub mod native;
 pub mod ops;
+pub mod parse_errors;
 pub mod phases;
 pub mod plugin;
 pub mod policy;

@@ -26,6 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::error::{ApiError, Code};
+use crate::parse_errors;
 use crate::phases::{self, payload::BodyTimeouts};
 use crate::state::AppState;
 
@@ -215,9 +216,10 @@ fn refuse(stream: TcpStream, why: Refused) {
     let _ = stream.try_write(&[head.as_bytes(), &body].concat());
 }
 
-/// The access line of a request hyper refused itself (it wrote a bare 400/414/431 and
-/// closes); other connection errors (resets, timeouts) are not requests.
-fn log_connection_error(e: &hyper::Error, latency: Duration) {
+/// The access line of a request hyper refused itself (it closes after the answer, which
+/// [`parse_errors::Envelopes`] turned into the JSON envelope with `request_id`); other
+/// connection errors (resets, timeouts) are not requests.
+fn log_connection_error(e: &hyper::Error, latency: Duration, request_id: Option<String>) {
     let (status, code) = if e.is_parse_version_h2() {
         (0, "")
     } else if e.is_parse_too_large() {
@@ -236,7 +238,7 @@ fn log_connection_error(e: &hyper::Error, latency: Duration) {
         tracing::debug!(error = %e, "client connection ended with an error");
         return;
     }
-    let request_id = uuid::Uuid::new_v4().simple().to_string();
+    let request_id = request_id.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     phases::log::unparsed(&request_id, status, code, &e.to_string(), latency);
 }
 
@@ -284,15 +286,17 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, settings: Settin
                 // Set once hyper hands a request to the pipeline: before that, the
                 // connection holds nothing a drain must wait for.
                 let delivered = Arc::new(AtomicBool::new(false));
+                let requests = Arc::new(parse_errors::Requests::default());
                 let svc = {
-                    let (state, delivered) = (state.clone(), delivered.clone());
-                    service_fn(move |req| {
+                    let (state, delivered, requests) = (state.clone(), delivered.clone(), requests.clone());
+                    service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         delivered.store(true, Ordering::Relaxed);
+                        requests.received(req.method());
                         let (state, client) = (state.clone(), client.clone());
                         async move { Ok::<_, Infallible>(phases::handle(state, req, &client).await) }
                     })
                 };
-                let stream = WriteDeadline::new(stream, WRITE_TIMEOUT);
+                let stream = WriteDeadline::new(parse_errors::Envelopes::new(stream, requests.clone()), WRITE_TIMEOUT);
                 let conn = http.serve_connection(TokioIo::new(stream), svc);
                 let mut draining = drain.subscribe();
                 tokio::spawn(async move {
@@ -318,7 +322,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, settings: Settin
                         }
                     };
                     if let Err(e) = result {
-                        log_connection_error(&e, opened.elapsed());
+                        log_connection_error(&e, opened.elapsed(), requests.replaced());
                     }
                 });
             }
@@ -411,7 +415,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        // Shutting down may still write (the envelope of `parse_errors`).
+        let r = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.progressed(r, cx)
     }
 }
 

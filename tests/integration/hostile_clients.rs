@@ -114,6 +114,25 @@ fn assert_envelope(a: &Answer, status: u16, code: &str) {
     assert_eq!(v["request_id"].as_str(), Some(rid.as_str()), "{body}");
 }
 
+/// A head hyper refused: the envelope with `Connection: close`, and an access line (with
+/// hyper's reason) that carries the same request id.
+#[track_caller]
+fn assert_refused<'a>(gw: &'a Gateway, a: &'a Answer, status: u16, code: &'a str) -> impl std::future::Future<Output = ()> + 'a {
+    assert_envelope(a, status, code);
+    assert_eq!(a.headers.get("connection").map(String::as_str), Some("close"), "{a:?}");
+    logged(gw, a.headers["x-request-id"].clone(), status, code, true)
+}
+
+/// Waits for the access line of `request_id` (one of hyper's refusals if `by_parser`).
+async fn logged(gw: &Gateway, request_id: String, status: u16, code: &str, by_parser: bool) {
+    wait_until(&format!("the access line of {request_id}"), || {
+        access_lines(gw, status)
+            .iter()
+            .any(|l| l["request_id"] == request_id.as_str() && l["error_code"] == code && l["reason"].is_string() == by_parser)
+    })
+    .await;
+}
+
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
@@ -349,28 +368,35 @@ async fn every_refused_head_is_a_coded_envelope_or_logged() {
     let r = gw.req("GET", "/v1/whoami").header("x-big", &"b".repeat(40 * 1024)).send().await;
     assert_error(&r, 431, "HEADERS_TOO_LARGE");
 
-    // What hyper cannot parse it answers itself (and closes); each is an access line.
+    // What hyper cannot parse it refuses (and closes): the gateway's envelope, not hyper's
+    // bare answer, and an access line with the same request id.
     let many: String = (0..101).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let cases: [(Vec<u8>, u16, &str); 4] = [
+    let cases: [(Vec<u8>, u16, &str); 6] = [
         (format!("GET /healthz HTTP/1.1\r\nHost: gw\r\n{many}\r\n").into_bytes(), 431, "HEADERS_TOO_LARGE"),
+        (b"G@T /healthz HTTP/1.1\r\nHost: gw\r\n\r\n".to_vec(), 400, "MALFORMED_REQUEST"),
         (b"GET /healthz HTTP/1.1 trailing\r\nHost: gw\r\n\r\n".to_vec(), 400, "MALFORMED_REQUEST"),
         (b"POST /v1/echo HTTP/1.1\r\nHost: gw\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".to_vec(), 400, "MALFORMED_REQUEST"),
         (b"GET /healthz HTTP/1.1\r\nHost: gw\r\nBad Header: x\r\n\r\n".to_vec(), 400, "MALFORMED_REQUEST"),
+        (b"GET /healthz HTTP/1.1\r\nHost: gw\r\nNoColonHere\r\n\r\n".to_vec(), 400, "MALFORMED_REQUEST"),
     ];
-    // hyper's own answers: the access lines that carry hyper's `reason`.
-    let logged = |status: u16, code: &str| access_lines(&gw, status).into_iter().filter(|l| l["error_code"] == code && l["reason"].is_string()).count();
     for (request, status, code) in &cases {
-        let before = logged(*status, code);
         let mut c = Raw::connect(&gw.addr).await;
         c.send(request).await.unwrap();
-        let a = c.answer(Duration::from_secs(10)).await.expect("hyper answers");
-        assert_eq!(a.status, *status, "{a:?}");
+        let a = c.answer(Duration::from_secs(10)).await.expect("an answer");
+        assert_refused(&gw, &a, *status, code).await;
         assert!(c.closed_within(Duration::from_secs(5)).await);
-        wait_until(code, || logged(*status, code) > before).await;
     }
-    // A head beyond hyper's buffer (64 KiB): hyper's own 414 or 431, depending on how much
-    // of it one read brought in (or the pipeline's, when all of it did). hyper answers before
-    // reading the rest, so the client may see a reset instead; the line is logged either way.
+    // The same after answered requests on a keep-alive connection.
+    let mut c = Raw::connect(&gw.addr).await;
+    for _ in 0..2 {
+        c.send(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n").await.unwrap();
+        assert_eq!(c.answer(Duration::from_secs(10)).await.expect("healthz").status, 200);
+    }
+    c.send(b"GET /healthz HTTP/1.1\r\nHost: gw\r\nNoColonHere\r\n\r\n").await.unwrap();
+    assert_refused(&gw, &c.answer(Duration::from_secs(10)).await.expect("an answer"), 400, "MALFORMED_REQUEST").await;
+    // A head beyond hyper's buffer (64 KiB): 414 or 431, depending on how much of it one read
+    // brought in (or the pipeline's, when all of it did). hyper answers before reading the
+    // rest, so the client may see a reset instead; the line is logged either way.
     for big in [
         format!("GET /{} HTTP/1.1\r\nHost: gw\r\n\r\n", "u".repeat(70 * 1024)),
         format!("GET / HTTP/1.1\r\nHost: gw\r\nX-Big: {}\r\n\r\n", "h".repeat(70 * 1024)),
@@ -378,7 +404,14 @@ async fn every_refused_head_is_a_coded_envelope_or_logged() {
         let mut c = Raw::connect(&gw.addr).await;
         let _ = c.send(big.as_bytes()).await;
         if let Some(a) = c.answer(Duration::from_secs(10)).await {
-            assert!([414, 431].contains(&a.status), "{a:?}");
+            let code = if a.status == 414 { "URI_TOO_LONG" } else { "HEADERS_TOO_LARGE" };
+            // The parser's answer closes; the pipeline's keeps the connection.
+            if a.headers.contains_key("connection") {
+                assert_refused(&gw, &a, a.status, code).await;
+            } else {
+                assert_envelope(&a, a.status, code);
+                logged(&gw, a.headers["x-request-id"].clone(), a.status, code, false).await;
+            }
         }
     }
     // Two from the pipeline, one for the 101 headers, two from here.
