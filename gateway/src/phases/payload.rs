@@ -106,6 +106,9 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 
 pub async fn read(body: Incoming, headers: &HeaderMap, limit: usize, t: &BodyTimeouts) -> Result<Bytes, ApiError> {
     if declared_length(headers).is_some_and(|len| len > limit as u64) {
+        // Read (and drop) a body small enough to, like any refused request's, so closing with
+        // unread bytes does not reset the connection under the client's answer.
+        discard(body, headers, t).await;
         return Err(too_large(limit));
     }
     match collect(body, limit, t).await {
