@@ -11,15 +11,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
 use crate::harness::{assert_error, pg_socket, policies_with, repo_policies, Gateway, GatewayOptions, TestDb};
+use crate::webhooks::{start_without_workers, whsec_key};
 use gateway::webhooks::verify::sign_standard;
 
 async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
-}
-
-fn whsec_key(secret: &str) -> Vec<u8> {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(secret.strip_prefix("whsec_").unwrap()).unwrap()
 }
 
 /// An org with an admin token and a `generic` webhook endpoint; `n` acknowledged events.
@@ -96,12 +92,7 @@ async fn wait_processed(gw: &Gateway, token: &str, events: &[String], limit: Dur
 #[tokio::test]
 async fn a_restarted_replica_runs_the_jobs_it_was_killed_holding_at_once() {
     let db = TestDb::new().await;
-    let mut opts = GatewayOptions::new(&db);
-    let mut restart = GatewayOptions::new(&db);
-    restart.data_dir = opts.data_dir.clone();
-    restart.bootstrap_token = opts.bootstrap_token.clone();
-    opts.extra_env.push(("GATEWAY_JOB_WORKERS".into(), "0".into()));
-    let mut gw = Gateway::start_with(opts).await;
+    let (mut gw, restart) = start_without_workers(&db).await;
     // The name this data directory was given: it survives the restart.
     let replica = std::fs::read_to_string(gw.data_dir.join("replica-id")).unwrap().trim().to_string();
     let (token, events) = queued_events(&gw, 10).await;
@@ -126,12 +117,7 @@ async fn a_restarted_replica_runs_the_jobs_it_was_killed_holding_at_once() {
 #[tokio::test]
 async fn a_dead_replicas_jobs_are_released_and_a_live_ones_are_not() {
     let db = TestDb::new().await;
-    let mut opts = GatewayOptions::new(&db);
-    let mut restart = GatewayOptions::new(&db);
-    restart.data_dir = opts.data_dir.clone();
-    restart.bootstrap_token = opts.bootstrap_token.clone();
-    opts.extra_env.push(("GATEWAY_JOB_WORKERS".into(), "0".into()));
-    let mut gw = Gateway::start_with(opts).await;
+    let (mut gw, restart) = start_without_workers(&db).await;
     let (token, events) = queued_events(&gw, 2).await;
     gw.kill9().await;
     let pool = db.owner_pool().await;

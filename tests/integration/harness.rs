@@ -253,19 +253,7 @@ impl Gateway {
     /// A plain GET to another of the gateway's listeners (status and body).
     pub async fn get_on(&self, addr: &str, path: &str) -> Resp {
         let req = http::Request::builder().uri(format!("http://{addr}{path}")).body(Full::new(Bytes::new())).unwrap();
-        let resp = tokio::time::timeout(Duration::from_secs(20), self.client.request(req))
-            .await
-            .expect("request hung")
-            .expect("request failed");
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let text = String::from_utf8_lossy(&bytes).to_string();
-        Resp { status, headers, text, json: Value::Null }
+        Resp { json: Value::Null, ..send_with(&self.client, req).await }
     }
 
     pub fn stderr(&self) -> String {
@@ -387,21 +375,30 @@ impl Req<'_> {
             b = b.header(k, v);
         }
         let req = b.body(Full::new(self.body)).unwrap();
-        let resp = tokio::time::timeout(Duration::from_secs(20), self.gw.client.request(req))
-            .await
-            .expect("request hung")
-            .expect("request failed");
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-            .collect();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let text = String::from_utf8_lossy(&bytes).to_string();
-        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Resp { status, headers, text, json }
+        send_with(&self.gw.client, req).await
     }
+}
+
+/// Sends one request (20 s at most) and reads the whole answer; `json` is `Null` unless the
+/// body is JSON.
+async fn send_with(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    req: http::Request<Full<Bytes>>,
+) -> Resp {
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .expect("request hung")
+        .expect("request failed");
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+        .collect();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8_lossy(&bytes).to_string();
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Resp { status, headers, text, json }
 }
 
 /// Asserts the error contract: status, code, JSON shape, request id echoed in body and header.

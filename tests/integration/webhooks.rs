@@ -30,7 +30,7 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-fn whsec_key(secret: &str) -> Vec<u8> {
+pub(crate) fn whsec_key(secret: &str) -> Vec<u8> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.decode(secret.strip_prefix("whsec_").unwrap()).unwrap()
 }
@@ -75,7 +75,7 @@ async fn wait_status(gw: &Gateway, token: &str, event: &str, status: &str, limit
 
 /// A gateway that acknowledges deliveries but runs no jobs, and the options that restart it
 /// (same data directory and super-admin token) with its workers on.
-async fn start_without_workers(db: &TestDb) -> (Gateway, GatewayOptions) {
+pub(crate) async fn start_without_workers(db: &TestDb) -> (Gateway, GatewayOptions) {
     let mut opts = GatewayOptions::new(db);
     let mut restart = GatewayOptions::new(db);
     restart.data_dir = opts.data_dir.clone();
