@@ -53,9 +53,33 @@ pub fn pg_socket() -> PathBuf {
     shared().pgdata.join(".s.PGSQL.5432")
 }
 
-/// A fresh directory under /tmp (short paths: unix sockets live inside).
+/// This test process's directory under /tmp, `gwrun-<pid>`; every test directory lives in it.
+///
+/// Test processes end without running destructors (and their clusters are up to ~1 GB), so
+/// instead of cleaning up after itself each run removes what earlier runs left: every
+/// `gwrun-<pid>` whose process is gone.
+fn run_root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        if let Ok(entries) = std::fs::read_dir("/tmp") {
+            for e in entries.flatten() {
+                let name = e.file_name();
+                let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("gwrun-")) else { continue };
+                if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let root = PathBuf::from(format!("/tmp/gwrun-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        root
+    })
+}
+
+/// A fresh directory under this run's root in /tmp (short paths: unix sockets live inside).
 pub fn tempdir(prefix: &str) -> PathBuf {
-    let d = tempfile::Builder::new().prefix(prefix).tempdir_in("/tmp").unwrap().keep();
+    let d = tempfile::Builder::new().prefix(prefix).tempdir_in(run_root()).unwrap().keep();
     std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     d
 }
