@@ -184,6 +184,10 @@ fn generic_provider() -> Provider {
         event_type: Some("/type".into()),
         max_attempts: 5,
         retry_base_ms: 1000,
+        capability: None,
+        base_url: None,
+        pace: None,
+        verify: None,
         source: "fuzz".into(),
     }
 }

@@ -20,6 +20,7 @@ pub mod webhooks;
 pub mod structured;
 pub mod orgs;
 pub mod plugins;
+pub mod providers;
 mod scope;
 pub mod tokens;
 pub mod users;

@@ -313,6 +313,10 @@ mod tests {
             event_type: Some("/type".into()),
             max_attempts: 5,
             retry_base_ms: 1000,
+            capability: None,
+            base_url: None,
+            pace: None,
+            verify: None,
             source: "webhooks.toml".into(),
         }
     }

@@ -1,9 +1,12 @@
-//! `[providers.<name>]`: webhook providers, their signature header, event key and retries.
+//! `[providers.<name>]`: providers: for webhooks, their signature scheme, event key and
+//! retries; for adapters (docs/providers.md), the capability they serve, their public API's
+//! base URL and the pace their credential may be used at.
 
 use std::collections::HashMap;
 
 use serde::Deserialize;
 
+use super::units::{Quota, Rate};
 use super::{valid_name, Fail};
 
 /// A webhook provider declared by `[providers.<name>]`.
@@ -25,7 +28,27 @@ pub(super) struct ProviderSpec {
     max_attempts: Option<u32>,
     #[serde(default)]
     retry_base_ms: Option<u32>,
+    /// Provider adapters: the capability served (`email_outreach`, `linkedin_outreach`).
+    #[serde(default)]
+    capability: Option<String>,
+    /// Provider adapters: the provider's public API, the default of an org's `base_url`.
+    #[serde(default)]
+    base_url: Option<String>,
+    /// Provider adapters: the pace of calls with one org's credential.
+    #[serde(default)]
+    rate: Option<Rate>,
+    #[serde(default)]
+    burst: Option<u32>,
+    /// The webhook scheme of endpoints created for this provider.
+    #[serde(default)]
+    verify: Option<String>,
 }
+
+/// Webhook schemes an endpoint can be created with (`webhook_endpoints.scheme`).
+pub const SCHEMES: &[&str] = &["standard-webhooks", "hmac-sha256", "smartlead", "url-token"];
+
+/// Capabilities a provider adapter can serve (`org_capabilities.capability`).
+pub const CAPABILITIES: &[&str] = &["email_outreach", "linkedin_outreach"];
 
 /// A webhook provider, validated.
 #[derive(Debug, Clone)]
@@ -40,6 +63,14 @@ pub struct Provider {
     pub event_type: Option<String>,
     pub max_attempts: u32,
     pub retry_base_ms: u32,
+    /// The capability this provider's adapter serves, when it is an adapter.
+    pub capability: Option<String>,
+    /// The default base URL of the provider's API (adapters).
+    pub base_url: Option<String>,
+    /// Pace of calls with one org's credential (adapters); `None`: unpaced.
+    pub pace: Option<Quota>,
+    /// The scheme of webhook endpoints created for it by provisioning (one of [`SCHEMES`]).
+    pub verify: Option<String>,
     pub source: String,
 }
 
@@ -84,6 +115,25 @@ fn build(name: String, p: &ProviderSpec, file: &str) -> std::result::Result<Prov
     if !(1..=50).contains(&max_attempts) {
         return Err("max_attempts must be between 1 and 50".into());
     }
+    if let Some(c) = &p.capability {
+        if !CAPABILITIES.contains(&c.as_str()) {
+            return Err(format!("capability {c:?} is not one of {CAPABILITIES:?}"));
+        }
+    }
+    if let Some(v) = &p.verify {
+        if !SCHEMES.contains(&v.as_str()) {
+            return Err(format!("verify {v:?} is not one of {SCHEMES:?}"));
+        }
+    }
+    if let Some(u) = &p.base_url {
+        let uri: http::Uri = u.parse().map_err(|_| format!("base_url {u:?} is not a URL"))?;
+        if !matches!(uri.scheme_str(), Some("https" | "http")) || uri.host().is_none() {
+            return Err(format!("base_url {u:?} must be an absolute http(s) URL"));
+        }
+    }
+    if p.burst.is_some() && p.rate.is_none() {
+        return Err("burst needs rate".into());
+    }
     Ok(Provider {
         name,
         route: p.route.clone(),
@@ -92,6 +142,10 @@ fn build(name: String, p: &ProviderSpec, file: &str) -> std::result::Result<Prov
         event_type: p.event_type.clone(),
         max_attempts,
         retry_base_ms: p.retry_base_ms.unwrap_or(1000).clamp(1, 3_600_000),
+        capability: p.capability.clone(),
+        base_url: p.base_url.clone(),
+        pace: p.rate.map(|rate| Quota { rate, burst: p.burst }),
+        verify: p.verify.clone(),
         source: file.to_string(),
     })
 }
