@@ -108,7 +108,7 @@ async fn writable(tx: &mut TenantTx, id: Uuid) -> Result<store::CampaignRow, Api
 }
 
 async fn readable(tx: &mut TenantTx, id: Uuid) -> Result<store::CampaignRow, ApiError> {
-    Ok(store::campaign(tx, id, false).await?.ok_or_else(ApiError::not_found)?)
+    store::campaign(tx, id, false).await?.ok_or_else(ApiError::not_found)
 }
 
 fn campaign_json(c: &store::CampaignRow) -> Value {
@@ -169,12 +169,8 @@ pub async fn create(call: Call<'_>) -> Result<Reply, ApiError> {
     let c = store::create_campaign(&mut tx, &name, channel, &provider, call.caller.user).await?;
     let job = enqueue(&call, &mut tx, &provider, Some(c.id), json!({ "op": "create_campaign", "provider": provider, "campaign_id": c.id })).await?;
     tx.commit().await?;
-    tracing::info!(org_id = %tx_org(&call), campaign_id = %c.id, job_id = %job, provider = %provider, "campaign_created");
+    tracing::info!(org_id = %org(&call)?, campaign_id = %c.id, job_id = %job, provider = %provider, "campaign_created");
     Ok(Reply::json(StatusCode::CREATED, campaign_json(&c)))
-}
-
-fn tx_org(call: &Call<'_>) -> String {
-    call.caller.org.map(|o| o.to_string()).unwrap_or_default()
 }
 
 /// `GET /v1/campaigns`: newest first.
@@ -215,7 +211,7 @@ pub async fn set_status(call: Call<'_>) -> Result<Reply, ApiError> {
     let c = store::set_campaign_status(&mut tx, c.id, status).await?;
     let job = enqueue(&call, &mut tx, &c.provider, Some(c.id), json!({ "op": "set_status", "provider": c.provider, "campaign_id": c.id, "status": status })).await?;
     tx.commit().await?;
-    tracing::info!(org_id = %tx_org(&call), campaign_id = %c.id, job_id = %job, status, "campaign_status_set");
+    tracing::info!(org_id = %org(&call)?, campaign_id = %c.id, job_id = %job, status, "campaign_status_set");
     Ok(Reply::json(StatusCode::OK, campaign_json(&c)))
 }
 
@@ -285,7 +281,7 @@ pub async fn save_sequence(call: Call<'_>) -> Result<Reply, ApiError> {
     let s = store::save_sequence(&mut tx, c.id, &steps, call.caller.user).await?;
     let job = enqueue(&call, &mut tx, &c.provider, Some(c.id), json!({ "op": "put_sequence", "provider": c.provider, "campaign_id": c.id, "version": s.version })).await?;
     tx.commit().await?;
-    tracing::info!(org_id = %tx_org(&call), campaign_id = %c.id, job_id = %job, version = s.version, "campaign_sequence_saved");
+    tracing::info!(org_id = %org(&call)?, campaign_id = %c.id, job_id = %job, version = s.version, "campaign_sequence_saved");
     Ok(Reply::json(StatusCode::CREATED, sequence_json(Some(&s))))
 }
 
@@ -419,7 +415,7 @@ pub async fn add_leads(call: Call<'_>) -> Result<Reply, ApiError> {
         enqueue(&call, &mut tx, &c.provider, Some(c.id), json!({ "op": "add_leads", "provider": c.provider, "campaign_id": c.id, "lead_ids": ids })).await?;
     }
     tx.commit().await?;
-    tracing::info!(org_id = %tx_org(&call), campaign_id = %c.id, added = added.len(), duplicates = total - added.len(), "campaign_leads_added");
+    tracing::info!(org_id = %org(&call)?, campaign_id = %c.id, added = added.len(), duplicates = total - added.len(), "campaign_leads_added");
     Ok(Reply::json(
         StatusCode::ACCEPTED,
         json!({ "added": added.len(), "duplicates": total - added.len(), "leads": added.iter().map(lead_json).collect::<Vec<_>>() }),
@@ -464,7 +460,7 @@ pub async fn lead_action(call: Call<'_>) -> Result<Reply, ApiError> {
     )
     .await?;
     tx.commit().await?;
-    tracing::info!(org_id = %tx_org(&call), campaign_id = %c.id, lead_id = %l.id, job_id = %job, action, "campaign_lead_action");
+    tracing::info!(org_id = %org(&call)?, campaign_id = %c.id, lead_id = %l.id, job_id = %job, action, "campaign_lead_action");
     Ok(Reply::json(StatusCode::OK, lead_json(&l)))
 }
 
