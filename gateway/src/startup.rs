@@ -458,6 +458,7 @@ async fn listen_invalidations(state: Arc<AppState>) {
                     // Anything may have changed while we were not listening.
                     state.directory.invalidate_all();
                     state.endpoints.invalidate_all();
+                    state.providers.invalidate_all();
                     state.jobs_wake.notify_waiters();
                     let _ = registry::sync(&state, None).await;
                     while let Ok(n) = l.recv().await {
@@ -473,6 +474,7 @@ async fn listen_invalidations(state: Arc<AppState>) {
                         } else {
                             state.directory.invalidate_all();
                             state.endpoints.invalidate_all();
+                            state.providers.invalidate_all();
                         }
                     }
                 }

@@ -4,6 +4,7 @@
 mod admin;
 mod businesses;
 mod plugins;
+mod providers;
 pub(crate) mod webhooks;
 mod whoami;
 
@@ -38,6 +39,10 @@ pub async fn call(handler: Native, call: Call<'_>) -> Result<Reply, ApiError> {
         Native::ListWebhookEvents => webhooks::list_events(call).await,
         Native::GetWebhookEvent => webhooks::get_event(call).await,
         Native::ReplayWebhookEvent => webhooks::replay_event(call).await,
+        Native::PutProvider => providers::put(call).await,
+        Native::GetProvider => providers::get(call).await,
+        Native::ListProviders => providers::list(call).await,
+        Native::DeleteProvider => providers::delete(call).await,
     }
 }
 

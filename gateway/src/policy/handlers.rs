@@ -52,6 +52,10 @@ native_handlers! {
     ListWebhookEvents = "list_webhook_events",
     GetWebhookEvent = "get_webhook_event",
     ReplayWebhookEvent = "replay_webhook_event",
+    PutProvider = "put_provider",
+    GetProvider = "get_provider",
+    ListProviders = "list_providers",
+    DeleteProvider = "delete_provider",
 }
 
 /// Every name, for messages.
