@@ -6,6 +6,7 @@ mod bad_input;
 mod containment_leaks;
 mod contract;
 mod contract_wit;
+mod credentials;
 mod crm;
 mod faults;
 mod hostile_clients;
