@@ -69,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
                     request_id: "bench",
                     request: request(),
                     before_commit: None,
+                    credentials: None,
                 };
                 let t = Instant::now();
                 let reply = runtime.invoke(plugin, inv).await;

@@ -388,5 +388,25 @@ async fn provider_configuration_is_validated_and_private_urls_need_the_operators
     let r = put(s.org_a.clone(), "fakeq", json!({"credentials": key})).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["base_url"], "https://api.fakeq.example/v1");
-    let _ = (&s.org_b, &s.b, &s.org_c, &s.c, &s.h, &s.p);
+}
+
+#[tokio::test]
+async fn a_private_base_url_stored_under_the_switch_is_refused_at_connect_time_without_it() {
+    let mut s = start(true).await;
+    let r = s.put(&s.org_a, "fakeq", json!({"credentials": {"api_key": KEY_AQ}, "base_url": s.q.url("/api")})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = s.probe(&s.a, json!([http_step("GET", s.q.url("/api/x"), json!({}))])).await;
+    assert_eq!(r.json["results"][0]["ok"]["status"], 200, "{}", r.text);
+    assert_eq!(s.q.seen().len(), 1);
+    // The same database and secret key, without the operator's switch: the stored URL's
+    // address is checked again on the connection, and refused.
+    s.gw.terminate().await;
+    let mut opts = GatewayOptions::new(&s._db);
+    opts.data_dir = s.gw.data_dir.clone();
+    opts.policies = policies_with("credentials.toml", &policy(&s.other));
+    s.gw = Gateway::start_with(opts).await;
+    let r = s.probe(&s.a, json!([http_step("GET", s.q.url("/api/x"), json!({}))])).await;
+    assert_eq!(r.json["results"][0]["err"], "forbidden-address", "{}", r.text);
+    assert_eq!(s.q.seen().len(), 1);
+    assert_no_key(&r.text, &[KEY_AQ], "the refusal");
 }
