@@ -69,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
                     request_id: "bench",
                     request: request(),
                     before_commit: None,
+                    credentials: None,
                 };
                 let t = Instant::now();
                 let reply = runtime.invoke(plugin, inv).await;
@@ -112,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
             },
             http: gateway::plugin::state::HttpState {
                 grants: route.grants.clone(), tls: tls.clone(), addresses: runtime.addresses.clone(), requests: 0,
-                request_id: "bench".into(), org, plugin: "echo".into(),
+                request_id: "bench".into(), org, plugin: "echo".into(), credentials: None, pacer: runtime.pacer.clone(),
             },
             log: gateway::plugin::state::LogState::new("bench".into(), org, "echo".into(), runtime.log_rate.clone()),
             cpu: Default::default(),

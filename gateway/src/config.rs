@@ -71,6 +71,10 @@ pub struct Config {
     /// HTTP may reach loopback through an IP-literal pattern with `allow_private`. Environment
     /// only, never the config file, so that it cannot ride along with a deployed configuration.
     pub outbound_allow_loopback: bool,
+    /// `GATEWAY_ALLOW_PRIVATE_PROVIDER_URLS=1` (local development and tests only): an org's
+    /// provider `base_url` may be on loopback or a private network (fake providers on
+    /// `127.0.0.1`), and calls carrying its credential may connect there. Environment only.
+    pub allow_private_provider_urls: bool,
     /// `GATEWAY_BODY_IDLE_TIMEOUT_SECS`, default 10 (1–300): the longest a request body may
     /// pause between two reads before the request is answered 408.
     pub body_idle_timeout: Duration,
@@ -277,6 +281,7 @@ impl Config {
                 n
             },
             outbound_allow_loopback: switch(&env, "GATEWAY_OUTBOUND_ALLOW_LOOPBACK")?,
+            allow_private_provider_urls: switch(&env, "GATEWAY_ALLOW_PRIVATE_PROVIDER_URLS")?,
             body_idle_timeout: Duration::from_secs(body_idle_timeout),
             body_timeout: Duration::from_secs(body_timeout),
             max_connections,

@@ -67,6 +67,7 @@ pub enum Code {
     HeadersTooLarge,
     RequestTimeout,
     TooManyConnections,
+    ProviderUrlNotAllowed,
 }
 
 impl Code {
@@ -98,13 +99,18 @@ impl Code {
             Code::HeadersTooLarge => "HEADERS_TOO_LARGE",
             Code::RequestTimeout => "REQUEST_TIMEOUT",
             Code::TooManyConnections => "TOO_MANY_CONNECTIONS",
+            Code::ProviderUrlNotAllowed => "PROVIDER_URL_NOT_ALLOWED",
         }
     }
 
     pub fn status(self) -> StatusCode {
         match self {
             Code::Unauthenticated | Code::InvalidSignature | Code::StaleWebhook => StatusCode::UNAUTHORIZED,
-            Code::MissingTenantId | Code::InvalidJson | Code::ValidationFailed | Code::MalformedRequest => {
+            Code::MissingTenantId
+            | Code::InvalidJson
+            | Code::ValidationFailed
+            | Code::MalformedRequest
+            | Code::ProviderUrlNotAllowed => {
                 StatusCode::BAD_REQUEST
             }
             Code::TenantMismatch | Code::UnauthorizedBusiness | Code::Forbidden => {

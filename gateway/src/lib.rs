@@ -31,6 +31,8 @@
 //! - [`phases`]: the request pipeline, guard → limit → payload → dispatch → respond → log.
 //! - [`native`]: handlers the gateway answers itself.
 //! - [`webhooks`]: webhook endpoints, sealed secrets, signature checks.
+//! - [`providers`]: orgs' provider credentials: base-URL rules, sealing, the cache the plugin
+//!   host injects them from.
 //! - [`jobs`]: the job queue's workers (webhook processing through adapter plugins).
 //! - [`provider_sync`]: the campaigns API's provider calls, run as jobs through adapter plugins.
 //! - [`ops`]: administrative operations shared by HTTP and the CLI.
@@ -57,6 +59,7 @@ pub mod phases;
 pub mod plugin;
 pub mod policy;
 pub mod provider_sync;
+pub mod providers;
 pub mod ratelimit;
 pub mod registry;
 pub mod role;

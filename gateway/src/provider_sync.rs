@@ -164,6 +164,7 @@ pub async fn run(state: &AppState, pool: &sqlx::PgPool, worker: &str, job: &Clai
                 request_id: &request_id,
                 request,
                 before_commit: Some(before_commit),
+                credentials: Some(state.providers.clone()),
             },
         )
         .await;

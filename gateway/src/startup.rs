@@ -459,6 +459,7 @@ async fn listen_invalidations(state: Arc<AppState>) {
                     // Anything may have changed while we were not listening.
                     state.directory.invalidate_all();
                     state.endpoints.invalidate_all();
+                    state.providers.invalidate_all();
                     state.jobs_wake.notify_waiters();
                     let _ = registry::sync(&state, None).await;
                     while let Ok(n) = l.recv().await {
@@ -474,6 +475,7 @@ async fn listen_invalidations(state: Arc<AppState>) {
                         } else {
                             state.directory.invalidate_all();
                             state.endpoints.invalidate_all();
+                            state.providers.invalidate_all();
                         }
                     }
                 }

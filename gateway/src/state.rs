@@ -46,6 +46,8 @@ pub struct AppState {
     pub plugin_sync: tokio::sync::Mutex<()>,
     /// Webhook endpoints as ingress resolves them (and the key that opens their secrets).
     pub endpoints: Endpoints,
+    /// Orgs' provider credentials, as plugins' outbound HTTP uses them (`providers`).
+    pub providers: Arc<crate::providers::Providers>,
     /// Wakes this replica's job workers (on `NOTIFY gateway_jobs`).
     pub jobs_wake: Arc<tokio::sync::Notify>,
     /// What `/healthz` and `/readyz` answer.
@@ -73,6 +75,12 @@ impl AppState {
         let metrics = Arc::new(crate::metrics::Metrics::new(config.metrics_per_org));
         metrics.watch_pool("main", pool.clone());
         metrics.watch_pool("plugin", plugin_pool.clone());
+        let providers = Arc::new(crate::providers::Providers::new(
+            pool.clone(),
+            secret_key.clone(),
+            &runtime.addresses,
+            config.allow_private_provider_urls,
+        ));
         AppState {
             plugin_pool,
             metrics,
@@ -85,6 +93,7 @@ impl AppState {
             routing: RwLock::new(Arc::new(Routing::new(policies))),
             plugins: RwLock::new(Arc::new(plugins)),
             plugin_sync: tokio::sync::Mutex::new(()),
+            providers,
             endpoints: Endpoints::new(secret_key),
             jobs_wake: Arc::new(tokio::sync::Notify::new()),
             health: Arc::default(),

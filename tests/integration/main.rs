@@ -7,6 +7,7 @@ mod campaigns;
 mod containment_leaks;
 mod contract;
 mod contract_wit;
+mod credentials;
 mod crm;
 mod faults;
 mod hostile_clients;

@@ -6,6 +6,7 @@ mod businesses;
 mod campaigns;
 mod plugins;
 mod provisioning;
+mod providers;
 pub(crate) mod webhooks;
 mod whoami;
 
@@ -57,6 +58,10 @@ pub async fn call(handler: Native, call: Call<'_>) -> Result<Reply, ApiError> {
         Native::ListCapabilities => provisioning::list_capabilities(call).await,
         Native::StartProvisioning => provisioning::start(call).await,
         Native::GetProvisioning => provisioning::get(call).await,
+        Native::PutProvider => providers::put(call).await,
+        Native::GetProvider => providers::get(call).await,
+        Native::ListProviders => providers::list(call).await,
+        Native::DeleteProvider => providers::delete(call).await,
     }
 }
 

@@ -138,6 +138,7 @@ async fn plugin(name: &str, call: Call<'_>) -> Result<Reply, ApiError> {
         request_id: call.request_id,
         request,
         before_commit: None,
+        credentials: Some(call.state.providers.clone()),
     };
     let started = std::time::Instant::now();
     let (outcome, cpu) = call.state.runtime.invoke_metered(&loaded, inv).await;

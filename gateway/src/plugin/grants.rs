@@ -32,6 +32,36 @@ pub struct Grants {
     pub http_max_response: usize,
     pub db_statement_timeout_ms: u64,
     pub db_max_rows: u32,
+    /// Provider credentials the host adds to requests to the org's configured origin for
+    /// that provider (`host::credentials`); the plugin never reads them.
+    pub credentials: Vec<CredentialGrant>,
+}
+
+/// One credential a plugin may use: the org's secret `name` of `provider`, put where
+/// `inject` says on requests to that provider's configured origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialGrant {
+    pub provider: String,
+    pub name: String,
+    pub inject: Inject,
+    /// Calls with the credential are paced per (org, provider) to this; `None`: unpaced.
+    pub pace: Option<Pace>,
+}
+
+/// Where the host puts a credential on an outgoing request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inject {
+    /// A query parameter (replacing any the plugin set with that name).
+    Query(String),
+    /// A header, lower-case (replacing any the plugin set with that name).
+    Header(String),
+}
+
+/// A token bucket: one call per `period` sustained, `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Pace {
+    pub period: Duration,
+    pub burst: u32,
 }
 
 impl Default for Grants {
@@ -45,6 +75,7 @@ impl Default for Grants {
             http_max_response: 1024 * 1024,
             db_statement_timeout_ms: 2_000,
             db_max_rows: 1_000,
+            credentials: Vec::new(),
         }
     }
 }

@@ -93,6 +93,8 @@ pub struct Runtime {
     pub addresses: Arc<host::addr::AddressPolicy>,
     /// Plugin log lines per second per org (`host::log`), shared by every invocation.
     pub log_rate: Arc<host::log::OrgLogRate>,
+    /// Pacing of calls with a provider credential per (org, provider), shared likewise.
+    pub pacer: Arc<host::credentials::Pacer>,
 }
 
 /// Builds the outbound TLS client configuration (ring provider, safe defaults).
@@ -201,6 +203,7 @@ impl Runtime {
             db_slots: Arc::new(host::tenant_db::OrgSlots::new(4)),
             addresses: Arc::new(addresses),
             log_rate: Default::default(),
+            pacer: Default::default(),
         }))
     }
 
@@ -336,6 +339,9 @@ pub struct Invocation<'a> {
     pub request_id: &'a str,
     pub request: Request,
     pub before_commit: Option<BeforeCommit<'static>>,
+    /// Where the org's provider credentials come from, for the grants' `credentials`
+    /// (`host::credentials`); `None`: no credential is ever added.
+    pub credentials: Option<Arc<dyn host::credentials::CredentialSource>>,
 }
 
 /// An [`Invocation`] with everything owned, so it can run on the guest runtime.
@@ -351,6 +357,7 @@ struct Owned {
     request_id: String,
     request: Request,
     before_commit: Option<BeforeCommit<'static>>,
+    credentials: Option<Arc<dyn host::credentials::CredentialSource>>,
 }
 
 /// How an invocation ended. Only [`Outcome::Response`] committed anything; every other
@@ -427,11 +434,17 @@ impl Runtime {
             request_id: inv.request_id.to_string(),
             request: inv.request,
             before_commit: inv.before_commit,
+            credentials: inv.credentials,
         };
         let (engine, tls, plugin) = (self.engine.clone(), self.tls.clone(), plugin.clone());
-        let (slots, addresses, log_rate) = (self.db_slots.clone(), self.addresses.clone(), self.log_rate.clone());
+        let shared = Shared {
+            slots: self.db_slots.clone(),
+            addresses: self.addresses.clone(),
+            log_rate: self.log_rate.clone(),
+            pacer: self.pacer.clone(),
+        };
         let meter = Arc::new(cpu::CpuMeter::default());
-        let task = guest::place(run(engine, tls, slots, addresses, log_rate, plugin, inv, meter.clone()), meter.clone());
+        let task = guest::place(run(engine, tls, shared, plugin, inv, meter.clone()), meter.clone());
         let outcome = match task.await {
             Ok(outcome) => outcome,
             Err(e) => Outcome::Trap(format!("invocation task failed: {e}")),
@@ -440,15 +453,20 @@ impl Runtime {
     }
 }
 
-/// One invocation, start to end: a fresh store and instance, the guest's call under its CPU
-/// and wall-clock limits, then its transaction settled.
-#[allow(clippy::too_many_arguments)] // the pieces of `Runtime` one invocation needs, owned
-async fn run(
-    engine: Engine,
-    tls: Arc<rustls::ClientConfig>,
+/// The pieces of `Runtime` every invocation shares.
+struct Shared {
     slots: Arc<host::tenant_db::OrgSlots>,
     addresses: Arc<host::addr::AddressPolicy>,
     log_rate: Arc<host::log::OrgLogRate>,
+    pacer: Arc<host::credentials::Pacer>,
+}
+
+/// One invocation, start to end: a fresh store and instance, the guest's call under its CPU
+/// and wall-clock limits, then its transaction settled.
+async fn run(
+    engine: Engine,
+    tls: Arc<rustls::ClientConfig>,
+    shared: Shared,
     plugin: LoadedPlugin,
     inv: Owned,
     meter: Arc<cpu::CpuMeter>,
@@ -489,7 +507,7 @@ async fn run(
                 tenant: inv.org,
                 actor: Actor::Caller(inv.role),
                 tx: None,
-                slots,
+                slots: shared.slots,
                 slot: None,
                 aborted: false,
                 statements: 0,
@@ -497,13 +515,15 @@ async fn run(
             http: HttpState {
                 grants: inv.grants.clone(),
                 tls,
-                addresses,
+                addresses: shared.addresses,
                 requests: 0,
                 request_id: inv.request_id.clone(),
                 org: inv.org,
                 plugin: plugin.name.clone(),
+                credentials: inv.credentials.clone(),
+                pacer: shared.pacer,
             },
-            log: LogState::new(inv.request_id.clone(), inv.org, plugin.name.clone(), log_rate),
+            log: LogState::new(inv.request_id.clone(), inv.org, plugin.name.clone(), shared.log_rate),
             cpu: meter.clone(),
         };
         let mut store = Store::new(&engine, state);

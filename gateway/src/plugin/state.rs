@@ -14,6 +14,7 @@ use crate::plugin::bindings::context::CallContext;
 use crate::plugin::cpu::CpuMeter;
 use crate::plugin::grants::Grants;
 use crate::plugin::host::addr::AddressPolicy;
+use crate::plugin::host::credentials::{CredentialSource, Pacer};
 use crate::plugin::host::log::{self, OrgLogRate};
 use crate::role::Actor;
 
@@ -65,6 +66,10 @@ pub struct HttpState {
     pub request_id: String,
     pub org: Uuid,
     pub plugin: String,
+    /// Where the org's provider credentials come from (`None`: nowhere, so none is added).
+    pub credentials: Option<Arc<dyn CredentialSource>>,
+    /// Pacing of calls with a credential, shared by every invocation.
+    pub pacer: Arc<Pacer>,
 }
 
 /// `log`: the tags every line carries, and what the invocation may still write

@@ -69,6 +69,10 @@ native_handlers! {
     ListCapabilities = "list_capabilities",
     StartProvisioning = "start_provisioning",
     GetProvisioning = "get_provisioning",
+    PutProvider = "put_provider",
+    GetProvider = "get_provider",
+    ListProviders = "list_providers",
+    DeleteProvider = "delete_provider",
 }
 
 /// Every name, for messages.

@@ -132,7 +132,24 @@ impl PolicySet {
             }
         };
         set.check_references()?;
+        set.pace_credentials();
         Ok(set)
+    }
+
+    /// Each credential grant is paced as its provider says (`rate`/`burst`).
+    fn pace_credentials(&mut self) {
+        for r in &mut self.routes {
+            if r.grants.credentials.is_empty() {
+                continue;
+            }
+            let grants = std::sync::Arc::make_mut(&mut r.grants);
+            for c in &mut grants.credentials {
+                c.pace = self.providers.get(&c.provider).and_then(|p| p.pace).map(|q| crate::plugin::grants::Pace {
+                    period: (std::time::Duration::from_secs(q.rate.per_secs as u64) / q.rate.count).max(std::time::Duration::from_nanos(1)),
+                    burst: q.burst(),
+                });
+            }
+        }
     }
 
     /// What one file may name from another: a route's plugin and plans, a provider's route.
@@ -146,6 +163,9 @@ impl PolicySet {
             }
             if let Some(plan) = r.rate_limit.keys().find(|p| !self.plans.contains_key(*p)) {
                 return Err(bad(format!("rate_limit names unknown plan {plan:?}")));
+            }
+            if let Some(c) = r.grants.credentials.iter().find(|c| !self.providers.contains_key(&c.provider)) {
+                return Err(bad(format!("grants.credentials names provider {:?}, which is not declared in any [providers.*]", c.provider)));
             }
         }
         for p in self.providers.values() {
@@ -263,6 +283,22 @@ mod tests {
         }
         let e = load("[plans.x]\nplugin_concurrency = 0\n").unwrap_err().to_string();
         assert!(e.contains("plugin_concurrency"), "{e}");
+    }
+
+    #[test]
+    fn credential_grants_name_declared_providers_and_take_their_pace() {
+        let route = |provider: &str| {
+            format!(
+                "[plugins.p]\nfile = \"p.wasm\"\n[providers.acme]\nroute = \"acme_adapter\"\nbase_url = \"https://api.acme.example\"\nrate = \"2/s\"\nburst = 4\n\
+                 [[route]]\nid = \"acme_adapter\"\ninternal = true\ntarget = \"plugin:p\"\n\
+                 [route.grants]\ncredentials = [{{ provider = \"{provider}\", name = \"api_key\", inject = \"query:api_key\" }}]\n"
+            )
+        };
+        let set = load(&route("acme")).unwrap();
+        let pace = set.route("acme_adapter").unwrap().grants.credentials[0].pace.unwrap();
+        assert_eq!((pace.period, pace.burst), (std::time::Duration::from_millis(500), 4));
+        let e = load(&route("nope")).unwrap_err().to_string();
+        assert!(e.contains("\"nope\"") && e.contains("not declared"), "{e}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::plans::Limits;
 use super::router::PathPattern;
 use super::units::ByteSize;
 use super::valid_identifier;
-use crate::plugin::grants::{Access, Grants, Sandbox, MAX_PLUGIN_MEMORY};
+use crate::plugin::grants::{Access, CredentialGrant, Grants, Inject, Sandbox, MAX_PLUGIN_MEMORY};
 use crate::plugin::host::host_pattern::HostPattern;
 use crate::role::Role;
 
@@ -215,7 +215,25 @@ struct GrantsSpec {
     /// May the plugin take advisory locks (`lock`, `try-lock`)?
     #[serde(default)]
     locks: bool,
+    /// Provider credentials the host adds to requests to the org's configured origin.
+    #[serde(default)]
+    credentials: Vec<CredentialSpec>,
 }
+
+/// One `grants.credentials` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialSpec {
+    provider: String,
+    name: String,
+    /// `query:<parameter>` or `header:<name>`.
+    inject: String,
+}
+
+/// Headers a credential may not be injected as: the host's own (framing, hop-by-hop), and
+/// those whose value is a scheme plus a credential (`Authorization: Bearer …`), which the
+/// host would fill with the bare secret.
+const NOT_INJECTABLE: &[&str] = &["authorization", "cookie", "set-cookie", "proxy-authenticate", "www-authenticate"];
 
 /// One `grants.hosts` entry: a URL pattern, or a table carrying options with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -442,7 +460,9 @@ fn grants(g: GrantsSpec) -> Result<Grants, String> {
     let http_max_response = bounded("http_max_response", g.http_max_response.map(|b| b.0), 1, bounds::HTTP_MAX_RESPONSE)?;
     let db_statement_timeout_ms = bounded("db_statement_timeout_ms", g.db_statement_timeout_ms, 1, bounds::DB_STATEMENT_TIMEOUT_MS)?;
     let db_max_rows = bounded("db_max_rows", g.db_max_rows, 1, bounds::DB_MAX_ROWS)?;
+    let credentials = credentials(&g.credentials)?;
     Ok(Grants {
+        credentials,
         tables: g.tables,
         hosts,
         locks: g.locks,
@@ -464,6 +484,49 @@ fn host_patterns(specs: &[HostSpec]) -> Result<Vec<HostPattern>, String> {
             return Err(format!("host {:?}: the same destinations as an earlier entry ({other})", h.url));
         }
         out.push(p);
+    }
+    Ok(out)
+}
+
+/// `grants.credentials`: each names a provider (checked against `[providers.*]` once every
+/// file is read, which also sets its pace), a credential name and where it goes.
+fn credentials(specs: &[CredentialSpec]) -> Result<Vec<CredentialGrant>, String> {
+    let mut out: Vec<CredentialGrant> = Vec::with_capacity(specs.len());
+    for c in specs {
+        let bad = |why: String| format!("credentials: {{ provider = {:?}, name = {:?} }}: {why}", c.provider, c.name);
+        let name_ok = |n: &str| {
+            let b = n.as_bytes();
+            !b.is_empty() && b.len() <= 64 && b[0].is_ascii_lowercase() && b.iter().all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || *x == b'_')
+        };
+        if !name_ok(&c.name) {
+            return Err(bad("name must be lower-case letters, digits and _, starting with a letter".into()));
+        }
+        let inject = match c.inject.split_once(':') {
+            Some(("query", p)) => {
+                if p.is_empty() || p.len() > 64 || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) {
+                    return Err(bad(format!("inject {:?}: a query parameter is 1 to 64 letters, digits, -, ., _ or ~", c.inject)));
+                }
+                Inject::Query(p.to_string())
+            }
+            Some(("header", h)) => {
+                let h = h.to_ascii_lowercase();
+                if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                    return Err(bad(format!("inject {:?}: {h:?} is not a header name", c.inject)));
+                }
+                if crate::plugin::host::outbound_http::RESERVED.contains(&h.as_str()) || NOT_INJECTABLE.contains(&h.as_str()) {
+                    return Err(bad(format!(
+                        "inject {:?}: the host never puts a credential in {h} (it owns the framing headers, and a bare secret is no {h} value)",
+                        c.inject
+                    )));
+                }
+                Inject::Header(h)
+            }
+            _ => return Err(bad(format!("inject {:?}: expected \"query:<parameter>\" or \"header:<name>\"", c.inject))),
+        };
+        if let Some(other) = out.iter().find(|o| o.provider == c.provider && (o.name == c.name || o.inject == inject)) {
+            return Err(bad(format!("provider {:?} already has a grant for this name or place ({:?})", other.provider, other.name)));
+        }
+        out.push(CredentialGrant { provider: c.provider.clone(), name: c.name.clone(), inject, pace: None });
     }
     Ok(out)
 }
@@ -524,5 +587,48 @@ mod tests {
         }
         // Different ports or schemes are different destinations.
         assert_eq!(hosts(r#"hosts = ["http://10.0.0.5:8080", "http://10.0.0.5:*", "https://10.0.0.5:8080"]"#).unwrap().len(), 3);
+    }
+
+    fn creds(toml_text: &str) -> Result<Vec<CredentialGrant>, String> {
+        let spec: GrantsSpec = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+        grants(spec).map(|g| g.credentials)
+    }
+
+    #[test]
+    fn credential_grants_say_where_the_secret_goes() {
+        let c = creds(
+            r#"credentials = [{ provider = "smartlead", name = "api_key", inject = "query:api_key" },
+                              { provider = "heyreach", name = "api_key", inject = "header:X-API-KEY" }]"#,
+        )
+        .unwrap();
+        assert_eq!(c[0].inject, Inject::Query("api_key".into()));
+        assert_eq!(c[1].inject, Inject::Header("x-api-key".into()));
+        assert!(c.iter().all(|g| g.pace.is_none()));
+    }
+
+    #[test]
+    fn credential_grant_refusals_are_clear() {
+        for (inject, why) in [
+            ("header:Authorization", "authorization"),
+            ("header:cookie", "cookie"),
+            ("header:Host", "host"),
+            ("header:Transfer-Encoding", "transfer-encoding"),
+            ("header:Connection", "connection"),
+            ("header:bad header", "not a header name"),
+            ("query:", "query parameter"),
+            ("query:a&b", "query parameter"),
+            ("body:api_key", "expected"),
+            ("api_key", "expected"),
+        ] {
+            let e = creds(&format!(r#"credentials = [{{ provider = "p", name = "api_key", inject = "{inject}" }}]"#)).unwrap_err();
+            assert!(e.contains(why), "{inject}: {e}");
+        }
+        let e = creds(r#"credentials = [{ provider = "p", name = "Api-Key", inject = "query:k" }]"#).unwrap_err();
+        assert!(e.contains("lower-case"), "{e}");
+        let e = creds(r#"credentials = [{ provider = "p", name = "a", inject = "query:k" }, { provider = "p", name = "b", inject = "query:k" }]"#)
+            .unwrap_err();
+        assert!(e.contains("already has a grant"), "{e}");
+        let e = creds(r#"credentials = [{ provider = "p", name = "a", inject = "query:k", extra = 1 }]"#).unwrap_err();
+        assert!(e.contains("extra"), "{e}");
     }
 }

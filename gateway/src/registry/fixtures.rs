@@ -141,6 +141,8 @@ pub async fn run_one(runtime: &Runtime, plugin: &LoadedPlugin, pool: &sqlx::PgPo
                 request_id: "fixture",
                 request,
                 before_commit: None,
+                // No credentials: a fixture reaches no provider.
+                credentials: None,
             },
         )
         .await;

@@ -72,6 +72,7 @@ pub async fn run(
                 request_id: &request_id,
                 request,
                 before_commit: Some(before_commit),
+                credentials: Some(state.providers.clone()),
             },
         )
         .await;

@@ -1,6 +1,7 @@
-//! Webhook secrets at rest: sealed with AES-256-GCM under the gateway's secret key, bound to
-//! their endpoint id (as associated data), so a sealed secret copied to another endpoint row
-//! does not open.
+//! Secrets at rest: sealed with AES-256-GCM under the gateway's secret key, bound (as
+//! associated data) to what they belong to, so a sealed value copied to another row does not
+//! open. Webhook secrets are bound to their endpoint id; provider credentials to their org,
+//! provider and name ([`provider_aad`]).
 
 use base64::Engine;
 use rand::RngCore;
@@ -12,9 +13,11 @@ use crate::error::{Error, Result};
 /// Format version of a sealed value (the first byte).
 const VERSION: u8 = 1;
 
-/// The key that seals webhook secrets. Replicas must share it.
+/// The key that seals webhook secrets and provider credentials. Replicas must share it.
+/// Cheap to clone (the key is shared).
+#[derive(Clone)]
 pub struct SecretKey {
-    key: LessSafeKey,
+    key: std::sync::Arc<LessSafeKey>,
 }
 
 impl std::fmt::Debug for SecretKey {
@@ -35,7 +38,7 @@ impl SecretKey {
     fn from_bytes(bytes: &[u8]) -> Result<SecretKey> {
         let key = UnboundKey::new(&AES_256_GCM, bytes)
             .map_err(|_| Error::Config("the secret key must be 32 bytes (base64 of 32 bytes)".into()))?;
-        Ok(SecretKey { key: LessSafeKey::new(key) })
+        Ok(SecretKey { key: std::sync::Arc::new(LessSafeKey::new(key)) })
     }
 
     /// `GATEWAY_SECRET_KEY` when given; otherwise `data_dir/secret-key`, created (0600) with a
@@ -68,12 +71,23 @@ impl SecretKey {
         }
     }
 
+    /// Seals a webhook secret for its endpoint.
     pub fn seal(&self, endpoint: Uuid, plain: &[u8]) -> Vec<u8> {
+        self.seal_bound(endpoint.as_bytes(), plain)
+    }
+
+    /// `None` when the value was sealed under another key or for another endpoint.
+    pub fn open(&self, endpoint: Uuid, sealed: &[u8]) -> Option<Vec<u8>> {
+        self.open_bound(endpoint.as_bytes(), sealed)
+    }
+
+    /// Seals `plain` bound to `aad`: it opens only with the same associated data.
+    pub fn seal_bound(&self, aad: &[u8], plain: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let mut data = plain.to_vec();
         self.key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(endpoint.as_bytes()), &mut data)
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut data)
             .expect("AES-GCM sealing a small buffer cannot fail");
         let mut out = Vec::with_capacity(1 + NONCE_LEN + data.len());
         out.push(VERSION);
@@ -82,8 +96,8 @@ impl SecretKey {
         out
     }
 
-    /// `None` when the value was sealed under another key or for another endpoint.
-    pub fn open(&self, endpoint: Uuid, sealed: &[u8]) -> Option<Vec<u8>> {
+    /// `None` when the value was sealed under another key or with other associated data.
+    pub fn open_bound(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
         let (&version, rest) = sealed.split_first()?;
         if version != VERSION || rest.len() < NONCE_LEN {
             return None;
@@ -91,9 +105,23 @@ impl SecretKey {
         let (nonce, data) = rest.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut data = data.to_vec();
-        let plain = self.key.open_in_place(nonce, Aad::from(endpoint.as_bytes()), &mut data).ok()?;
-        Some(plain.to_vec())
+        let plain = self.key.open_in_place(nonce, Aad::from(aad), &mut data).ok()?;
+        let out = plain.to_vec();
+        zeroize::Zeroize::zeroize(&mut data);
+        Some(out)
     }
+}
+
+/// The associated data of a provider credential: org, provider and name, unambiguously
+/// delimited (a prefix keeps it apart from an endpoint id's 16 bytes; names hold no NUL).
+pub fn provider_aad(org: Uuid, provider: &str, name: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(32 + provider.len() + name.len());
+    aad.extend_from_slice(b"provider-secret\0");
+    aad.extend_from_slice(org.as_bytes());
+    aad.extend_from_slice(provider.as_bytes());
+    aad.push(0);
+    aad.extend_from_slice(name.as_bytes());
+    aad
 }
 
 #[cfg(test)]
@@ -111,5 +139,19 @@ mod tests {
         assert!(other.open(a, &sealed).is_none());
         assert_ne!(key.seal(a, b"x"), key.seal(a, b"x"), "fresh nonce each time");
         assert!(SecretKey::from_base64("c2hvcnQ=").is_err());
+    }
+
+    #[test]
+    fn provider_secrets_open_only_for_the_same_org_provider_and_name() {
+        let key = SecretKey::from_bytes(&[7u8; 32]).unwrap();
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let sealed = key.seal_bound(&provider_aad(a, "smartlead", "api_key"), b"sk_live");
+        assert_eq!(key.open_bound(&provider_aad(a, "smartlead", "api_key"), &sealed).as_deref(), Some(&b"sk_live"[..]));
+        for other in [provider_aad(b, "smartlead", "api_key"), provider_aad(a, "heyreach", "api_key"), provider_aad(a, "smartlead", "webhook_secret")] {
+            assert!(key.open_bound(&other, &sealed).is_none());
+        }
+        // Delimited: moving a character between provider and name changes the data.
+        assert_ne!(provider_aad(a, "ab", "c"), provider_aad(a, "a", "bc"));
+        assert!(key.open(a, &sealed).is_none());
     }
 }

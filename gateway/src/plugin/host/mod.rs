@@ -3,6 +3,7 @@
 
 pub mod addr;
 pub mod context;
+pub mod credentials;
 pub mod host_pattern;
 pub mod log;
 pub mod outbound_http;

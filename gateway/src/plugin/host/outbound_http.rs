@@ -7,6 +7,11 @@
 //! The address check runs for every pattern, exact names included: a name in the allowlist
 //! says nothing about where its zone points it. Only an IP-literal pattern's `allow_private`
 //! relaxes it, and only as far as `AddressPolicy` allows.
+//!
+//! A request to exactly the org's configured origin for a granted provider credential
+//! (`credentials`) needs no allowlist entry: the host adds the credential, paces the call,
+//! checks the address under the provider rule (the operator's
+//! `GATEWAY_ALLOW_PRIVATE_PROVIDER_URLS`), and redacts the credential from the answer.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -17,6 +22,9 @@ use wasmtime::component::HasData;
 
 use crate::plugin::bindings::outbound_http::{HttpError, Host, IncomingResponse, OutgoingRequest};
 use crate::plugin::bindings::types::Header;
+use crate::plugin::grants::Inject;
+use crate::plugin::host::addr::AddressPolicy;
+use crate::plugin::host::credentials::{self, Injection, Origin};
 use crate::plugin::host::host_pattern::most_specific;
 use crate::plugin::state::HttpState;
 
@@ -29,7 +37,7 @@ impl HasData for Data {
 const MAX_REQUESTS: u32 = 50;
 const MAX_REQUEST_BODY: usize = 4 * 1024 * 1024;
 /// Hop-by-hop and framing headers the host owns.
-const RESERVED: &[&str] =
+pub const RESERVED: &[&str] =
     &["host", "connection", "content-length", "transfer-encoding", "upgrade", "te", "trailer", "keep-alive", "proxy-authorization", "proxy-connection"];
 
 struct Target {
@@ -63,7 +71,7 @@ impl HttpState {
     /// The addresses to connect to: the literal, or every DNS answer, each of which must pass
     /// the address check. One refused answer refuses the name: a name that mixes allowed and
     /// refused addresses is how rebinding starts, and its zone's owner picks the mix.
-    async fn resolve(&self, t: &Target, allow_private: bool) -> Result<Vec<SocketAddr>, HttpError> {
+    async fn resolve(&self, t: &Target, policy: &AddressPolicy, allow_private: bool) -> Result<Vec<SocketAddr>, HttpError> {
         let addrs: Vec<SocketAddr> = match t.ip {
             Some(ip) => vec![SocketAddr::new(ip, t.port)],
             None => tokio::net::lookup_host((t.host.as_str(), t.port))
@@ -75,7 +83,7 @@ impl HttpState {
             return Err(HttpError::DnsFailed(t.host.clone()));
         }
         for a in &addrs {
-            if let Err(denied) = self.addresses.check(a.ip(), allow_private) {
+            if let Err(denied) = policy.check(a.ip(), allow_private) {
                 // Scheme, host and port only: the path and query may carry the plugin's secrets.
                 tracing::warn!(request_id = %self.request_id, org_id = %self.org, plugin = %self.plugin,
                     scheme = %t.scheme, host = %t.host, port = t.port, address = %denied.ip, allow_private,
@@ -177,7 +185,7 @@ impl Host for HttpState {
 }
 
 impl HttpState {
-    async fn send_inner(&mut self, req: OutgoingRequest) -> Result<IncomingResponse, HttpError> {
+    async fn send_inner(&mut self, mut req: OutgoingRequest) -> Result<IncomingResponse, HttpError> {
         self.requests += 1;
         if self.requests > MAX_REQUESTS {
             return Err(HttpError::InvalidRequest(format!("more than {MAX_REQUESTS} requests in one invocation")));
@@ -185,15 +193,139 @@ impl HttpState {
         if req.body.len() > MAX_REQUEST_BODY {
             return Err(HttpError::InvalidRequest("request body too large".into()));
         }
-        let t = parse_url(&req.url)?;
-        let allow_private = most_specific(&self.grants.hosts, &t.scheme, &t.host, t.port)
-            .ok_or_else(|| HttpError::NotAllowed(format!("{}://{}:{}", t.scheme, t.host, t.port)))?
-            .allow_private;
+        let mut t = parse_url(&req.url)?;
         let timeout = self.grants.http_timeout;
         let work = async {
-            let addrs = self.resolve(&t, allow_private).await?;
-            self.exchange(&t, &addrs, req).await
+            let origin = Origin { scheme: t.scheme.clone(), host: t.host.clone(), port: t.port };
+            let found = self.injection_for(&origin).await;
+            let source = self.credentials.clone();
+            let (injection, policy, allow_private) = match (found.injection, source.as_deref()) {
+                (Some(injection), Some(source)) => {
+                    let (policy, allow_private) = source.addresses();
+                    (Some(injection), policy, allow_private)
+                }
+                _ => {
+                    let pattern = most_specific(&self.grants.hosts, &t.scheme, &t.host, t.port).ok_or_else(|| {
+                        if found.lookup_failed {
+                            HttpError::ConnectFailed("provider credentials are unavailable; try again".into())
+                        } else if found.unconfigured {
+                            HttpError::NotAllowed("provider not configured for this org".into())
+                        } else {
+                            HttpError::NotAllowed(format!("{}://{}:{}", t.scheme, t.host, t.port))
+                        }
+                    })?;
+                    (None, &*self.addresses, pattern.allow_private)
+                }
+            };
+            let Some(injection) = injection else {
+                let addrs = self.resolve(&t, policy, allow_private).await?;
+                return self.exchange(&t, &addrs, req).await;
+            };
+            if let Some(pace) = injection.pace {
+                if let Err(wait) = self.pacer.check(self.org, &injection.provider, pace) {
+                    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                    tracing::info!(request_id = %self.request_id, org_id = %self.org, plugin = %self.plugin,
+                        provider = %injection.provider, retry_after = secs, "provider_call_paced");
+                    return Ok(paced(secs.max(1)));
+                }
+            }
+            inject(&mut t, &mut req, &injection);
+            let addrs = self.resolve(&t, policy, allow_private).await?;
+            let mut resp = self.exchange(&t, &addrs, req).await?;
+            let needles = injection.needles();
+            credentials::redact(&mut resp.body, &needles);
+            for h in &mut resp.headers {
+                let mut value = std::mem::take(&mut h.value).into_bytes();
+                credentials::redact(&mut value, &needles);
+                h.value = String::from_utf8_lossy(&value).into_owned();
+            }
+            // Scheme, host and port only: the query carries the credential.
+            tracing::info!(request_id = %self.request_id, org_id = %self.org, plugin = %self.plugin,
+                provider = %injection.provider, scheme = %t.scheme, host = %t.host, port = t.port,
+                status = resp.status, "provider_call");
+            Ok(resp)
         };
         tokio::time::timeout(timeout, work).await.unwrap_or(Err(HttpError::Timeout))
+    }
+
+    /// The credentials to add for a request to `origin`: those of the granted provider whose
+    /// configured origin it is, if any.
+    async fn injection_for(&self, origin: &Origin) -> Found {
+        let mut found = Found { injection: None, unconfigured: false, lookup_failed: false };
+        if self.grants.credentials.is_empty() {
+            return found;
+        }
+        let Some(source) = self.credentials.clone() else {
+            found.unconfigured = true;
+            return found;
+        };
+        let mut seen: Vec<&str> = Vec::new();
+        for g in &self.grants.credentials {
+            if seen.contains(&g.provider.as_str()) {
+                continue;
+            }
+            seen.push(&g.provider);
+            let access = match source.access(self.org, &g.provider).await {
+                Ok(Some(a)) => a,
+                Ok(None) => {
+                    found.unconfigured = true;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(request_id = %self.request_id, org_id = %self.org, plugin = %self.plugin,
+                        provider = %g.provider, error = %e, "provider_credentials_unavailable");
+                    found.lookup_failed = true;
+                    continue;
+                }
+            };
+            if access.origin != *origin {
+                continue;
+            }
+            let items = self
+                .grants
+                .credentials
+                .iter()
+                .filter(|c| c.provider == g.provider)
+                .filter_map(|c| access.secrets.get(&c.name).map(|s| (c.inject.clone(), s.clone())))
+                .collect();
+            found.injection = Some(Injection { provider: g.provider.clone(), pace: g.pace, items });
+            return found;
+        }
+        found
+    }
+}
+
+/// What [`HttpState::injection_for`] found.
+struct Found {
+    injection: Option<Injection>,
+    /// A granted provider has no configuration for this org.
+    unconfigured: bool,
+    /// A granted provider's configuration could not be read.
+    lookup_failed: bool,
+}
+
+/// Puts the credentials where their grants say, replacing what the plugin put there. Headers
+/// go first, so the cap on the plugin's headers cannot crowd them out.
+fn inject(t: &mut Target, req: &mut OutgoingRequest, injection: &Injection) {
+    for (inject, secret) in &injection.items {
+        match inject {
+            Inject::Query(name) => t.path = credentials::set_query(&t.path, name, secret.expose()),
+            Inject::Header(name) => {
+                req.headers.retain(|h| !h.name.eq_ignore_ascii_case(name));
+                req.headers.insert(0, Header { name: name.clone(), value: secret.expose().to_string() });
+            }
+        }
+    }
+}
+
+/// The answer to a call over its provider's pace: what the provider would say.
+fn paced(retry_after_secs: u64) -> IncomingResponse {
+    IncomingResponse {
+        status: 429,
+        headers: vec![
+            Header { name: "retry-after".into(), value: retry_after_secs.to_string() },
+            Header { name: "content-type".into(), value: "application/json".into() },
+        ],
+        body: br#"{"error":"paced by the gateway: over the provider's rate for this org"}"#.to_vec(),
     }
 }
