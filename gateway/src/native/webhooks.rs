@@ -215,22 +215,26 @@ pub fn identify(webhook_id: Option<&str>, body: &[u8], provider: &Provider) -> R
                 ApiError::new(Code::InvalidJson, "request body is not valid JSON")
                     .with_details(json!({ "line": e.line(), "column": e.column() }))
             })?;
-            let field = provider.event_key.join(",");
-            let key = webhooks::event_key(&json, &provider.event_key).ok_or_else(|| {
+            let spec = &provider.event_key;
+            let (key, from) = webhooks::find_event_key(&json, body, spec).ok_or_else(|| {
+                let field = spec.alternatives.iter().map(|a| a.join(",")).collect::<Vec<_>>().join(" | ");
                 ApiError::new(Code::ValidationFailed, "the body lacks the fields that identify the event")
                     .with_details(json!([{ "field": field, "problem": "must be non-empty strings or numbers" }]))
             })?;
-            printable(&field, &key)?;
+            if let Some(pointers) = from {
+                printable(&pointers.join(","), &key)?;
+            }
             (key, Some(json))
         }
     };
-    let event_type = match (&provider.event_type, &json) {
-        (Some(ptr), Some(j)) => webhooks::text_at(j, ptr),
-        _ => None,
+    let event_type = match &json {
+        Some(j) => webhooks::event_type(j, &provider.event_type),
+        None => None,
     };
-    if let (Some(t), Some(ptr)) = (&event_type, &provider.event_type) {
+    if let Some((t, ptr)) = &event_type {
         printable(ptr, t)?;
     }
+    let event_type = event_type.map(|(t, _)| t);
     Ok(Identity { event_key, event_type })
 }
 
@@ -309,8 +313,8 @@ mod tests {
             name: "generic".into(),
             route: "webhook_generic".into(),
             signature_header: Some("x-webhook-signature".into()),
-            event_key: vec!["/id".into(), "/type".into()],
-            event_type: Some("/type".into()),
+            event_key: crate::policy::EventKey::all_of(&["/id", "/type"]),
+            event_type: vec!["/type".into()],
             max_attempts: 5,
             retry_base_ms: 1000,
             capability: None,
@@ -349,5 +353,23 @@ mod tests {
         // Not JSON, or no key: as before.
         assert_eq!(identify(None, b"nope", &p).unwrap_err().code, Code::InvalidJson);
         assert_eq!(refused(identify(None, br#"{"id": "m1"}"#, &p)), (400, "/id,/type".into()));
+    }
+
+    #[test]
+    fn alternatives_fall_back_to_the_body_hash_and_types_to_the_next_pointer() {
+        let p = Provider {
+            event_key: crate::policy::EventKey::first_of(&[&["/reply_message/message_id", "/event_type"], &["/stats_id", "/event"]]),
+            event_type: vec!["/event_type".into(), "/event".into()],
+            ..generic()
+        };
+        let old = br#"{"event": "EMAIL_REPLIED", "stats_id": "s1"}"#;
+        assert_eq!(identify(None, old, &p).unwrap(), Identity { event_key: "s1:EMAIL_REPLIED".into(), event_type: Some("EMAIL_REPLIED".into()) });
+        let click = br#"{"event_type": "EMAIL_LINK_CLICK"}"#;
+        let i = identify(None, click, &p).unwrap();
+        assert!(i.event_key.starts_with("sha256:") && i.event_key.len() == 7 + 64, "{i:?}");
+        assert_eq!(identify(None, click, &p).unwrap(), i);
+        // A control character in the alternative that matched names that alternative.
+        assert_eq!(refused(identify(None, br#"{"event": "E", "stats_id": "s\u0001"}"#, &p)), (400, "/stats_id,/event".into()));
+        assert_eq!(identify(None, b"not json", &p).unwrap_err().code, Code::InvalidJson);
     }
 }

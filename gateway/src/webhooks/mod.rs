@@ -141,24 +141,43 @@ impl Endpoints {
     }
 }
 
-/// The event key of an `hmac-sha256` delivery: the values at the provider's JSON pointers,
-/// joined by `:` (seed 000's `providerMessageId:eventType`). `None` when one is missing.
+/// One alternative of an event key: the values at these JSON pointers, joined by `:` (seed
+/// 000's `providerMessageId:eventType`). `None` when one is missing, null, empty or not a
+/// scalar, or when the key would be longer than the 512 bytes a key may hold.
 pub fn event_key(body: &Value, pointers: &[String]) -> Option<String> {
     let mut parts = Vec::with_capacity(pointers.len());
     for p in pointers {
         match body.pointer(p)? {
             Value::String(s) if !s.is_empty() => parts.push(s.clone()),
             Value::Number(n) => parts.push(n.to_string()),
+            Value::Bool(b) => parts.push(b.to_string()),
             _ => return None,
         }
     }
     let key = parts.join(":");
-    (key.len() <= 512).then_some(key)
+    (!key.is_empty() && key.len() <= 512).then_some(key)
+}
+
+/// The event key of a delivery without a `webhook-id`, with the pointers it came from: the
+/// first alternative of `spec` whose values are all present; else, when `spec` allows it,
+/// `sha256:<hex of the raw body>` (pointers `None`), so that a repeat of the same delivery is
+/// still recognised. `None`: no alternative matched and there is no fallback.
+pub fn find_event_key<'s>(json: &Value, raw: &[u8], spec: &'s crate::policy::EventKey) -> Option<(String, Option<&'s [String]>)> {
+    use sha2::Digest;
+    if let Some((key, alt)) = spec.alternatives.iter().find_map(|alt| event_key(json, alt).map(|k| (k, alt))) {
+        return Some((key, Some(alt.as_slice())));
+    }
+    spec.body_hash_fallback.then(|| (format!("sha256:{}", hex::encode(sha2::Sha256::digest(raw))), None))
 }
 
 /// A short text value at a JSON pointer (event types), if any.
 pub fn text_at(body: &Value, pointer: &str) -> Option<String> {
-    body.pointer(pointer).and_then(Value::as_str).filter(|s| s.len() <= 200).map(str::to_string)
+    body.pointer(pointer).and_then(Value::as_str).filter(|s| !s.is_empty() && s.len() <= 200).map(str::to_string)
+}
+
+/// The event type: the text at the first of `pointers` that holds one, with that pointer.
+pub fn event_type<'p>(body: &Value, pointers: &'p [String]) -> Option<(String, &'p str)> {
+    pointers.iter().find_map(|p| text_at(body, p).map(|t| (t, p.as_str())))
 }
 
 #[cfg(test)]
@@ -183,5 +202,46 @@ mod tests {
         assert_eq!(event_key(&body, &ptrs(&["/message_id", "/event/type"])).as_deref(), Some("m1:reply"));
         assert_eq!(event_key(&body, &ptrs(&["/n"])).as_deref(), Some("3"));
         assert_eq!(event_key(&body, &ptrs(&["/message_id", "/missing"])), None);
+    }
+
+    #[test]
+    fn the_first_complete_alternative_wins_then_the_body_hash() {
+        use crate::policy::EventKey;
+        let spec = EventKey::first_of(&[
+            &["/reply_message/message_id", "/event_type"],
+            &["/reply_message/message_id", "/event"],
+            &["/stats_id", "/event_type"],
+            &["/stats_id", "/event"],
+        ]);
+        let key = |v: Value| find_event_key(&v, v.to_string().as_bytes(), &spec).map(|(k, _)| k);
+        let reply = serde_json::json!({"event_type": "EMAIL_REPLY", "stats_id": "s1", "reply_message": {"message_id": "<m1@x>"}});
+        assert_eq!(key(reply).as_deref(), Some("<m1@x>:EMAIL_REPLY"));
+        // The older spelling: `event` instead of `event_type`.
+        let old = serde_json::json!({"event": "EMAIL_REPLIED", "reply_message": {"message_id": "<m1@x>"}});
+        assert_eq!(key(old).as_deref(), Some("<m1@x>:EMAIL_REPLIED"));
+        // No message id (opens, clicks): the stats id; a null counts as absent.
+        let open = serde_json::json!({"event_type": "EMAIL_OPEN", "stats_id": "s9", "reply_message": {"message_id": null}});
+        assert_eq!(key(open).as_deref(), Some("s9:EMAIL_OPEN"));
+        // Nothing identifying: the hash of the exact bytes, the same for the same bytes.
+        let raw = br#"{"event_type":"EMAIL_LINK_CLICK","campaign_id":7}"#;
+        let v: Value = serde_json::from_slice(raw).unwrap();
+        let (k1, from) = find_event_key(&v, raw, &spec).unwrap();
+        assert_eq!(from, None);
+        assert_eq!(k1, format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(raw))));
+        assert_eq!(find_event_key(&v, raw, &spec).unwrap().0, k1);
+        assert_ne!(find_event_key(&v, br#"{"event_type":"EMAIL_LINK_CLICK","campaign_id":8}"#, &spec).unwrap().0, k1);
+        // The flat form has no fallback.
+        assert_eq!(find_event_key(&v, raw, &EventKey::all_of(&["/id"])), None);
+        assert_eq!(find_event_key(&serde_json::json!({"id": 5}), b"", &EventKey::all_of(&["/id"])).map(|(k, _)| k).as_deref(), Some("5"));
+    }
+
+    #[test]
+    fn event_types_take_the_first_pointer_present() {
+        let ptrs = vec!["/event_type".to_string(), "/event".to_string()];
+        let v = serde_json::json!({"event": "EMAIL_REPLIED"});
+        assert_eq!(event_type(&v, &ptrs), Some(("EMAIL_REPLIED".to_string(), "/event")));
+        let v = serde_json::json!({"event_type": "EMAIL_REPLY", "event": "x"});
+        assert_eq!(event_type(&v, &ptrs), Some(("EMAIL_REPLY".to_string(), "/event_type")));
+        assert_eq!(event_type(&serde_json::json!({"event_type": null}), &ptrs), None);
     }
 }
