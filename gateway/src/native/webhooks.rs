@@ -26,14 +26,18 @@ fn org(call: &Call<'_>) -> Result<uuid::Uuid, ApiError> {
 #[derive(Deserialize)]
 struct CreateEndpoint {
     provider: String,
-    scheme: String,
+    #[serde(default)]
+    scheme: Option<String>,
+    #[serde(default)]
+    secret: Option<String>,
 }
 
-/// `POST /v1/webhook-endpoints {"provider", "scheme"}` → 201 with the secret, shown once.
+/// `POST /v1/webhook-endpoints {"provider", "scheme"?, "secret"?}` → 201 with the secret (and,
+/// for `url-token`, the delivery path that carries it), shown once.
 pub async fn create_endpoint(call: Call<'_>) -> Result<Reply, ApiError> {
     let org = org(&call)?;
-    let CreateEndpoint { provider, scheme } = parse(&call)?;
-    let (provider_name, scheme_text) = (provider.as_str(), scheme.as_str());
+    let CreateEndpoint { provider, scheme, secret } = parse(&call)?;
+    let provider_name = provider.as_str();
     let routing = call.state.routing();
     let policies = &routing.policies;
     let Some(provider) = policies.providers.get(provider_name) else {
@@ -41,23 +45,21 @@ pub async fn create_endpoint(call: Call<'_>) -> Result<Reply, ApiError> {
         known.sort();
         return Err(ApiError::invalid("provider", &format!("unknown provider (known: {})", known.join(", "))));
     };
-    let scheme = Scheme::parse(scheme_text)
-        .ok_or_else(|| ApiError::invalid("scheme", "must be \"standard-webhooks\" or \"hmac-sha256\""))?;
-    if scheme == Scheme::HmacSha256 && provider.signature_header.is_none() {
-        return Err(ApiError::invalid("scheme", "this provider signs with standard-webhooks only (no signature_header in its policy)"));
-    }
+    // Checked before a transaction is opened: bad input writes nothing.
+    webhooks::endpoint_scheme(provider, scheme.as_deref(), secret.as_deref())?;
     let mut tx = db::begin_tenant(&call.state.pool, org, call.caller.role.into()).await?;
-    let id = db::webhooks::create_endpoint(&mut tx, provider_name, scheme.as_str(), call.caller.user).await?;
-    let (secret, key) = webhooks::generate_secret(scheme);
-    db::webhooks::add_secret(&mut tx, id, &call.state.endpoints.key().seal(id, &key)).await?;
+    let created = webhooks::create_endpoint(&mut tx, call.state.endpoints.key(), provider, scheme.as_deref(), secret.as_deref(), call.caller.user).await?;
     tx.commit().await?;
+    let (id, scheme) = (created.id, created.scheme);
     tracing::info!(org_id = %org, endpoint_id = %id, provider = provider_name, scheme = scheme.as_str(), "webhook_endpoint_created");
     let mut body = json!({
-        "endpoint_id": id, "path": format!("/v1/webhooks/{id}"), "provider": provider_name,
-        "scheme": scheme.as_str(), "secret": secret,
+        "endpoint_id": id, "path": created.path, "provider": provider_name,
+        "scheme": scheme.as_str(), "secret": created.secret,
     });
-    if scheme == Scheme::HmacSha256 {
-        body["signature_header"] = json!(provider.signature_header);
+    match scheme {
+        Scheme::HmacSha256 => body["signature_header"] = json!(provider.signature_header),
+        Scheme::Smartlead => body["signature_header"] = json!(webhooks::verify::SMARTLEAD_SIGNATURE),
+        _ => {}
     }
     Ok(Reply::json(StatusCode::CREATED, body))
 }
@@ -104,13 +106,14 @@ pub async fn rotate_endpoint(call: Call<'_>) -> Result<Reply, ApiError> {
     db::webhooks::expire_secrets(&mut tx, id, until).await?;
     let (secret, key) = webhooks::generate_secret(scheme);
     db::webhooks::add_secret(&mut tx, id, &call.state.endpoints.key().seal(id, &key)).await?;
+    let path = webhooks::delivery_path(id, scheme, &secret);
     // Every replica drops its cached copy of the endpoint at commit.
     tx.notify_invalidate().await?;
     tx.commit().await?;
     // This replica at once, without waiting for its own notification to come back.
     call.state.endpoints.forget(id);
     tracing::info!(org_id = %org, endpoint_id = %id, grace_seconds = grace, "webhook_secret_rotated");
-    Ok(Reply::json(StatusCode::OK, json!({ "endpoint_id": id, "secret": secret, "previous_valid_until": until })))
+    Ok(Reply::json(StatusCode::OK, json!({ "endpoint_id": id, "path": path, "secret": secret, "previous_valid_until": until })))
 }
 
 /// `DELETE /v1/webhook-endpoints/{endpoint_id}`: disables the endpoint (deliveries get 404).

@@ -1,7 +1,9 @@
 //! Webhook ingress: endpoints, their secrets, and what a delivery must prove.
 //!
-//! An endpoint belongs to one org and one provider (from `policies/`), and signs with one
-//! scheme: `standard-webhooks` or `hmac-sha256` (a provider header over the raw body). The
+//! An endpoint belongs to one org and one provider (from `policies/`), and is verified with
+//! one scheme: `standard-webhooks`, `hmac-sha256` (a provider header over the raw body),
+//! `smartlead` (its signature header or the body's `secret_key`) or `url-token` (a
+//! `?secret=` in the delivery URL, for providers that do not sign). The
 //! endpoint, never the payload, decides the org. Secrets are shown once and kept sealed
 //! ([`seal`]); [`verify`] checks deliveries; [`Endpoints`] keeps resolved endpoints in memory
 //! for a few seconds, cleared across replicas by the same `NOTIFY` as credentials.
@@ -23,13 +25,16 @@ use uuid::Uuid;
 
 use crate::cache::TtlCache;
 use crate::db;
-use crate::error::Result;
+use crate::error::{ApiError, Result};
+use crate::policy::Provider;
 use seal::SecretKey;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
     StandardWebhooks,
     HmacSha256,
+    Smartlead,
+    UrlToken,
 }
 
 impl Scheme {
@@ -37,6 +42,8 @@ impl Scheme {
         match s {
             "standard-webhooks" => Some(Scheme::StandardWebhooks),
             "hmac-sha256" => Some(Scheme::HmacSha256),
+            "smartlead" => Some(Scheme::Smartlead),
+            "url-token" => Some(Scheme::UrlToken),
             _ => None,
         }
     }
@@ -44,6 +51,8 @@ impl Scheme {
         match self {
             Scheme::StandardWebhooks => "standard-webhooks",
             Scheme::HmacSha256 => "hmac-sha256",
+            Scheme::Smartlead => "smartlead",
+            Scheme::UrlToken => "url-token",
         }
     }
 }
@@ -51,8 +60,8 @@ impl Scheme {
 /// A fresh secret as shown to the tenant, and the HMAC key it stands for.
 ///
 /// `standard-webhooks`: `whsec_` + base64 of 32 random bytes; the key is those bytes.
-/// `hmac-sha256`: 64 hex characters; the key is that text (providers configure it as a
-/// string and use its bytes).
+/// `hmac-sha256`, `smartlead`, `url-token`: 64 hex characters; the key is that text
+/// (providers configure it as a string and use its bytes; hex needs no escaping in a URL).
 pub fn generate_secret(scheme: Scheme) -> (String, Vec<u8>) {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -60,12 +69,97 @@ pub fn generate_secret(scheme: Scheme) -> (String, Vec<u8>) {
         Scheme::StandardWebhooks => {
             (format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(bytes)), bytes.to_vec())
         }
-        Scheme::HmacSha256 => {
+        Scheme::HmacSha256 | Scheme::Smartlead | Scheme::UrlToken => {
             let text = hex::encode(bytes);
             let key = text.clone().into_bytes();
             (text, key)
         }
     }
+}
+
+/// The path a provider delivers to: `/v1/webhooks/{id}`, plus `?secret=<token>` for
+/// `url-token` (which makes the path itself a secret: show it once, never log it).
+pub fn delivery_path(id: Uuid, scheme: Scheme, secret: &str) -> String {
+    match scheme {
+        Scheme::UrlToken => format!("/v1/webhooks/{id}?secret={secret}"),
+        _ => format!("/v1/webhooks/{id}"),
+    }
+}
+
+/// Which scheme an endpoint for `provider` gets, given what the caller asked for: `scheme`
+/// (default: the provider's `verify`) and, for `smartlead` only, the caller's own `secret`
+/// (Smartlead's is typed into Smartlead's UI, so the gateway must accept it, not choose it).
+pub fn endpoint_scheme(provider: &Provider, scheme: Option<&str>, secret: Option<&str>) -> Result<Scheme, ApiError> {
+    let text = scheme.or(provider.verify.as_deref()).ok_or_else(|| ApiError::invalid("scheme", "is required (this provider's policy names no verify scheme)"))?;
+    let scheme = Scheme::parse(text).ok_or_else(|| {
+        ApiError::invalid("scheme", "must be \"standard-webhooks\", \"hmac-sha256\", \"smartlead\" or \"url-token\"")
+    })?;
+    match scheme {
+        Scheme::StandardWebhooks => {}
+        Scheme::HmacSha256 if provider.signature_header.is_none() => {
+            return Err(ApiError::invalid("scheme", "this provider signs with standard-webhooks only (no signature_header in its policy)"));
+        }
+        Scheme::HmacSha256 => {}
+        Scheme::Smartlead | Scheme::UrlToken if provider.verify.as_deref() != Some(scheme.as_str()) => {
+            return Err(ApiError::invalid("scheme", &format!("{text} is only for providers whose policy says verify = \"{text}\"")));
+        }
+        Scheme::Smartlead | Scheme::UrlToken => {}
+    }
+    if let Some(s) = secret {
+        if scheme != Scheme::Smartlead {
+            return Err(ApiError::invalid("secret", "can only be given for the smartlead scheme (other secrets are generated)"));
+        }
+        if !(MIN_GIVEN_SECRET..=MAX_GIVEN_SECRET).contains(&s.len()) || !s.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ApiError::invalid("secret", "must be 16 to 256 visible ASCII characters (no spaces)"));
+        }
+    }
+    Ok(scheme)
+}
+
+const MIN_GIVEN_SECRET: usize = 16;
+const MAX_GIVEN_SECRET: usize = 256;
+
+/// An endpoint just created, and its secret: shown once, never again.
+#[derive(Debug, Clone)]
+pub struct NewEndpoint {
+    pub id: Uuid,
+    pub scheme: Scheme,
+    pub secret: String,
+    /// Where the provider delivers ([`delivery_path`]): with the token for `url-token`.
+    pub path: String,
+}
+
+/// Creates a webhook endpoint for `provider` in the transaction's org, with its first secret
+/// (`secret`, for `smartlead` only, or a generated one), sealed under `key`. Nothing is
+/// visible before the caller commits `tx`. Used by `POST /v1/webhook-endpoints` and by
+/// provisioning; `scheme` `None` takes the provider's `verify`. Bad combinations are 400
+/// `VALIDATION_FAILED` (see [`endpoint_scheme`]).
+pub async fn create_endpoint(
+    tx: &mut db::TenantTx,
+    key: &SecretKey,
+    provider: &Provider,
+    scheme: Option<&str>,
+    secret: Option<&str>,
+    created_by: Option<Uuid>,
+) -> Result<NewEndpoint, ApiError> {
+    let scheme = endpoint_scheme(provider, scheme, secret)?;
+    let id = db::webhooks::create_endpoint(tx, &provider.name, scheme.as_str(), created_by).await?;
+    let (secret, hmac_key) = match secret {
+        Some(s) => (s.to_string(), s.as_bytes().to_vec()),
+        None => generate_secret(scheme),
+    };
+    db::webhooks::add_secret(tx, id, &key.seal(id, &hmac_key)).await?;
+    Ok(NewEndpoint { id, scheme, path: delivery_path(id, scheme, &secret), secret })
+}
+
+/// The delivery path of an existing active endpoint of this org, with its newest secret for
+/// `url-token` (for provisioning, which registers the URL at the provider again); `None` for
+/// an unknown or disabled endpoint. The answer may hold a secret: never log it.
+pub async fn current_delivery_path(tx: &mut db::TenantTx, key: &SecretKey, id: Uuid) -> Result<Option<String>, ApiError> {
+    let Some((scheme, sealed)) = db::webhooks::newest_secret(tx, id).await? else { return Ok(None) };
+    let scheme = Scheme::parse(&scheme).ok_or_else(|| ApiError::new(crate::error::Code::Internal, "unknown webhook scheme"))?;
+    let secret = key.open(id, &sealed).ok_or_else(|| ApiError::new(crate::error::Code::Internal, "a webhook secret does not open"))?;
+    Ok(Some(delivery_path(id, scheme, &String::from_utf8_lossy(&secret))))
 }
 
 /// An endpoint as ingress sees it.
