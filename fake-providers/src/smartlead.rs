@@ -498,7 +498,8 @@ impl Inner {
                 Answer::json(200, json!({"ok": true}))
             }
             ("GET", ["leads"]) => {
-                let email = call.query_param("email").unwrap_or_default().replace("%40", "@").to_lowercase();
+                let query = call.query.as_deref().unwrap_or_default().as_bytes();
+                let email = form_urlencoded::parse(query).find(|(k, _)| k == "email").map(|(_, v)| v.to_lowercase()).unwrap_or_default();
                 let found = st.campaigns.values().flat_map(|c| &c.leads).find(|l| l.email == email);
                 Answer::json(200, found.map(|l| lead_json(l)["lead"].clone()).unwrap_or_else(|| json!({})))
             }

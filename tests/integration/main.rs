@@ -14,6 +14,7 @@ mod metrics;
 mod neighbours;
 mod limits;
 mod outbound;
+mod provider_webhooks;
 mod registry;
 mod rls;
 mod webhooks;
