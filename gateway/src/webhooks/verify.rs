@@ -101,12 +101,11 @@ pub fn smartlead(keys: &[&[u8]], headers: &HeaderMap, body: &[u8]) -> Result<(),
     if hmac_hex(keys, headers, SMARTLEAD_SIGNATURE, body).is_ok() {
         return Ok(());
     }
-    #[derive(serde::Deserialize)]
-    struct BodySecret {
-        secret_key: Option<String>,
-    }
-    match serde_json::from_slice::<BodySecret>(body) {
-        Ok(BodySecret { secret_key: Some(claimed) }) if !claimed.is_empty() && equals_a_key(keys, claimed.as_bytes()) => Ok(()),
+    // An object, read as a map: a derived struct would also take `["<secret>"]` (serde reads
+    // structs from sequences), which is not where Smartlead puts it (found by fuzzing).
+    let claimed = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body).ok();
+    match claimed.as_ref().and_then(|m| m.get("secret_key")?.as_str()) {
+        Some(claimed) if !claimed.is_empty() && equals_a_key(keys, claimed.as_bytes()) => Ok(()),
         _ => Err(Rejection::Invalid),
     }
 }
@@ -203,7 +202,7 @@ mod tests {
         assert_eq!(smartlead(&[new], &headers(&[(SMARTLEAD_SIGNATURE, &sig)]), unsecret), Err(Rejection::Invalid));
         assert_eq!(smartlead(&[old], &headers(&[(SMARTLEAD_SIGNATURE, &sig)]), br#"{"event_type":"EMAIL_CLICK"}"#), Err(Rejection::Invalid));
         // Nothing, a wrong or empty secret, a secret that is a prefix, not JSON, not a string.
-        for bad in [&br#"{}"#[..], br#"{"secret_key":""}"#, br#"{"secret_key":"old-secret"}"#, b"nope", br#"{"secret_key":1}"#, br#"[1]"#] {
+        for bad in [&br#"{}"#[..], br#"{"secret_key":""}"#, br#"{"secret_key":"old-secret"}"#, b"nope", br#"{"secret_key":1}"#, br#"[1]"#, br#"["old-secret-0123456789"]"#] {
             assert_eq!(smartlead(&[old], &headers(&[]), bad), Err(Rejection::Invalid), "{}", String::from_utf8_lossy(bad));
         }
     }
