@@ -232,14 +232,23 @@ async fn heyreach_url_tokens_are_checked_stored_once_and_never_logged() {
     let hook = json!({"webhookName": "gateway", "webhookUrl": url, "eventType": "MESSAGE_REPLY_RECEIVED", "campaignIds": []});
     fake_call(&format!("{}/webhooks/CreateWebhook", hr.base_url()), &hook).await;
     let sent = hr.deliver_to_registered(&heyreach::Event::reply(campaign, "https://www.linkedin.com/in/cat", "msg-3", "Yes")).await.unwrap();
-    let last = accepted(&sent[0].1);
+    accepted(&sent[0].1);
     let other_url = format!("http://{}{other_path}", gw.addr);
     accepted(&hr.deliver(&other_url, &reply).await.unwrap());
+
+    // A rotation shows the new token in the new path once; the old one lasts the grace period.
+    let r = gw.req("POST", &format!("/v1/webhook-endpoints/{ep}/rotate")).token(&acme).json(&json!({"grace_seconds": 0})).send().await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let new_token = r.json["secret"].as_str().unwrap().to_string();
+    assert_eq!(r.json["path"], format!("/v1/webhooks/{ep}?secret={new_token}"));
+    let rotated = heyreach::Event::reply(campaign, "https://www.linkedin.com/in/dan", "msg-4", "Later");
+    rejected(&hr.deliver(&url, &rotated).await.unwrap());
+    let last = accepted(&hr.deliver(&format!("{bare}?secret={new_token}"), &rotated).await.unwrap());
 
     // The token appears in no log line: not the access lines, not the rejections.
     let logs = logs_after(&gw, &last).await;
     assert!(logs.contains(&first) && logs.contains("webhook_rejected"), "the log has the deliveries");
-    for t in [&token, &other_token, &wrong] {
+    for t in [&token, &other_token, &wrong, &new_token] {
         assert!(!logs.contains(t.as_str()), "a URL token was logged");
     }
     assert!(!logs.contains("secret="), "a query string was logged");
