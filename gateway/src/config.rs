@@ -90,6 +90,10 @@ pub struct Config {
     /// `GATEWAY_METRICS_PER_ORG=1`: also count requests per org (`gateway_org_requests_total`);
     /// off by default, since every org adds series.
     pub metrics_per_org: bool,
+    /// `GATEWAY_PUBLIC_URL`: the gateway's base URL as providers reach it (`http(s)://host[:port]
+    /// [/prefix]`, no query): provisioning registers `<it>/v1/webhooks/{endpoint_id}`. Unset:
+    /// `http://<the bound listen address>`.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,6 +124,7 @@ struct FileConfig {
     max_connections_per_address: Option<usize>,
     metrics_listen: Option<String>,
     metrics_per_org: Option<bool>,
+    public_url: Option<String>,
 }
 
 fn number<T: std::str::FromStr>(env: &impl Fn(&str) -> Option<String>, key: &str, file: Option<T>, default: T) -> Result<T> {
@@ -213,7 +218,12 @@ impl Config {
             Some(_) => switch(&env, "GATEWAY_METRICS_PER_ORG")?,
             None => file.metrics_per_org.unwrap_or(false),
         };
+        let public_url = match env("GATEWAY_PUBLIC_URL").or(file.public_url) {
+            Some(u) => Some(public_url(&u)?),
+            None => None,
+        };
         Ok(Config {
+            public_url,
             listen,
             metrics_listen,
             metrics_per_org,
@@ -281,6 +291,22 @@ impl Config {
     }
 }
 
+/// A base URL providers can call: absolute http(s), a host, no credentials, query or fragment;
+/// kept without a trailing `/`.
+fn public_url(text: &str) -> Result<String> {
+    let bad = || Error::Config(format!("GATEWAY_PUBLIC_URL {text:?}: use http(s)://host[:port][/path], without query or credentials"));
+    let uri: http::Uri = text.parse().map_err(|_| bad())?;
+    let ok = matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.host().is_some_and(|h| !h.is_empty())
+        && uri.query().is_none()
+        && !uri.authority().is_some_and(|a| a.as_str().contains('@'))
+        && !text.contains('#');
+    if !ok {
+        return Err(bad());
+    }
+    Ok(text.trim_end_matches('/').to_string())
+}
+
 fn read_file(path: &Path) -> Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::io(format!("reading config {}", path.display()), e))?;
@@ -320,6 +346,18 @@ mod tests {
         assert!(c(Some("true")).unwrap().outbound_allow_loopback);
         let e = c(Some("yes")).unwrap_err().to_string();
         assert!(e.contains("GATEWAY_OUTBOUND_ALLOW_LOOPBACK"), "{e}");
+    }
+
+    #[test]
+    fn public_url_is_an_http_base_without_query_or_credentials() {
+        let c = |v: &'static str| Config::from_lookup(move |k| (k == "GATEWAY_PUBLIC_URL").then(|| v.to_string()));
+        assert_eq!(Config::from_lookup(|_| None).unwrap().public_url, None);
+        assert_eq!(c("https://gw.example.com/").unwrap().public_url.as_deref(), Some("https://gw.example.com"));
+        assert_eq!(c("http://10.0.0.5:8080/gw").unwrap().public_url.as_deref(), Some("http://10.0.0.5:8080/gw"));
+        for bad in ["gw.example.com", "ftp://gw.example.com", "https://u:p@gw.example.com", "https://gw.example.com/?a=1", "https://gw.example.com/#x"] {
+            let e = c(bad).unwrap_err().to_string();
+            assert!(e.contains("GATEWAY_PUBLIC_URL"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -14,6 +14,10 @@
 //! get the event id (`webhook-event-id`) and the attempt number (`x-job-attempt`) to stay
 //! idempotent.
 //!
+//! A `provider_sync` job runs the same way through its provider's adapter (see
+//! `provider_sync`); its adapter's 429 with `retry-after` defers the job without using up an
+//! attempt, and a dead one marks what it was about `failed`.
+//!
 //! Workers have their own pool (`GATEWAY_JOB_DB_CONNECTIONS`) and claim on a connection of
 //! their own: a backlog of slow adapters can never take the connections requests need.
 //!
@@ -248,6 +252,14 @@ struct Finished {
     ms: i64,
 }
 
+/// How a job's attempt ended when it did not fail.
+pub enum Ran {
+    /// Already recorded, in the runner's own transaction (with the adapter's effects).
+    Recorded(Attempt),
+    /// For the finisher to record.
+    Unrecorded(Attempt),
+}
+
 /// Runs one claimed job and hands the outcome to the finisher.
 async fn execute(state: &AppState, pool: &sqlx::PgPool, worker: &str, job: Claimed, event: Option<EventData>, finished: &mpsc::UnboundedSender<Finished>) {
     let started = Utc::now();
@@ -255,23 +267,26 @@ async fn execute(state: &AppState, pool: &sqlx::PgPool, worker: &str, job: Claim
     let done = Attempt { job: job.id, attempt: job.attempts, status: "done", error: None, retry_at: None, run_id, started };
     let outcome = if job.attempts > job.max_attempts {
         // Its last attempt's worker died holding the lease.
-        Err::<bool, _>("the last attempt did not finish (lease expired)".to_string())
+        Err::<Ran, _>("the last attempt did not finish (lease expired)".to_string())
     } else {
         match (job.kind.as_str(), event) {
-            ("webhook", Some(event)) => crate::webhooks::adapter::run(state, pool, worker, &job, &event, &done).await,
+            ("webhook", Some(event)) => crate::webhooks::adapter::run(state, pool, worker, &job, &event, &done)
+                .await
+                .map(|recorded| if recorded { Ran::Recorded(done.clone()) } else { Ran::Unrecorded(done.clone()) }),
             ("webhook", None) => Err("the event this job refers to is gone".to_string()),
+            (crate::provider_sync::KIND, _) => crate::provider_sync::run(state, pool, worker, &job, &done).await,
             (kind, _) => Err(format!("no runner for job kind {kind:?}")),
         }
     };
+    let ms = || (Utc::now() - started).num_milliseconds();
+    let recorded = |a: &Attempt| {
+        log_attempt(job.tenant_id, a, ms());
+        state.metrics.job_attempt(&job.kind, attempt_outcome(a));
+        state.jobs_wake.notify_waiters();
+    };
     let attempt = match outcome {
-        // Already recorded in the adapter's own transaction.
-        Ok(true) => {
-            log_attempt(job.tenant_id, &done, (Utc::now() - started).num_milliseconds());
-            state.metrics.job_attempt(&job.kind, attempt_outcome(&done));
-            state.jobs_wake.notify_waiters();
-            return;
-        }
-        Ok(false) => done,
+        Ok(Ran::Recorded(a)) => return recorded(&a),
+        Ok(Ran::Unrecorded(a)) => a,
         Err(error) if job.attempts < job.max_attempts => {
             let wait = backoff(job.retry_base_ms.max(1) as u32, job.attempts);
             let at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
@@ -279,7 +294,23 @@ async fn execute(state: &AppState, pool: &sqlx::PgPool, worker: &str, job: Claim
         }
         Err(error) => Attempt { status: "dead", error: Some(error), ..done },
     };
-    let _ = finished.send(Finished { org: job.tenant_id, kind: job.kind, attempt, ms: (Utc::now() - started).num_milliseconds() });
+    // A dead sync job also marks what it was about as failed, in the same transaction.
+    if attempt.status == "dead" && job.kind == crate::provider_sync::KIND {
+        match crate::provider_sync::bury(pool, worker, &job, &attempt).await {
+            Ok(true) => return recorded(&attempt),
+            Ok(false) => {
+                tracing::warn!(job_id = %job.id, org_id = %job.tenant_id, "job_lease_lost");
+                state.metrics.job_attempt(&job.kind, "lease_lost");
+                return;
+            }
+            // Left to its lease: it runs again, finds its attempts spent and is buried then.
+            Err(e) => {
+                tracing::error!(job_id = %job.id, org_id = %job.tenant_id, error = %crate::error::loggable(&e), "job_finish_failed");
+                return;
+            }
+        }
+    }
+    let _ = finished.send(Finished { org: job.tenant_id, kind: job.kind, attempt, ms: ms() });
 }
 
 /// `gateway_job_attempts_total`'s outcome for a recorded attempt.
@@ -287,6 +318,7 @@ fn attempt_outcome(a: &Attempt) -> &'static str {
     match a.status {
         "done" => "done",
         "pending" => "retry",
+        "deferred" => "deferred",
         _ => "dead",
     }
 }
@@ -295,6 +327,7 @@ fn log_attempt(org: Uuid, a: &Attempt, ms: i64) {
     match a.status {
         "done" => tracing::info!(job_id = %a.job, org_id = %org, run_id = %a.run_id, attempt = a.attempt, ms, "job_done"),
         "pending" => tracing::warn!(job_id = %a.job, org_id = %org, run_id = %a.run_id, attempt = a.attempt, ms, "job_failed_will_retry"),
+        "deferred" => tracing::info!(job_id = %a.job, org_id = %org, run_id = %a.run_id, attempt = a.attempt, ms, "job_deferred"),
         _ => tracing::warn!(job_id = %a.job, org_id = %org, run_id = %a.run_id, attempt = a.attempt, ms, "job_dead"),
     }
 }

@@ -32,6 +32,7 @@
 //! - [`native`]: handlers the gateway answers itself.
 //! - [`webhooks`]: webhook endpoints, sealed secrets, signature checks.
 //! - [`jobs`]: the job queue's workers (webhook processing through adapter plugins).
+//! - [`provider_sync`]: the campaigns API's provider calls, run as jobs through adapter plugins.
 //! - [`ops`]: administrative operations shared by HTTP and the CLI.
 //! - [`server`]: the hyper accept loop and graceful shutdown.
 //! - [`error`]: the library error and the HTTP error contract.
@@ -55,6 +56,7 @@ pub mod parse_errors;
 pub mod phases;
 pub mod plugin;
 pub mod policy;
+pub mod provider_sync;
 pub mod ratelimit;
 pub mod registry;
 pub mod role;

@@ -97,6 +97,7 @@ pub async fn serve(config: Config) -> Result<()> {
         .await
         .map_err(|e| Error::io(format!("binding {}", config.listen), e))?;
     let addr = listener.local_addr().map_err(|e| Error::io("local addr", e))?;
+    state.listening_on(addr);
     // Both listeners are bound before either address is written: a start-up that fails on
     // the second leaves no address behind for the CLI or a test to find.
     let metrics_task = match config.metrics_listen {

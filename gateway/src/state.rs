@@ -54,6 +54,9 @@ pub struct AppState {
     pub request_timeout: std::time::Duration,
     /// This process's metrics (served on `GATEWAY_METRICS_LISTEN`).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// `GATEWAY_PUBLIC_URL`, or `http://<bound address>` once listening: where providers send
+    /// webhooks.
+    public_url: std::sync::OnceLock<String>,
 }
 
 impl AppState {
@@ -86,6 +89,7 @@ impl AppState {
             jobs_wake: Arc::new(tokio::sync::Notify::new()),
             health: Arc::default(),
             request_timeout: std::time::Duration::from_millis(config.request_timeout_ms),
+            public_url: config.public_url.clone().map(std::sync::OnceLock::from).unwrap_or_default(),
         }
     }
 
@@ -109,6 +113,16 @@ impl AppState {
     /// The active version of a plugin; a request keeps the version it started with.
     pub fn plugin(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
         self.plugins.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// Sets the public URL from the bound address unless `GATEWAY_PUBLIC_URL` set it.
+    pub fn listening_on(&self, addr: std::net::SocketAddr) {
+        let _ = self.public_url.set(format!("http://{addr}"));
+    }
+
+    /// The gateway's public base URL, without a trailing `/`.
+    pub fn public_url(&self) -> &str {
+        self.public_url.get().map(String::as_str).unwrap_or("http://127.0.0.1:8080")
     }
 
     /// The current policies and their limiters; a request keeps the set it started with.

@@ -3,6 +3,7 @@
 mod harness;
 
 mod bad_input;
+mod campaigns;
 mod containment_leaks;
 mod contract;
 mod contract_wit;

@@ -30,6 +30,8 @@ pub struct Claimed {
     pub attempts: i32,
     pub max_attempts: i32,
     pub retry_base_ms: i32,
+    /// What a `provider_sync` job is to do (`{"op", ...}`); `None` for webhook jobs.
+    pub payload: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -97,7 +99,8 @@ pub async fn claim(conn: &mut ClaimConnection, worker: &str, batch: i64, org_cap
              UPDATE jobs SET status = 'processing', attempts = jobs.attempts + 1, \
                     run_at = now() + make_interval(secs => $3), locked_by = $4, updated_at = now() \
              FROM picked WHERE jobs.id = picked.id \
-             RETURNING jobs.id, jobs.tenant_id, jobs.kind, jobs.ref_id, jobs.attempts, jobs.max_attempts, jobs.retry_base_ms) \
+             RETURNING jobs.id, jobs.tenant_id, jobs.kind, jobs.ref_id, jobs.attempts, jobs.max_attempts, jobs.retry_base_ms, \
+                       jobs.payload) \
          SELECT u.*, e.provider AS event_provider, e.event_key, e.event_type, e.body AS event_body, \
                 e.content_type AS event_content_type \
          FROM u LEFT JOIN webhook_events e ON u.kind = 'webhook' AND e.tenant_id = u.tenant_id AND e.id = u.ref_id",
@@ -167,7 +170,8 @@ pub struct Attempt {
     pub job: Uuid,
     /// The attempt number the claim gave it (a re-claimed job has a higher one).
     pub attempt: i32,
-    /// `done`, `pending` (retry at `retry_at`) or `dead`.
+    /// `done`, `pending` (retry at `retry_at`), `dead`, or `deferred`: back to `pending` at
+    /// `retry_at` without using up the attempt (the provider said 429 with `retry-after`).
     pub status: &'static str,
     pub error: Option<String>,
     pub retry_at: Option<DateTime<Utc>>,
@@ -200,7 +204,9 @@ pub async fn finish_on(tx: &mut TenantTx, worker: &str, attempts: &[Attempt]) ->
              SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::text[], $6::timestamptz[], $7::uuid[], $8::timestamptz[]) \
                  AS t(id, attempt, status, error, retry_at, run_id, started)), \
          u AS ( \
-             UPDATE jobs j SET status = i.status, last_error = i.error, run_at = COALESCE(i.retry_at, j.run_at), \
+             UPDATE jobs j SET status = CASE WHEN i.status = 'deferred' THEN 'pending' ELSE i.status END, \
+                    attempts = j.attempts - CASE WHEN i.status = 'deferred' THEN 1 ELSE 0 END, \
+                    last_error = i.error, run_at = COALESCE(i.retry_at, j.run_at), \
                     locked_by = NULL, last_run_id = i.run_id, updated_at = now(), \
                     finished_at = CASE WHEN i.status IN ('done', 'dead') THEN now() END \
              FROM input i \

@@ -3,7 +3,9 @@
 
 mod admin;
 mod businesses;
+mod campaigns;
 mod plugins;
+mod provisioning;
 pub(crate) mod webhooks;
 mod whoami;
 
@@ -38,6 +40,23 @@ pub async fn call(handler: Native, call: Call<'_>) -> Result<Reply, ApiError> {
         Native::ListWebhookEvents => webhooks::list_events(call).await,
         Native::GetWebhookEvent => webhooks::get_event(call).await,
         Native::ReplayWebhookEvent => webhooks::replay_event(call).await,
+        Native::ListInboxes => campaigns::list_inboxes(call).await,
+        Native::CreateCampaign => campaigns::create(call).await,
+        Native::ListCampaigns => campaigns::list(call).await,
+        Native::GetCampaign => campaigns::get(call).await,
+        Native::SetCampaignStatus => campaigns::set_status(call).await,
+        Native::GetCampaignSequence => campaigns::get_sequence(call).await,
+        Native::SaveCampaignSequence => campaigns::save_sequence(call).await,
+        Native::AddCampaignLeads => campaigns::add_leads(call).await,
+        Native::ListCampaignLeads => campaigns::list_leads(call).await,
+        Native::CampaignLeadAction => campaigns::lead_action(call).await,
+        Native::ListCampaignReplies => campaigns::replies(call).await,
+        Native::ListLeadMessages => campaigns::lead_messages(call).await,
+        Native::CampaignAnalytics => campaigns::analytics(call).await,
+        Native::SetCapability => provisioning::set_capability(call).await,
+        Native::ListCapabilities => provisioning::list_capabilities(call).await,
+        Native::StartProvisioning => provisioning::start(call).await,
+        Native::GetProvisioning => provisioning::get(call).await,
     }
 }
 
@@ -55,6 +74,16 @@ fn parse<T: DeserializeOwned>(call: &Call<'_>) -> Result<T, ApiError> {
             let at = e.path().to_string();
             let field = if at == "." { field.to_string() } else { format!("{at}.{field}") };
             return ApiError::invalid(&field, "is required");
+        }
+        if let Some(field) = inner.strip_prefix("unknown field `").and_then(|f| f.split('`').next()) {
+            let at = e.path().to_string();
+            // The path may or may not already name the unknown key.
+            let field = match at.as_str() {
+                "." => field.to_string(),
+                a if a == field || a.ends_with(&format!(".{field}")) => at.clone(),
+                _ => format!("{at}.{field}"),
+            };
+            return ApiError::invalid(&field, "is not a known field");
         }
         let problem = match inner.split_once(", expected ") {
             Some((_, expected)) => format!("must be {expected}"),

@@ -313,10 +313,11 @@ fn plugin_err(what: &str, e: wasmtime::Error) -> Error {
 }
 
 /// Runs inside the invocation's transaction just before it commits (only when the plugin
-/// opened one and answered): `Ok(true)` commits, `Ok(false)` rolls everything back. Lets a
-/// caller make its own bookkeeping part of the plugin's all-or-nothing transaction.
+/// opened one and answered, with that answer): `Ok(true)` commits, `Ok(false)` rolls
+/// everything back. Lets a caller make its own bookkeeping part of the plugin's all-or-nothing
+/// transaction, and decide by the answer (a job runner recording a 429 differently).
 pub type BeforeCommit<'a> = Box<
-    dyn for<'c> FnOnce(&'c mut TenantTx) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool>> + Send + 'c>>
+    dyn for<'c> FnOnce(&'c mut TenantTx, &'c Response) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool>> + Send + 'c>>
         + Send
         + 'a,
 >;
@@ -620,7 +621,7 @@ async fn settle(
         return Outcome::AnsweredAfterFailedStatement;
     }
     if let Some(hook) = before_commit {
-        match hook(&mut tx).await {
+        match hook(&mut tx, &resp).await {
             Ok(true) => {}
             Ok(false) => {
                 let _ = tx.rollback().await;

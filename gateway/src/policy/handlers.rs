@@ -52,6 +52,23 @@ native_handlers! {
     ListWebhookEvents = "list_webhook_events",
     GetWebhookEvent = "get_webhook_event",
     ReplayWebhookEvent = "replay_webhook_event",
+    ListInboxes = "list_inboxes",
+    CreateCampaign = "create_campaign",
+    ListCampaigns = "list_campaigns",
+    GetCampaign = "get_campaign",
+    SetCampaignStatus = "set_campaign_status",
+    GetCampaignSequence = "get_campaign_sequence",
+    SaveCampaignSequence = "save_campaign_sequence",
+    AddCampaignLeads = "add_campaign_leads",
+    ListCampaignLeads = "list_campaign_leads",
+    CampaignLeadAction = "campaign_lead_action",
+    ListCampaignReplies = "list_campaign_replies",
+    ListLeadMessages = "list_lead_messages",
+    CampaignAnalytics = "campaign_analytics",
+    SetCapability = "set_capability",
+    ListCapabilities = "list_capabilities",
+    StartProvisioning = "start_provisioning",
+    GetProvisioning = "get_provisioning",
 }
 
 /// Every name, for messages.

@@ -194,9 +194,12 @@ fn build(name: String, p: &ProviderSpec, file: &str) -> std::result::Result<Prov
         if v == "hmac-sha256" && signature_header.is_none() {
             return Err("verify = \"hmac-sha256\" needs signature_header".into());
         }
-        if matches!(v.as_str(), "smartlead" | "url-token") && event_key.is_empty() {
-            return Err(format!("verify = {v:?} needs event_key (JSON pointers to the event's identity)"));
-        }
+    }
+    // A provider scheme without `event_key` keys its events by the body's hash alone, so that
+    // a repeated delivery is still recognised.
+    let mut event_key = event_key;
+    if matches!(p.verify.as_deref(), Some("smartlead" | "url-token")) && event_key.is_empty() {
+        event_key.body_hash_fallback = true;
     }
     if let Some(u) = &p.base_url {
         let uri: http::Uri = u.parse().map_err(|_| format!("base_url {u:?} is not a URL"))?;
@@ -246,7 +249,7 @@ mod tests {
         let alts = provider("verify = \"smartlead\"\nevent_key = [[\"/a\", \"/t\"], [\"/b\"]]\nevent_type = [\"/t\", \"/e\"]").unwrap();
         assert_eq!(alts.event_key, EventKey::first_of(&[&["/a", "/t"], &["/b"]]));
         assert_eq!(alts.event_type, vec!["/t".to_string(), "/e".to_string()]);
-        assert!(provider("verify = \"url-token\"").unwrap_err().to_string().contains("needs event_key"));
+        assert_eq!(provider("verify = \"url-token\"").unwrap().event_key, EventKey { alternatives: vec![], body_hash_fallback: true });
         assert!(provider("event_key = [[\"/a\"], []]").unwrap_err().to_string().contains("no pointers"));
         assert!(provider("event_key = [[\"a\"]]").unwrap_err().to_string().contains("JSON pointer"));
         assert!(provider("event_type = [\"/t\", \"e\"]").unwrap_err().to_string().contains("JSON pointer"));

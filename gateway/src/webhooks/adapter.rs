@@ -48,7 +48,7 @@ pub async fn run(
     let recorded = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (flag, done) = (recorded.clone(), done.clone());
     let worker = worker.to_string();
-    let before_commit: crate::plugin::BeforeCommit<'_> = Box::new(move |tx| {
+    let before_commit: crate::plugin::BeforeCommit<'_> = Box::new(move |tx, _answer| {
         Box::pin(async move {
             let ours = !jobs::finish_on(tx, &worker, std::slice::from_ref(&done)).await?.is_empty();
             flag.store(ours, std::sync::atomic::Ordering::Relaxed);
