@@ -7,8 +7,56 @@ use std::time::{Duration, Instant};
 use fake_providers::{heyreach, smartlead, FakeHeyreach, FakeSmartlead};
 use serde_json::{json, Value};
 
-use crate::harness::{assert_error, Gateway, Resp, TestDb};
+use crate::harness::{assert_error, policies_with, Gateway, GatewayOptions, Resp, TestDb};
 use gateway::webhooks::verify::sign_hex;
+
+/// The webhook half of the shipped `[providers.smartlead]` and `[providers.heyreach]`, under
+/// the same file name as the shipped one (which it replaces), with `echo` as the adapter: these
+/// tests are about verification and storage, not normalisation.
+const PROVIDERS: &str = r#"
+[providers.smartlead]
+route = "provider_smartlead"
+# `X-Smartlead-Signature: sha256=<hex HMAC of the body>` or the body's `secret_key`.
+verify = "smartlead"
+# Replies carry a message id; opens and clicks only a stats id; both spellings of the type
+# field (`event_type`, older `event`). Nothing at all: sha256 of the body.
+event_key = [
+    ["/reply_message/message_id", "/event_type"],
+    ["/reply_message/message_id", "/event"],
+    ["/stats_id", "/event_type"],
+    ["/stats_id", "/event"],
+]
+event_type = ["/event_type", "/event"]
+# Smartlead retries 3 times itself; ours are the adapter's attempts.
+max_attempts = 5
+retry_base_ms = 1000
+
+[providers.heyreach]
+route = "provider_heyreach"
+# HeyReach does not sign: the registered URL carries `?secret=<token>`.
+verify = "url-token"
+# Messages and replies carry a message id; connection and tag events none (the body's hash).
+event_key = [["/message/id", "/eventType"]]
+event_type = "/eventType"
+max_attempts = 5
+retry_base_ms = 1000
+
+[[route]]
+id = "provider_smartlead"
+internal = true
+target = "plugin:echo"
+
+[[route]]
+id = "provider_heyreach"
+internal = true
+target = "plugin:echo"
+"#;
+
+async fn start(db: &TestDb) -> Gateway {
+    let mut opts = GatewayOptions::new(db);
+    opts.policies = policies_with("providers.toml", PROVIDERS);
+    Gateway::start_with(opts).await
+}
 
 async fn admin(gw: &Gateway, name: &str) -> String {
     let org = gw.create_org(name, Some("unmetered")).await;
@@ -85,7 +133,7 @@ async fn logs_after(gw: &Gateway, needle: &str) -> String {
 #[tokio::test]
 async fn smartlead_signature_or_body_secret_both_spellings_and_stable_keys() {
     let db = TestDb::new().await;
-    let gw = Gateway::start(&db).await;
+    let gw = start(&db).await;
     let acme = admin(&gw, "Acme").await;
     let other = admin(&gw, "Other").await;
 
@@ -192,7 +240,7 @@ async fn fake_call(url: &str, body: &Value) -> Value {
 #[tokio::test]
 async fn heyreach_url_tokens_are_checked_stored_once_and_never_logged() {
     let db = TestDb::new().await;
-    let gw = Gateway::start(&db).await;
+    let gw = start(&db).await;
     let acme = admin(&gw, "Acme").await;
     let other = admin(&gw, "Other").await;
 
@@ -213,7 +261,7 @@ async fn heyreach_url_tokens_are_checked_stored_once_and_never_logged() {
     let reply = heyreach::Event::reply(campaign, "https://www.linkedin.com/in/ann", "msg-1", "Happy to chat");
     let first = accepted(&hr.deliver(&url, &reply).await.unwrap());
     duplicate(&hr.deliver(&url, &heyreach::Event::reply(campaign, "https://www.linkedin.com/in/ann", "msg-1", "Happy to chat")).await.unwrap());
-    // No message id: the profile, the time and the type identify it.
+    // No message id: the body's hash identifies it (a redelivery is the same bytes).
     let accepted_conn = heyreach::Event::other("CONNECTION_REQUEST_ACCEPTED", campaign, "https://www.linkedin.com/in/ann");
     accepted(&hr.deliver(&url, &accepted_conn).await.unwrap());
     duplicate(&hr.deliver(&url, &accepted_conn).await.unwrap());

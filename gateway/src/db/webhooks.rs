@@ -76,32 +76,6 @@ pub async fn endpoint_for_update(tx: &mut TenantTx, id: Uuid) -> Result<Option<E
     .await?)
 }
 
-/// The newest live secret of an active endpoint of this org, with the endpoint's scheme.
-pub async fn newest_secret(tx: &mut TenantTx, id: Uuid) -> Result<Option<(String, Vec<u8>)>> {
-    Ok(sqlx::query_as(
-        "SELECT e.scheme, s.sealed FROM webhook_endpoints e \
-         JOIN webhook_secrets s ON s.tenant_id = e.tenant_id AND s.endpoint_id = e.id \
-              AND (s.expires_at IS NULL OR s.expires_at > now()) \
-         WHERE e.tenant_id = $1 AND e.id = $2 AND e.disabled_at IS NULL ORDER BY s.id DESC LIMIT 1",
-    )
-    .bind(tx.org())
-    .bind(id)
-    .fetch_optional(tx.conn())
-    .await?)
-}
-
-/// The newest active endpoint of this org for `provider`, if any (provisioning reuses it).
-pub async fn active_endpoint_for(tx: &mut TenantTx, provider: &str) -> Result<Option<Uuid>> {
-    Ok(sqlx::query_scalar(
-        "SELECT id FROM webhook_endpoints WHERE tenant_id = $1 AND provider = $2 AND disabled_at IS NULL \
-         ORDER BY created_at DESC LIMIT 1",
-    )
-    .bind(tx.org())
-    .bind(provider)
-    .fetch_optional(tx.conn())
-    .await?)
-}
-
 pub async fn list_endpoints(tx: &mut TenantTx) -> Result<Vec<EndpointRow>> {
     Ok(sqlx::query_as(
         "SELECT id, provider, scheme, created_at, disabled_at FROM webhook_endpoints \

@@ -152,16 +152,6 @@ pub async fn create_endpoint(
     Ok(NewEndpoint { id, scheme, path: delivery_path(id, scheme, &secret), secret })
 }
 
-/// The delivery path of an existing active endpoint of this org, with its newest secret for
-/// `url-token` (for provisioning, which registers the URL at the provider again); `None` for
-/// an unknown or disabled endpoint. The answer may hold a secret: never log it.
-pub async fn current_delivery_path(tx: &mut db::TenantTx, key: &SecretKey, id: Uuid) -> Result<Option<String>, ApiError> {
-    let Some((scheme, sealed)) = db::webhooks::newest_secret(tx, id).await? else { return Ok(None) };
-    let scheme = Scheme::parse(&scheme).ok_or_else(|| ApiError::new(crate::error::Code::Internal, "unknown webhook scheme"))?;
-    let secret = key.open(id, &sealed).ok_or_else(|| ApiError::new(crate::error::Code::Internal, "a webhook secret does not open"))?;
-    Ok(Some(delivery_path(id, scheme, &String::from_utf8_lossy(&secret))))
-}
-
 /// An endpoint as ingress sees it.
 #[derive(Debug)]
 pub struct Endpoint {
