@@ -269,8 +269,11 @@ impl Inner {
             ("POST", "/campaign/GetAll" | "/campaign/GetAllCampaigns") => {
                 let offset = body.get("offset").and_then(Value::as_u64).unwrap_or(0) as usize;
                 let limit = body.get("limit").and_then(Value::as_u64).unwrap_or(100) as usize;
-                let items: Vec<Value> = st.campaigns.values().skip(offset).take(limit).map(campaign_json).collect();
-                Answer::json(200, json!({"totalCount": st.campaigns.len(), "items": items}))
+                // `keyword` filters by name (case-insensitive substring), as HeyReach's UI search does.
+                let keyword = body.get("keyword").and_then(Value::as_str).unwrap_or_default().to_lowercase();
+                let matching: Vec<&Campaign> = st.campaigns.values().filter(|c| c.name.to_lowercase().contains(&keyword)).collect();
+                let items: Vec<Value> = matching.iter().skip(offset).take(limit).map(|c| campaign_json(c)).collect();
+                Answer::json(200, json!({"totalCount": matching.len(), "items": items}))
             }
             ("GET", "/campaign/GetById") => match campaign_param().and_then(|id| st.campaigns.get(&id)) {
                 Some(c) => Answer::json(200, campaign_json(c)),
@@ -329,13 +332,17 @@ impl Inner {
                 }
             }
             ("POST", "/li_account/GetAll") => {
+                let offset = body.get("offset").and_then(Value::as_u64).unwrap_or(0) as usize;
+                let limit = body.get("limit").and_then(Value::as_u64).unwrap_or(100) as usize;
                 let items: Vec<Value> = st
                     .senders
                     .iter()
+                    .skip(offset)
+                    .take(limit)
                     .map(|s| json!({"id": s.id, "emailAddress": s.email_address, "firstName": s.first_name, "lastName": s.last_name,
                                     "isActive": true, "activeCampaigns": 1, "authIsValid": true, "isValidNavigator": false}))
                     .collect();
-                Answer::json(200, json!({"totalCount": items.len(), "items": items}))
+                Answer::json(200, json!({"totalCount": st.senders.len(), "items": items}))
             }
             ("POST", "/webhooks/CreateWebhook") => {
                 let name = body.get("webhookName").and_then(Value::as_str);

@@ -508,6 +508,8 @@ impl Inner {
                 Value::Array(
                     st.email_accounts
                         .iter()
+                        .skip(query_num(call, "offset").unwrap_or(0))
+                        .take(query_num(call, "limit").unwrap_or(100))
                         .map(|a| json!({"id": a.id, "from_name": a.from_name, "from_email": a.from_email, "username": a.from_email,
                                          "type": "SMTP", "is_smtp_success": true, "is_imap_success": true, "message_per_day": 40,
                                          "daily_sent_count": 0}))

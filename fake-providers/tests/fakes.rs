@@ -65,6 +65,8 @@ async fn smartlead_campaign_lifecycle_limits_and_faults() {
 
     let (_, _, accounts) = call("GET", &url("/email-accounts/"), &[], None).await;
     assert_eq!(accounts.as_array().unwrap().len(), 2);
+    let (_, _, page2) = call("GET", &format!("{}/email-accounts/?api_key=sl-key&offset=1&limit=100", sl.base_url()), &[], None).await;
+    assert_eq!(page2.as_array().unwrap().len(), 1);
     let hook = json!({"webhook_url": "http://127.0.0.1:1/v1/webhooks/x", "association_type": "user", "event_type_map": {"EMAIL_REPLY": true}});
     let (s, _, v) = call("POST", &url("/webhook/create"), &[], Some(hook)).await;
     assert_eq!((s, v["ok"].clone()), (200, json!(true)));
@@ -114,6 +116,9 @@ async fn heyreach_rpc_calls_caps_and_auth() {
     let (_, _, all) = call("POST", &u("/campaign/GetAll"), &key, Some(json!({"offset": 0, "limit": 10}))).await;
     let id = all["items"][0]["id"].as_i64().unwrap();
     assert_eq!(all["items"][0]["status"], "IN_PROGRESS");
+    let second = hr.add_campaign("Founders in Berlin");
+    let (_, _, found) = call("POST", &u("/campaign/GetAllCampaigns"), &key, Some(json!({"offset": 0, "limit": 10, "keyword": "berlin"}))).await;
+    assert_eq!((found["totalCount"].clone(), found["items"][0]["id"].clone()), (json!(1), json!(second)));
     assert_eq!(call("POST", &u(&format!("/campaign/Pause?campaignId={id}")), &key, None).await.2["status"], "PAUSED");
     assert_eq!(call("POST", &u("/campaign/Resume"), &key, Some(json!({"campaignId": id}))).await.2["status"], "IN_PROGRESS");
     assert_eq!(call("GET", &u(&format!("/campaign/GetById?campaignId={id}")), &key, None).await.2["id"], id);
