@@ -240,7 +240,7 @@ fn webhook_delivery(input: &[u8]) {
         if verify::smartlead(&KEYS, &headers, body).is_ok() {
             let signed = verify::hmac_hex(&KEYS, &headers, verify::SMARTLEAD_SIGNATURE, body).is_ok();
             let secret = serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("secret_key")?.as_str().map(str::to_string));
-            assert!(signed || secret.is_some_and(|s| KEYS.iter().any(|k| *k == s.as_bytes())), "accepted a smartlead delivery with neither proof");
+            assert!(signed || secret.is_some_and(|s| KEYS.contains(&s.as_bytes())), "accepted a smartlead delivery with neither proof");
         }
     } else if standard {
         if let Ok(id) = verify::standard(&KEYS, &headers, body, NOW) {
