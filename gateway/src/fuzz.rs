@@ -180,8 +180,8 @@ fn generic_provider() -> Provider {
         name: "generic".into(),
         route: "webhook_generic".into(),
         signature_header: Some("x-webhook-signature".into()),
-        event_key: vec!["/id".into(), "/type".into()],
-        event_type: Some("/type".into()),
+        event_key: crate::policy::EventKey::all_of(&["/id", "/type"]),
+        event_type: vec!["/type".into()],
         max_attempts: 5,
         retry_base_ms: 1000,
         capability: None,
@@ -192,14 +192,33 @@ fn generic_provider() -> Provider {
     }
 }
 
-/// `standard` or `hmac`, then `name: value` lines, a blank line, and the body.
-fn delivery(input: &[u8]) -> Option<(bool, http::HeaderMap, &[u8])> {
+fn smartlead_provider() -> Provider {
+    Provider {
+        name: "smartlead".into(),
+        signature_header: None,
+        event_key: crate::policy::EventKey::first_of(&[&["/reply_message/message_id", "/event_type"], &["/stats_id", "/event"]]),
+        event_type: vec!["/event_type".into(), "/event".into()],
+        verify: Some("smartlead".into()),
+        ..generic_provider()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Standard,
+    Hmac,
+    Smartlead,
+}
+
+/// `standard`, `hmac` or `smartlead`, then `name: value` lines, a blank line, and the body.
+fn delivery(input: &[u8]) -> Option<(Mode, http::HeaderMap, &[u8])> {
     let split = input.windows(2).position(|w| w == b"\n\n")?;
     let (head, body) = (&input[..split], &input[split + 2..]);
     let mut lines = head.split(|b| *b == b'\n');
     let standard = match lines.next()? {
-        b"standard" => true,
-        b"hmac" => false,
+        b"standard" => Mode::Standard,
+        b"hmac" => Mode::Hmac,
+        b"smartlead" => Mode::Smartlead,
         _ => return None,
     };
     let mut headers = http::HeaderMap::new();
@@ -214,9 +233,16 @@ fn delivery(input: &[u8]) -> Option<(bool, http::HeaderMap, &[u8])> {
 }
 
 fn webhook_delivery(input: &[u8]) {
-    let Some((standard, headers, body)) = delivery(input) else { return };
-    let provider = generic_provider();
-    if standard {
+    let Some((mode, headers, body)) = delivery(input) else { return };
+    let provider = if mode == Mode::Smartlead { smartlead_provider() } else { generic_provider() };
+    let standard = mode == Mode::Standard;
+    if mode == Mode::Smartlead {
+        if verify::smartlead(&KEYS, &headers, body).is_ok() {
+            let signed = verify::hmac_hex(&KEYS, &headers, verify::SMARTLEAD_SIGNATURE, body).is_ok();
+            let secret = serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("secret_key")?.as_str().map(str::to_string));
+            assert!(signed || secret.is_some_and(|s| KEYS.contains(&s.as_bytes())), "accepted a smartlead delivery with neither proof");
+        }
+    } else if standard {
         if let Ok(id) = verify::standard(&KEYS, &headers, body, NOW) {
             let ts: i64 = headers["webhook-timestamp"].to_str().unwrap().trim().parse().unwrap();
             assert!((NOW - ts).abs() <= verify::TOLERANCE_SECS);
@@ -537,13 +563,17 @@ fn the_webhook_corpus_holds_authentic_deliveries() {
         ("hmac_nul_type", true),
         ("hmac_c1_type", true),
         ("hmac_forged", false),
+        ("smartlead_body_secret", true),
+        ("smartlead_stats", true),
+        ("smartlead_hash_wrong_secret", false),
+        ("smartlead_array_secret", false),
     ] {
         let input = std::fs::read(dir.join(name)).unwrap();
-        let (standard, headers, body) = delivery(&input).unwrap_or_else(|| panic!("{name} does not parse"));
-        let ok = if standard {
-            verify::standard(&KEYS, &headers, body, NOW).is_ok()
-        } else {
-            verify::hmac_hex(&KEYS, &headers, "x-webhook-signature", body).is_ok()
+        let (mode, headers, body) = delivery(&input).unwrap_or_else(|| panic!("{name} does not parse"));
+        let ok = match mode {
+            Mode::Standard => verify::standard(&KEYS, &headers, body, NOW).is_ok(),
+            Mode::Hmac => verify::hmac_hex(&KEYS, &headers, "x-webhook-signature", body).is_ok(),
+            Mode::Smartlead => verify::smartlead(&KEYS, &headers, body).is_ok(),
         };
         assert_eq!(ok, authentic, "{name}");
     }

@@ -16,6 +16,7 @@ mod metrics;
 mod neighbours;
 mod limits;
 mod outbound;
+mod provider_webhooks;
 mod registry;
 mod rls;
 mod webhooks;

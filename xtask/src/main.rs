@@ -4,6 +4,8 @@
 //!   the target with rustup when it is missing) and embed each plugin's `fixtures.json`.
 //! - `cargo xtask run [ARGS]`: plugins, then `cargo run --release -p gateway -- serve ARGS`.
 //! - `cargo xtask test [ARGS]`: plugins, then the whole test suite (`cargo test --workspace`).
+//! - `cargo xtask fake-providers [ARGS]`: the fake Smartlead and HeyReach APIs on
+//!   127.0.0.1:9801 and :9802 until Ctrl-C (`docs/providers.md`, "Try it against the fakes").
 
 use std::path::{Path, PathBuf};
 use std::process::{exit, Command};
@@ -131,8 +133,13 @@ fn main() {
             c.current_dir(root()).args(["test", "--workspace"]).args(&rest);
             test_with_summary(c);
         }
+        "fake-providers" => {
+            let mut c = cargo();
+            c.current_dir(root()).args(["run", "--quiet", "-p", "fake-providers", "--"]).args(&rest);
+            run(c);
+        }
         _ => {
-            eprintln!("usage: cargo xtask plugins | run [ARGS] | test [ARGS]");
+            eprintln!("usage: cargo xtask plugins | run [ARGS] | test [ARGS] | fake-providers [ARGS]");
             exit(2);
         }
     }

@@ -26,14 +26,18 @@ fn org(call: &Call<'_>) -> Result<uuid::Uuid, ApiError> {
 #[derive(Deserialize)]
 struct CreateEndpoint {
     provider: String,
-    scheme: String,
+    #[serde(default)]
+    scheme: Option<String>,
+    #[serde(default)]
+    secret: Option<String>,
 }
 
-/// `POST /v1/webhook-endpoints {"provider", "scheme"}` → 201 with the secret, shown once.
+/// `POST /v1/webhook-endpoints {"provider", "scheme"?, "secret"?}` → 201 with the secret (and,
+/// for `url-token`, the delivery path that carries it), shown once.
 pub async fn create_endpoint(call: Call<'_>) -> Result<Reply, ApiError> {
     let org = org(&call)?;
-    let CreateEndpoint { provider, scheme } = parse(&call)?;
-    let (provider_name, scheme_text) = (provider.as_str(), scheme.as_str());
+    let CreateEndpoint { provider, scheme, secret } = parse(&call)?;
+    let provider_name = provider.as_str();
     let routing = call.state.routing();
     let policies = &routing.policies;
     let Some(provider) = policies.providers.get(provider_name) else {
@@ -41,23 +45,21 @@ pub async fn create_endpoint(call: Call<'_>) -> Result<Reply, ApiError> {
         known.sort();
         return Err(ApiError::invalid("provider", &format!("unknown provider (known: {})", known.join(", "))));
     };
-    let scheme = Scheme::parse(scheme_text)
-        .ok_or_else(|| ApiError::invalid("scheme", "must be \"standard-webhooks\" or \"hmac-sha256\""))?;
-    if scheme == Scheme::HmacSha256 && provider.signature_header.is_none() {
-        return Err(ApiError::invalid("scheme", "this provider signs with standard-webhooks only (no signature_header in its policy)"));
-    }
+    // Checked before a transaction is opened: bad input writes nothing.
+    webhooks::endpoint_scheme(provider, scheme.as_deref(), secret.as_deref())?;
     let mut tx = db::begin_tenant(&call.state.pool, org, call.caller.role.into()).await?;
-    let id = db::webhooks::create_endpoint(&mut tx, provider_name, scheme.as_str(), call.caller.user).await?;
-    let (secret, key) = webhooks::generate_secret(scheme);
-    db::webhooks::add_secret(&mut tx, id, &call.state.endpoints.key().seal(id, &key)).await?;
+    let created = webhooks::create_endpoint(&mut tx, call.state.endpoints.key(), provider, scheme.as_deref(), secret.as_deref(), call.caller.user).await?;
     tx.commit().await?;
+    let (id, scheme) = (created.id, created.scheme);
     tracing::info!(org_id = %org, endpoint_id = %id, provider = provider_name, scheme = scheme.as_str(), "webhook_endpoint_created");
     let mut body = json!({
-        "endpoint_id": id, "path": format!("/v1/webhooks/{id}"), "provider": provider_name,
-        "scheme": scheme.as_str(), "secret": secret,
+        "endpoint_id": id, "path": created.path, "provider": provider_name,
+        "scheme": scheme.as_str(), "secret": created.secret,
     });
-    if scheme == Scheme::HmacSha256 {
-        body["signature_header"] = json!(provider.signature_header);
+    match scheme {
+        Scheme::HmacSha256 => body["signature_header"] = json!(provider.signature_header),
+        Scheme::Smartlead => body["signature_header"] = json!(webhooks::verify::SMARTLEAD_SIGNATURE),
+        _ => {}
     }
     Ok(Reply::json(StatusCode::CREATED, body))
 }
@@ -104,13 +106,14 @@ pub async fn rotate_endpoint(call: Call<'_>) -> Result<Reply, ApiError> {
     db::webhooks::expire_secrets(&mut tx, id, until).await?;
     let (secret, key) = webhooks::generate_secret(scheme);
     db::webhooks::add_secret(&mut tx, id, &call.state.endpoints.key().seal(id, &key)).await?;
+    let path = webhooks::delivery_path(id, scheme, &secret);
     // Every replica drops its cached copy of the endpoint at commit.
     tx.notify_invalidate().await?;
     tx.commit().await?;
     // This replica at once, without waiting for its own notification to come back.
     call.state.endpoints.forget(id);
     tracing::info!(org_id = %org, endpoint_id = %id, grace_seconds = grace, "webhook_secret_rotated");
-    Ok(Reply::json(StatusCode::OK, json!({ "endpoint_id": id, "secret": secret, "previous_valid_until": until })))
+    Ok(Reply::json(StatusCode::OK, json!({ "endpoint_id": id, "path": path, "secret": secret, "previous_valid_until": until })))
 }
 
 /// `DELETE /v1/webhook-endpoints/{endpoint_id}`: disables the endpoint (deliveries get 404).
@@ -215,22 +218,26 @@ pub fn identify(webhook_id: Option<&str>, body: &[u8], provider: &Provider) -> R
                 ApiError::new(Code::InvalidJson, "request body is not valid JSON")
                     .with_details(json!({ "line": e.line(), "column": e.column() }))
             })?;
-            let field = provider.event_key.join(",");
-            let key = webhooks::event_key(&json, &provider.event_key).ok_or_else(|| {
+            let spec = &provider.event_key;
+            let (key, from) = webhooks::find_event_key(&json, body, spec).ok_or_else(|| {
+                let field = spec.alternatives.iter().map(|a| a.join(",")).collect::<Vec<_>>().join(" | ");
                 ApiError::new(Code::ValidationFailed, "the body lacks the fields that identify the event")
                     .with_details(json!([{ "field": field, "problem": "must be non-empty strings or numbers" }]))
             })?;
-            printable(&field, &key)?;
+            if let Some(pointers) = from {
+                printable(&pointers.join(","), &key)?;
+            }
             (key, Some(json))
         }
     };
-    let event_type = match (&provider.event_type, &json) {
-        (Some(ptr), Some(j)) => webhooks::text_at(j, ptr),
-        _ => None,
+    let event_type = match &json {
+        Some(j) => webhooks::event_type(j, &provider.event_type),
+        None => None,
     };
-    if let (Some(t), Some(ptr)) = (&event_type, &provider.event_type) {
+    if let Some((t, ptr)) = &event_type {
         printable(ptr, t)?;
     }
+    let event_type = event_type.map(|(t, _)| t);
     Ok(Identity { event_key, event_type })
 }
 
@@ -309,8 +316,8 @@ mod tests {
             name: "generic".into(),
             route: "webhook_generic".into(),
             signature_header: Some("x-webhook-signature".into()),
-            event_key: vec!["/id".into(), "/type".into()],
-            event_type: Some("/type".into()),
+            event_key: crate::policy::EventKey::all_of(&["/id", "/type"]),
+            event_type: vec!["/type".into()],
             max_attempts: 5,
             retry_base_ms: 1000,
             capability: None,
@@ -349,5 +356,23 @@ mod tests {
         // Not JSON, or no key: as before.
         assert_eq!(identify(None, b"nope", &p).unwrap_err().code, Code::InvalidJson);
         assert_eq!(refused(identify(None, br#"{"id": "m1"}"#, &p)), (400, "/id,/type".into()));
+    }
+
+    #[test]
+    fn alternatives_fall_back_to_the_body_hash_and_types_to_the_next_pointer() {
+        let p = Provider {
+            event_key: crate::policy::EventKey::first_of(&[&["/reply_message/message_id", "/event_type"], &["/stats_id", "/event"]]),
+            event_type: vec!["/event_type".into(), "/event".into()],
+            ..generic()
+        };
+        let old = br#"{"event": "EMAIL_REPLIED", "stats_id": "s1"}"#;
+        assert_eq!(identify(None, old, &p).unwrap(), Identity { event_key: "s1:EMAIL_REPLIED".into(), event_type: Some("EMAIL_REPLIED".into()) });
+        let click = br#"{"event_type": "EMAIL_LINK_CLICK"}"#;
+        let i = identify(None, click, &p).unwrap();
+        assert!(i.event_key.starts_with("sha256:") && i.event_key.len() == 7 + 64, "{i:?}");
+        assert_eq!(identify(None, click, &p).unwrap(), i);
+        // A control character in the alternative that matched names that alternative.
+        assert_eq!(refused(identify(None, br#"{"event": "E", "stats_id": "s\u0001"}"#, &p)), (400, "/stats_id,/event".into()));
+        assert_eq!(identify(None, b"not json", &p).unwrap_err().code, Code::InvalidJson);
     }
 }

@@ -103,7 +103,7 @@ async fn pipeline(state: &AppState, req: Request<Incoming>, client: &Client, ent
     entry.org = caller.org;
     entry.role = Some(caller.role);
     let body = payload::read(body, &parts.headers, route.body_limit, &client.body).await?;
-    let verified = verify::check(policies, &state.metrics, &caller, &parts.headers, &body)?;
+    let verified = verify::check(policies, &state.metrics, &caller, &parts.headers, parts.uri.query(), &body)?;
     // From here on the request waits only on the database and the plugin: both are bounded
     // by its deadline, so a database that stops answering (frozen, partitioned) fails the
     // request with 503 instead of holding it for as long as the outage lasts.

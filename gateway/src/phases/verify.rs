@@ -1,7 +1,8 @@
 //! Phase 4 (webhook routes only): the signature, checked over the raw body as bytes before
 //! anything parses it, against every active secret of the endpoint the guard resolved.
 //!
-//! Every failure is the same 401 `INVALID_SIGNATURE`; an authentic Standard Webhooks delivery
+//! Schemes: Standard Webhooks, a provider's hex HMAC header, Smartlead (its header or the
+//! body's `secret_key`), a `?secret=` token in the URL. Every failure is the same 401 `INVALID_SIGNATURE`; an authentic Standard Webhooks delivery
 //! outside the replay window is 401 `STALE_WEBHOOK`.
 
 use http::HeaderMap;
@@ -19,7 +20,15 @@ pub struct Verified {
     pub webhook_id: Option<String>,
 }
 
-pub fn check(policies: &PolicySet, metrics: &crate::metrics::Metrics, caller: &Caller, headers: &HeaderMap, body: &[u8]) -> Result<Option<Verified>, ApiError> {
+/// `query` is the delivery URL's query string (`url-token`): it is compared, never logged.
+pub fn check(
+    policies: &PolicySet,
+    metrics: &crate::metrics::Metrics,
+    caller: &Caller,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &[u8],
+) -> Result<Option<Verified>, ApiError> {
     let Some(endpoint) = &caller.endpoint else { return Ok(None) };
     let now = chrono::Utc::now();
     let keys = endpoint.active_keys(now);
@@ -34,6 +43,8 @@ pub fn check(policies: &PolicySet, metrics: &crate::metrics::Metrics, caller: &C
                 Err(Rejection::Invalid)
             }
         },
+        Scheme::Smartlead => verify::smartlead(&keys, headers, body).map(|()| None),
+        Scheme::UrlToken => verify::url_token(&keys, query).map(|()| None),
     };
     match outcome {
         Ok(webhook_id) => Ok(Some(Verified { webhook_id })),

@@ -32,7 +32,7 @@ use crate::error::{Error, Result};
 pub use handlers::Native;
 pub use plans::{Limits, Plan};
 pub use plugins::PluginDecl;
-pub use providers::Provider;
+pub use providers::{EventKey, Provider};
 pub use router::{Lookup, PathPattern};
 pub use routes::{Auth, BodyKind, Idempotency, Route, Scope, Target, DEFAULT_BODY_LIMIT, MAX_BODY_LIMIT};
 pub use units::{ByteSize, Quota, Rate};

@@ -18,12 +18,14 @@ pub(super) struct ProviderSpec {
     /// For the `hmac-sha256` scheme: the header carrying the hex HMAC-SHA256 of the raw body.
     #[serde(default)]
     signature_header: Option<String>,
-    /// For the `hmac-sha256` scheme: JSON pointers whose values, joined by `:`, make the event key.
+    /// Schemes without a `webhook-id`: JSON pointers whose values, joined by `:`, make the
+    /// event key; or a list of such lists, tried in order (see [`EventKey`]).
     #[serde(default)]
-    event_key: Vec<String>,
-    /// A JSON pointer to the event type (informational, shown in event listings).
+    event_key: Option<PointerLists>,
+    /// A JSON pointer to the event type, or a list of them (the first present wins);
+    /// informational, shown in event listings and passed to the adapter.
     #[serde(default)]
-    event_type: Option<String>,
+    event_type: Option<Pointers>,
     #[serde(default)]
     max_attempts: Option<u32>,
     #[serde(default)]
@@ -44,6 +46,54 @@ pub(super) struct ProviderSpec {
     verify: Option<String>,
 }
 
+/// `event_key` as written: one list of pointers, or a list of alternatives.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(super) enum PointerLists {
+    One(Vec<String>),
+    Alternatives(Vec<Vec<String>>),
+}
+
+/// `event_type` as written: one pointer or several.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(super) enum Pointers {
+    One(String),
+    Several(Vec<String>),
+}
+
+/// How the event key of a delivery without a `webhook-id` is found in its JSON body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventKey {
+    /// Each alternative is a list of JSON pointers whose values, joined by `:`, make the key;
+    /// the first alternative whose values are all present wins.
+    pub alternatives: Vec<Vec<String>>,
+    /// Written as a list of alternatives: when none is present the key is `sha256:<hex of the
+    /// body>` (a provider such as Smartlead gives up on events it cannot deliver, and its
+    /// opens and clicks carry no message id). Written as one flat list (as `generic` is), a
+    /// body without those values is refused with 400, as it always was.
+    pub body_hash_fallback: bool,
+}
+
+impl EventKey {
+    /// One alternative, no fallback: the flat form.
+    pub fn all_of(pointers: &[&str]) -> EventKey {
+        EventKey { alternatives: vec![pointers.iter().map(|p| p.to_string()).collect()], body_hash_fallback: false }
+    }
+
+    /// Alternatives tried in order, then the body's hash.
+    pub fn first_of(alternatives: &[&[&str]]) -> EventKey {
+        EventKey {
+            alternatives: alternatives.iter().map(|a| a.iter().map(|p| p.to_string()).collect()).collect(),
+            body_hash_fallback: true,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.alternatives.is_empty() && !self.body_hash_fallback
+    }
+}
+
 /// Webhook schemes an endpoint can be created with (`webhook_endpoints.scheme`).
 pub const SCHEMES: &[&str] = &["standard-webhooks", "hmac-sha256", "smartlead", "url-token"];
 
@@ -59,8 +109,9 @@ pub struct Provider {
     /// Lower-case header name (hmac-sha256 scheme); `None`: the provider signs with Standard
     /// Webhooks only.
     pub signature_header: Option<String>,
-    pub event_key: Vec<String>,
-    pub event_type: Option<String>,
+    pub event_key: EventKey,
+    /// JSON pointers to the event type, tried in order.
+    pub event_type: Vec<String>,
     pub max_attempts: u32,
     pub retry_base_ms: u32,
     /// The capability this provider's adapter serves, when it is an adapter.
@@ -93,7 +144,23 @@ pub(super) fn collect(specs: &HashMap<String, ProviderSpec>, file: &str, fail: &
 }
 
 fn build(name: String, p: &ProviderSpec, file: &str) -> std::result::Result<Provider, String> {
-    for ptr in p.event_key.iter().chain(&p.event_type) {
+    let event_key = match &p.event_key {
+        None => EventKey::default(),
+        Some(PointerLists::One(list)) if list.is_empty() => EventKey::default(),
+        Some(PointerLists::One(list)) => EventKey { alternatives: vec![list.clone()], body_hash_fallback: false },
+        Some(PointerLists::Alternatives(alts)) => {
+            if alts.iter().any(Vec::is_empty) {
+                return Err("event_key: an alternative lists no pointers".into());
+            }
+            EventKey { alternatives: alts.clone(), body_hash_fallback: true }
+        }
+    };
+    let event_type = match &p.event_type {
+        None => vec![],
+        Some(Pointers::One(p)) => vec![p.clone()],
+        Some(Pointers::Several(ps)) => ps.clone(),
+    };
+    for ptr in event_key.alternatives.iter().flatten().chain(&event_type) {
         if !ptr.starts_with('/') {
             return Err(format!("{ptr:?} is not a JSON pointer (starts with /)"));
         }
@@ -104,7 +171,7 @@ fn build(name: String, p: &ProviderSpec, file: &str) -> std::result::Result<Prov
             if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
                 return Err(format!("signature_header {h:?} is not a header name"));
             }
-            if p.event_key.is_empty() {
+            if event_key.is_empty() {
                 return Err("signature_header needs event_key (JSON pointers to the message id and type)".into());
             }
             Some(h)
@@ -124,6 +191,15 @@ fn build(name: String, p: &ProviderSpec, file: &str) -> std::result::Result<Prov
         if !SCHEMES.contains(&v.as_str()) {
             return Err(format!("verify {v:?} is not one of {SCHEMES:?}"));
         }
+        if v == "hmac-sha256" && signature_header.is_none() {
+            return Err("verify = \"hmac-sha256\" needs signature_header".into());
+        }
+    }
+    // A provider scheme without `event_key` keys its events by the body's hash alone, so that
+    // a repeated delivery is still recognised.
+    let mut event_key = event_key;
+    if matches!(p.verify.as_deref(), Some("smartlead" | "url-token")) && event_key.is_empty() {
+        event_key.body_hash_fallback = true;
     }
     if let Some(u) = &p.base_url {
         let uri: http::Uri = u.parse().map_err(|_| format!("base_url {u:?} is not a URL"))?;
@@ -138,8 +214,8 @@ fn build(name: String, p: &ProviderSpec, file: &str) -> std::result::Result<Prov
         name,
         route: p.route.clone(),
         signature_header,
-        event_key: p.event_key.clone(),
-        event_type: p.event_type.clone(),
+        event_key,
+        event_type,
         max_attempts,
         retry_base_ms: p.retry_base_ms.unwrap_or(1000).clamp(1, 3_600_000),
         capability: p.capability.clone(),
@@ -148,4 +224,35 @@ fn build(name: String, p: &ProviderSpec, file: &str) -> std::result::Result<Prov
         verify: p.verify.clone(),
         source: file.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::PolicySet;
+    use super::*;
+
+    fn provider(fields: &str) -> crate::Result<Provider> {
+        let text = format!(
+            "[plugins.echo]\nfile = \"echo.wasm\"\n[[route]]\nid = \"adapter\"\ninternal = true\ntarget = \"plugin:echo\"\n\
+             [providers.p]\nroute = \"adapter\"\n{fields}\n"
+        );
+        let plans = "[plans.standard]\ndefault = true\nper_user = { rate = \"20/s\" }\n";
+        let set = PolicySet::from_sources(&[("plans.toml".into(), plans.into()), ("p.toml".into(), text)])?;
+        Ok(set.providers["p"].clone())
+    }
+
+    #[test]
+    fn event_keys_are_one_list_or_alternatives_and_types_one_pointer_or_several() {
+        let flat = provider("signature_header = \"x-sig\"\nevent_key = [\"/id\", \"/type\"]\nevent_type = \"/type\"").unwrap();
+        assert_eq!(flat.event_key, EventKey::all_of(&["/id", "/type"]));
+        assert_eq!(flat.event_type, vec!["/type".to_string()]);
+        let alts = provider("verify = \"smartlead\"\nevent_key = [[\"/a\", \"/t\"], [\"/b\"]]\nevent_type = [\"/t\", \"/e\"]").unwrap();
+        assert_eq!(alts.event_key, EventKey::first_of(&[&["/a", "/t"], &["/b"]]));
+        assert_eq!(alts.event_type, vec!["/t".to_string(), "/e".to_string()]);
+        assert_eq!(provider("verify = \"url-token\"").unwrap().event_key, EventKey { alternatives: vec![], body_hash_fallback: true });
+        assert!(provider("event_key = [[\"/a\"], []]").unwrap_err().to_string().contains("no pointers"));
+        assert!(provider("event_key = [[\"a\"]]").unwrap_err().to_string().contains("JSON pointer"));
+        assert!(provider("event_type = [\"/t\", \"e\"]").unwrap_err().to_string().contains("JSON pointer"));
+        assert!(provider("verify = \"hmac-sha256\"\nevent_key = [\"/id\"]").unwrap_err().to_string().contains("signature_header"));
+    }
 }

@@ -83,6 +83,50 @@ pub fn hmac_hex(keys: &[&[u8]], headers: &HeaderMap, header_name: &str, body: &[
     }
 }
 
+/// Smartlead's signature header.
+pub const SMARTLEAD_SIGNATURE: &str = "x-smartlead-signature";
+
+/// Whether `claimed` equals one of the keys, in time that depends on neither's content.
+fn equals_a_key(keys: &[&[u8]], claimed: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    // Every key is compared (no early exit), so timing does not tell which one matched.
+    keys.iter().fold(subtle::Choice::from(0), |any, key| any | key.ct_eq(claimed)).into()
+}
+
+/// Smartlead documents two proofs, and either suffices: `X-Smartlead-Signature` with the hex
+/// HMAC-SHA256 of the raw body (`sha256=` prefix optional), or the top-level `secret_key` of
+/// the JSON body equal to the secret. The body is parsed only when the header does not prove
+/// the delivery; any failure is the same [`Rejection::Invalid`].
+pub fn smartlead(keys: &[&[u8]], headers: &HeaderMap, body: &[u8]) -> Result<(), Rejection> {
+    if hmac_hex(keys, headers, SMARTLEAD_SIGNATURE, body).is_ok() {
+        return Ok(());
+    }
+    // An object, read as a map: a derived struct would also take `["<secret>"]` (serde reads
+    // structs from sequences), which is not where Smartlead puts it (found by fuzzing).
+    let claimed = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body).ok();
+    match claimed.as_ref().and_then(|m| m.get("secret_key")?.as_str()) {
+        Some(claimed) if !claimed.is_empty() && equals_a_key(keys, claimed.as_bytes()) => Ok(()),
+        _ => Err(Rejection::Invalid),
+    }
+}
+
+/// The `secret` query parameter of the delivery URL (providers that do not sign, such as
+/// HeyReach: the token is part of the URL registered there). Tokens the gateway generates are
+/// hex, so the value is compared as sent, without percent-decoding.
+pub fn url_token(keys: &[&[u8]], query: Option<&str>) -> Result<(), Rejection> {
+    let claimed = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("secret="))
+        .filter(|v| !v.is_empty())
+        .ok_or(Rejection::Invalid)?;
+    if equals_a_key(keys, claimed.as_bytes()) {
+        Ok(())
+    } else {
+        Err(Rejection::Invalid)
+    }
+}
+
 /// Signs like a Standard Webhooks sender (for tests, benchmarks and the docs' examples).
 pub fn sign_standard(key: &[u8], id: &str, ts: i64, body: &[u8]) -> String {
     let mut m = mac(key);
@@ -139,5 +183,37 @@ mod tests {
         assert_eq!(hmac_hex(&[key], &headers(&[("x-sig", &sig)]), "x-sig", b"{}"), Err(Rejection::Invalid));
         assert_eq!(hmac_hex(&[key], &headers(&[("x-sig", "zz")]), "x-sig", body), Err(Rejection::Invalid));
         assert_eq!(hmac_hex(&[key], &headers(&[]), "x-sig", body), Err(Rejection::Invalid));
+    }
+
+    #[test]
+    fn smartlead_takes_the_signature_header_or_the_body_secret() {
+        let (old, new) = (b"old-secret-0123456789".as_slice(), b"new-secret-0123456789".as_slice());
+        let body = br#"{"event_type":"EMAIL_REPLY","secret_key":"new-secret-0123456789"}"#;
+        // The body's secret alone, against either active key.
+        assert_eq!(smartlead(&[old, new], &headers(&[]), body), Ok(()));
+        assert_eq!(smartlead(&[old], &headers(&[]), body), Err(Rejection::Invalid));
+        // A wrong header does not spoil a right body secret (either proof suffices).
+        assert_eq!(smartlead(&[new], &headers(&[(SMARTLEAD_SIGNATURE, "sha256=00")]), body), Ok(()));
+        // The header alone, with or without the prefix.
+        let unsecret = br#"{"event_type":"EMAIL_OPEN"}"#;
+        let sig = sign_hex(old, unsecret);
+        assert_eq!(smartlead(&[old], &headers(&[(SMARTLEAD_SIGNATURE, &format!("sha256={sig}"))]), unsecret), Ok(()));
+        assert_eq!(smartlead(&[old], &headers(&[(SMARTLEAD_SIGNATURE, &sig)]), unsecret), Ok(()));
+        assert_eq!(smartlead(&[new], &headers(&[(SMARTLEAD_SIGNATURE, &sig)]), unsecret), Err(Rejection::Invalid));
+        assert_eq!(smartlead(&[old], &headers(&[(SMARTLEAD_SIGNATURE, &sig)]), br#"{"event_type":"EMAIL_CLICK"}"#), Err(Rejection::Invalid));
+        // Nothing, a wrong or empty secret, a secret that is a prefix, not JSON, not a string.
+        for bad in [&br#"{}"#[..], br#"{"secret_key":""}"#, br#"{"secret_key":"old-secret"}"#, b"nope", br#"{"secret_key":1}"#, br#"[1]"#, br#"["old-secret-0123456789"]"#] {
+            assert_eq!(smartlead(&[old], &headers(&[]), bad), Err(Rejection::Invalid), "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn url_tokens_match_the_secret_parameter_exactly() {
+        let key = b"abc123".as_slice();
+        assert_eq!(url_token(&[b"zzz", key], Some("secret=abc123")), Ok(()));
+        assert_eq!(url_token(&[key], Some("a=1&secret=abc123&b=2")), Ok(()));
+        for bad in [None, Some(""), Some("secret="), Some("secret=abc12"), Some("secret=abc1234"), Some("Secret=abc123"), Some("xsecret=abc123")] {
+            assert_eq!(url_token(&[key], bad), Err(Rejection::Invalid), "{bad:?}");
+        }
     }
 }
