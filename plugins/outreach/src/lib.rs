@@ -161,16 +161,18 @@ pub trait Adapter {
     fn normalise(body: &J) -> Result<Normalised, String>;
 }
 
-/// The adapter's entry point: sync jobs and webhook events, both `POST`.
+/// The adapter's entry point: sync jobs (`/provider/{op}`) and webhook events
+/// (`/webhooks/{provider}`), both `POST`. The host calls those exact paths; a prefix before
+/// them is allowed, so that a test policy can expose an adapter on a route of its own.
 pub fn handle<A: Adapter>(req: Request) -> Result<Response, HandlerError> {
     if req.method != "POST" {
         return Err(sdk::not_found());
     }
-    if let Some(op) = req.path.strip_prefix("/provider/") {
+    if let Some((_, op)) = req.path.rsplit_once("/provider/") {
         return job::run::<A>(op, &req);
     }
-    match req.path.strip_prefix("/webhooks/") {
-        Some(p) if p == A::NAME => events::run::<A>(&req),
+    match req.path.rsplit_once("/webhooks/") {
+        Some((_, p)) if p == A::NAME => events::run::<A>(&req),
         _ => Err(sdk::not_found()),
     }
 }
