@@ -397,7 +397,7 @@ async fn smartlead_sync_ops_make_the_published_calls_and_record_the_outcome() {
     let a = r.job("smartlead", "add_leads", json!({"campaign_id": c, "lead_ids": more})).await;
     assert_eq!((a.status, &a.json["rejected"]), (200, &json!(2)), "{}", a.text);
     assert_eq!(
-        r.n(&format!("SELECT count(*) FROM campaign_leads WHERE sync_status = 'failed' AND sync_error = 'PROVIDER_REJECTED: 422 Invalid lead list'")).await,
+        r.n("SELECT count(*) FROM campaign_leads WHERE sync_status = 'failed' AND sync_error = 'PROVIDER_REJECTED: 422 Invalid lead list'").await,
         2
     );
 
@@ -603,7 +603,9 @@ async fn heyreach_links_campaigns_pairs_leads_with_senders_and_says_what_it_cann
     assert_eq!(r.text("SELECT body FROM campaign_messages WHERE direction = 'inbound'").await.as_deref(), Some("Happy to chat"));
     assert_eq!(r.hook("heyreach", "4242:MESSAGE_REPLY_RECEIVED", reply).await.json["duplicate"], true);
     assert_eq!(r.n("SELECT count(*) FROM crm_events").await, 1);
-    let accepted = json!({"eventType": "CONNECTION_REQUEST_ACCEPTED", "campaign": {"id": 314}, "leadProfile": {"linkedInUrl": "https://www.linkedin.com/in/lead4"}});
-    assert_eq!(r.hook("heyreach", "sha256:ab", accepted).await.json["kind"], "connection.accepted");
+    // Profile URLs match whatever their case.
+    let accepted = json!({"eventType": "CONNECTION_REQUEST_ACCEPTED", "campaign": {"id": 314}, "leadProfile": {"linkedInUrl": "https://www.LinkedIn.com/in/Lead4"}});
+    let a = r.hook("heyreach", "sha256:ab", accepted).await;
+    assert_eq!((&a.json["kind"], &a.json["lead_id"]), (&json!("connection.accepted"), &json!(leads[4])), "{}", a.text);
     assert_no_credential(&r.fake.everything());
 }

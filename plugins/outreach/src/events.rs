@@ -33,6 +33,8 @@ pub const KINDS: &[&str] = &[
 ];
 
 /// What an adapter made of a webhook body.
+// One per invocation, never stored in bulk: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq)]
 pub enum Normalised {
     Event(Event),
@@ -109,7 +111,7 @@ fn apply<A: Adapter>(ev: &Event, key: &str) -> Result<J, HandlerError> {
         let profile = lead.as_ref().and_then(|l| l.profile_url.clone()).or_else(|| ev.lead_profile_url.clone());
         let mut ids = Vec::new();
         if let Some(p) = profile {
-            ids.push(crm::Identity { kind: "external_id", value: cut(&format!("linkedin:{}", p.trim().trim_end_matches('/')), 320) });
+            ids.push(crm::Identity { kind: "external_id", value: crate::text::linkedin_identity(&p) });
         }
         if let Some(e) = email {
             ids.push(crm::Identity { kind: "email", value: e });

@@ -131,17 +131,24 @@ pub fn reason(body: &[u8]) -> String {
 }
 
 /// The forms a LinkedIn profile URL may be stored under (as given; without, or with, a
-/// trailing slash): a webhook's `linkedInUrl` is matched against each.
+/// trailing slash; and those in lower case): a webhook's `linkedInUrl` is matched against each.
 pub fn profile_url_forms(url: &str) -> Vec<String> {
     let u = url.trim();
     let bare = u.trim_end_matches('/');
+    let lower = bare.to_lowercase();
     let mut out = vec![u.to_string()];
-    for f in [bare.to_string(), format!("{bare}/")] {
+    for f in [bare.to_string(), format!("{bare}/"), lower.clone(), format!("{lower}/")] {
         if !out.contains(&f) {
             out.push(f);
         }
     }
     out
+}
+
+/// The CRM identity of a LinkedIn profile: `linkedin:` and the URL in lower case, without a
+/// trailing slash (profile URLs are case-insensitive).
+pub fn linkedin_identity(url: &str) -> String {
+    cut(&format!("linkedin:{}", url.trim().trim_end_matches('/').to_lowercase()), 320)
 }
 
 #[cfg(test)]
@@ -201,5 +208,7 @@ mod tests {
     fn profile_urls_match_with_or_without_slash() {
         assert_eq!(profile_url_forms("https://linkedin.com/in/a/"), vec!["https://linkedin.com/in/a/", "https://linkedin.com/in/a"]);
         assert_eq!(profile_url_forms("https://linkedin.com/in/a"), vec!["https://linkedin.com/in/a", "https://linkedin.com/in/a/"]);
+        assert_eq!(profile_url_forms("https://linkedin.com/in/Ann").len(), 4);
+        assert_eq!(linkedin_identity(" https://LinkedIn.com/in/Ann/ "), "linkedin:https://linkedin.com/in/ann");
     }
 }
