@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod adapters;
 mod bad_input;
 mod campaigns;
 mod containment_leaks;

@@ -412,7 +412,7 @@ pub fn with_core_modules(component: &[u8], modules: &[&str], times: usize) -> Ve
 #[test]
 fn every_shipped_plugin_fits_the_resource_budget() {
     use gateway::plugin::budget::{Usage, BUDGET};
-    for file in ["echo.wasm", "crm_track.wasm", "contract_probe.wasm", "hostile.wasm", "hostile_sockets.wasm"] {
+    for file in ["echo.wasm", "crm_track.wasm", "contract_probe.wasm", "hostile.wasm", "hostile_sockets.wasm", "smartlead.wasm", "heyreach.wasm"] {
         let u = Usage::of(&wasm(file)).unwrap().unwrap();
         println!("{file}: {u:?}");
         assert_eq!(u.exceeds(&BUDGET), None, "{file}");

@@ -81,20 +81,6 @@ pub async fn list_capabilities(call: Call<'_>) -> Result<Reply, ApiError> {
 #[serde(deny_unknown_fields)]
 struct Provision {}
 
-/// The secret of an endpoint created by provisioning, and the key sealed for it.
-///
-/// `url-token`: 64 hex characters, sealed as that text: it rides in the registered URL's
-/// `?secret=` and is compared as text. `smartlead`: the same shape for now.
-// TODO(cred): for `smartlead` the endpoint's secret should be the org's provider
-// `webhook_secret` (sealed in `provider_secrets`, read through the `providers` module); until
-// that seam exists provisioning generates one, which the adapter registers at the provider.
-fn endpoint_secret(scheme: &str) -> Vec<u8> {
-    match Scheme::parse(scheme) {
-        Some(s) => webhooks::generate_secret(s).1,
-        None => webhooks::generate_secret(Scheme::HmacSha256).1,
-    }
-}
-
 /// `POST /v1/admin/orgs/{org_id}/provisioning/{capability}` → 202 `{"job_id", "status"}`.
 /// In one transaction: reuses (or creates) the org's webhook endpoint for the provider,
 /// enqueues the `provision` job and marks the provisioning pending.
@@ -104,21 +90,31 @@ pub async fn start(call: Call<'_>) -> Result<Reply, ApiError> {
     let (org, mut tx) = org_tx(&call).await?;
     // Locked: concurrent requests for the same capability serialise here, so one endpoint.
     let provider = store::capability(&mut tx, capability, true).await?.ok_or_else(|| not_enabled(capability))?.provider;
-    let (scheme, retries) = {
-        let routing = call.state.routing();
-        let p = routing.policies.providers.get(&provider).ok_or_else(|| not_configured(&provider))?;
-        (p.verify.clone().unwrap_or_else(|| "standard-webhooks".into()), (p.max_attempts as i32, p.retry_base_ms as i32))
-    };
+    let policy = call.state.routing().policies.providers.get(&provider).cloned().ok_or_else(|| not_configured(&provider))?;
+    let scheme = policy.verify.clone().unwrap_or_else(|| "standard-webhooks".into());
+    let retries = (policy.max_attempts as i32, policy.retry_base_ms as i32);
     if db::providers::config(&call.state.pool, org, &provider).await?.is_none() {
         return Err(not_configured(&provider));
     }
     let endpoint = match store::live_endpoint(&mut tx, &provider, &scheme).await? {
         Some(id) => id,
         None => {
-            let id = db::webhooks::create_endpoint(&mut tx, &provider, &scheme, call.caller.user).await?;
-            let key = endpoint_secret(&scheme);
-            db::webhooks::add_secret(&mut tx, id, &call.state.endpoints.key().seal(id, &key)).await?;
-            id
+            // Smartlead's webhook secret is set in Smartlead's UI, not through its API: the
+            // endpoint verifies with the one the operator stored for the org (`webhook_secret`).
+            // Every other scheme's secret is generated here.
+            let secret = if scheme == Scheme::Smartlead.as_str() {
+                let s = call.state.providers.secret(org, &provider, "webhook_secret").await?.ok_or_else(|| {
+                    ApiError::new(Code::Conflict, format!("provider {provider:?} needs a webhook_secret for this org (the one set in its UI)"))
+                        .with_code("PROVIDER_NOT_CONFIGURED".into())
+                })?;
+                Some(s)
+            } else {
+                None
+            };
+            let key = call.state.endpoints.key();
+            webhooks::create_endpoint(&mut tx, key, &policy, Some(&scheme), secret.as_ref().map(|s| s.expose()), call.caller.user)
+                .await?
+                .id
         }
     };
     // The webhook URL is built when the job runs (`provider_sync`), so a URL secret is never
