@@ -18,6 +18,7 @@ mod neighbours;
 mod limits;
 mod outbound;
 mod provider_webhooks;
+mod providers;
 mod registry;
 mod rls;
 mod webhooks;
