@@ -63,6 +63,52 @@ pub struct Settings {
     pub db_connections: u32,
 }
 
+/// Runs `request` through `provider`'s adapter (the internal plugin route its policy names) in
+/// `org`, as a job does: a fresh instance, one transaction ended by `before_commit`, the
+/// org's provider credentials available to its grants, and the invocation counted. `Err`:
+/// the adapter cannot run at all (its text becomes the job's `last_error`).
+pub(crate) async fn invoke_adapter(
+    state: &AppState,
+    pool: &sqlx::PgPool,
+    provider: &str,
+    org: Uuid,
+    request_id: &str,
+    request: crate::plugin::bindings::types::Request,
+    before_commit: crate::plugin::BeforeCommit<'static>,
+) -> Result<(Arc<crate::plugin::LoadedPlugin>, crate::plugin::Outcome), String> {
+    let routing = state.routing();
+    let policies = &routing.policies;
+    let p = policies.providers.get(provider).ok_or_else(|| format!("provider {provider:?} is not in the policies"))?;
+    let route = policies.route(&p.route).ok_or_else(|| format!("route {:?} is not in the policies", p.route))?;
+    let crate::policy::Target::Plugin(name) = &route.target else {
+        return Err(format!("route {:?} does not target a plugin", route.id));
+    };
+    let plugin = state.plugin(name).ok_or_else(|| format!("plugin {name:?} is not loaded"))?;
+    let started = std::time::Instant::now();
+    let outcome = state
+        .runtime
+        .invoke(
+            &plugin,
+            crate::plugin::Invocation {
+                label: &route.id,
+                grants: route.grants.clone(),
+                sandbox: route.sandbox,
+                pool,
+                schema: state.schema.clone(),
+                org,
+                user: None,
+                role: crate::role::Role::Member,
+                request_id,
+                request,
+                before_commit: Some(before_commit),
+                credentials: Some(state.providers.clone()),
+            },
+        )
+        .await;
+    state.metrics.plugin_invocation(&plugin.name, &plugin.version, outcome.kind(), started.elapsed());
+    Ok((plugin, outcome))
+}
+
 /// The running workers of this replica.
 pub struct Workers {
     stop: watch::Sender<bool>,

@@ -20,8 +20,7 @@ use crate::db::{self, campaigns as store, TenantTx};
 use crate::jobs::Ran;
 use crate::plugin::bindings::types::{Header, Request, Response};
 use crate::plugin::Outcome;
-use crate::policy::Target;
-use crate::role::{Actor, Role};
+use crate::role::Actor;
 use crate::state::AppState;
 
 /// The job kind (`jobs.kind`).
@@ -92,12 +91,6 @@ pub async fn run(state: &AppState, pool: &sqlx::PgPool, worker: &str, job: &Clai
     let payload = job.payload.as_ref().filter(|p| p.is_object()).ok_or("the job has no payload")?;
     let op = text(payload, "op").filter(|op| !op.is_empty() && op.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')).ok_or("the payload has no valid op")?;
     let provider_name = text(payload, "provider").ok_or("the payload names no provider")?;
-    let routing = state.routing();
-    let policies = &routing.policies;
-    let provider = policies.providers.get(provider_name).ok_or_else(|| format!("provider {provider_name:?} is not in the policies"))?;
-    let route = policies.route(&provider.route).ok_or_else(|| format!("route {:?} is not in the policies", provider.route))?;
-    let Target::Plugin(name) = &route.target else { return Err(format!("route {:?} does not target a plugin", route.id)) };
-    let plugin = state.plugin(name).ok_or_else(|| format!("plugin {name:?} is not loaded"))?;
     let config = db::providers::config(pool, job.tenant_id, provider_name)
         .await
         .map_err(|e| format!("UNAVAILABLE: {}", crate::error::loggable(&e)))?
@@ -126,7 +119,7 @@ pub async fn run(state: &AppState, pool: &sqlx::PgPool, worker: &str, job: &Clai
     let recorded: Arc<Mutex<Option<Attempt>>> = Arc::default();
     let refused: Arc<Mutex<Option<u16>>> = Arc::default();
     let (rec, refd, done_c, worker_c) = (recorded.clone(), refused.clone(), done.clone(), worker.to_string());
-    let before_commit: crate::plugin::BeforeCommit<'_> = Box::new(move |tx: &mut TenantTx, answer: &Response| {
+    let before_commit: crate::plugin::BeforeCommit<'static> = Box::new(move |tx: &mut TenantTx, answer: &Response| {
         let attempt = match (answer.status, retry_after(answer)) {
             (200..=299, _) => Some(done_c),
             (_, Some(secs)) => Some(deferral(&done_c, secs)),
@@ -147,28 +140,8 @@ pub async fn run(state: &AppState, pool: &sqlx::PgPool, worker: &str, job: &Clai
         })
     });
     let request_id = done.run_id.simple().to_string();
-    let started = std::time::Instant::now();
-    let outcome = state
-        .runtime
-        .invoke(
-            &plugin,
-            crate::plugin::Invocation {
-                label: &route.id,
-                grants: route.grants.clone(),
-                sandbox: route.sandbox,
-                pool,
-                schema: state.schema.clone(),
-                org: job.tenant_id,
-                user: None,
-                role: Role::Member,
-                request_id: &request_id,
-                request,
-                before_commit: Some(before_commit),
-                credentials: Some(state.providers.clone()),
-            },
-        )
-        .await;
-    state.metrics.plugin_invocation(&plugin.name, &plugin.version, outcome.kind(), started.elapsed());
+    let (plugin, outcome) =
+        crate::jobs::invoke_adapter(state, pool, provider_name, job.tenant_id, &request_id, request, before_commit).await?;
     let recorded = recorded.lock().unwrap_or_else(|p| p.into_inner()).take();
     let refused = *refused.lock().unwrap_or_else(|p| p.into_inner());
     match outcome {

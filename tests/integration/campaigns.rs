@@ -2,12 +2,11 @@
 //! `provider-stub` (a stand-in adapter: it answers by the last segment of the org's
 //! configured `base_url`: `ok`, `rate-limited` (429, retry-after 2) or anything else (503)).
 
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::harness::{assert_error, policies_with, Gateway, GatewayOptions, Resp, TestDb};
+use crate::harness::{assert_error, wait_for, policies_with, Gateway, GatewayOptions, Resp, TestDb};
 
 const STUB: &str = r#"
 [plugins.provider-stub]
@@ -104,21 +103,6 @@ async fn job_payloads(pool: &PgPool, org: &str) -> Vec<Value> {
         .unwrap()
 }
 
-/// Polls `check` until it returns `Some` (or fails after 30 s, saying `what`).
-async fn wait_for<T, F, Fut>(what: &str, gw: &Gateway, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what} did not happen\n{}", gw.stderr());
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
 
 /// `(status, attempts)` of a job.
 async fn job_state(pool: &PgPool, job: &str) -> (String, i32) {

@@ -435,3 +435,20 @@ pub fn assert_error(r: &Resp, status: u16, code: &str) {
     let rid = r.header("x-request-id").expect("x-request-id header");
     assert_eq!(r.json["request_id"].as_str(), Some(rid));
 }
+
+/// Polls `check` until it returns `Some` (or fails after 30 s, saying `what`, with the
+/// gateway's log).
+pub async fn wait_for<T, F, Fut>(what: &str, gw: &Gateway, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what} did not happen\n{}", gw.stderr());
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

@@ -5,14 +5,13 @@
 //! analytics; then provider failures (429 pacing, 5xx until dead, 4xx) and the credential's
 //! confinement. Both adapters run the same scenario: the contract absorbs their differences.
 
-use std::time::{Duration, Instant};
 
 use fake_providers::heyreach::{self, FakeHeyreach};
 use fake_providers::smartlead::{self, Auth, FakeSmartlead};
 use fake_providers::Fault;
 use serde_json::{json, Value};
 
-use crate::harness::{policies_with, repo_policies, Gateway, GatewayOptions, Resp, TestDb};
+use crate::harness::{policies_with, repo_policies, wait_for, Gateway, GatewayOptions, Resp, TestDb};
 
 const SMARTLEAD_KEY: &str = "sl-key-contract-7Qx9v2LmP4";
 const HEYREACH_KEY: &str = "hr-key-contract-3Zt8w1KnR6";
@@ -167,21 +166,6 @@ async fn send(gw: &Gateway, method: &str, token: &str, path: &str, body: Option<
     }
 }
 
-/// Polls `check` until it returns `Some` (or fails after 30 s, saying `what`).
-async fn wait_for<T, F, Fut>(what: &str, gw: &Gateway, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what} did not happen\n{}", gw.stderr());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// An org with the provider configured, the capability enabled and provisioned (ready).
 async fn onboard(gw: &Gateway, fake: &Fake, name: &str) -> Org {

@@ -6,8 +6,6 @@ use std::sync::Arc;
 
 use crate::db::jobs::{self, Attempt, Claimed, EventData};
 use crate::plugin::bindings::types::{Header, Request};
-use crate::policy::Target;
-use crate::role::Role;
 use crate::state::AppState;
 
 /// Runs the provider's adapter plugin on the event; `Ok(true)` when the attempt was recorded
@@ -21,12 +19,6 @@ pub async fn run(
     event: &EventData,
     done: &Attempt,
 ) -> Result<bool, String> {
-    let routing = state.routing();
-    let policies = &routing.policies;
-    let provider = policies.providers.get(&event.provider).ok_or_else(|| format!("provider {:?} is not in the policies", event.provider))?;
-    let route = policies.route(&provider.route).ok_or_else(|| format!("route {:?} is not in the policies", provider.route))?;
-    let Target::Plugin(name) = &route.target else { return Err(format!("route {:?} does not target a plugin", route.id)) };
-    let plugin = state.plugin(name).ok_or_else(|| format!("plugin {name:?} is not loaded"))?;
     let mut headers = vec![
         Header { name: "content-type".into(), value: event.content_type.clone().unwrap_or_else(|| "application/json".into()) },
         Header { name: "webhook-event-id".into(), value: event.id.to_string() },
@@ -48,35 +40,15 @@ pub async fn run(
     let recorded = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (flag, done) = (recorded.clone(), done.clone());
     let worker = worker.to_string();
-    let before_commit: crate::plugin::BeforeCommit<'_> = Box::new(move |tx, _answer| {
+    let before_commit: crate::plugin::BeforeCommit<'static> = Box::new(move |tx, _answer| {
         Box::pin(async move {
             let ours = !jobs::finish_on(tx, &worker, std::slice::from_ref(&done)).await?.is_empty();
             flag.store(ours, std::sync::atomic::Ordering::Relaxed);
             Ok(ours)
         })
     });
-    let started = std::time::Instant::now();
-    let outcome = state
-        .runtime
-        .invoke(
-            &plugin,
-            crate::plugin::Invocation {
-                label: &route.id,
-                grants: route.grants.clone(),
-                sandbox: route.sandbox,
-                pool,
-                schema: state.schema.clone(),
-                org: job.tenant_id,
-                user: None,
-                role: Role::Member,
-                request_id: &request_id,
-                request,
-                before_commit: Some(before_commit),
-                credentials: Some(state.providers.clone()),
-            },
-        )
-        .await;
-    state.metrics.plugin_invocation(&plugin.name, &plugin.version, outcome.kind(), started.elapsed());
+    let (plugin, outcome) =
+        crate::jobs::invoke_adapter(state, pool, &event.provider, job.tenant_id, &request_id, request, before_commit).await?;
     match crate::phases::dispatch::plugin_reply(&plugin.version, outcome) {
         Ok(reply) if reply.status.is_success() => Ok(recorded.load(std::sync::atomic::Ordering::Relaxed)),
         Ok(reply) => Err(format!("{} answered {}", plugin.name, reply.status.as_u16())),
