@@ -207,6 +207,46 @@ fn check(doc: &Value, method: &str, template: &str, r: &Resp) -> Result<(), Stri
     }
 }
 
+/// The path template of the document that `path` falls under (literal segments first).
+fn template_for<'d>(doc: &'d Value, method: &str, path: &str) -> Option<&'d str> {
+    let segs: Vec<&str> = path.split('/').collect();
+    let fits = |t: &str| {
+        let ts: Vec<&str> = t.split('/').collect();
+        ts.len() == segs.len() && ts.iter().zip(&segs).all(|(t, s)| t == s || (t.starts_with('{') && !s.is_empty()))
+    };
+    let literal = |t: &str| t.split('/').filter(|x| !x.starts_with('{')).count();
+    doc["paths"]
+        .as_object()?
+        .iter()
+        .filter(|(t, item)| fits(t) && item.get(method.to_ascii_lowercase()).is_some())
+        .max_by_key(|(t, _)| literal(t))
+        .map(|(t, _)| t.as_str())
+}
+
+/// The harness's optional check (`GATEWAY_TEST_OPENAPI=1`) of any answer: against its
+/// route's documented response when the document has the route and a schema for it; an
+/// error answer off any route (404, 405, built-in health routes' errors) against the envelope.
+pub fn check_answer(doc: &Value, method: &str, path: &str, r: &Resp) -> Result<(), String> {
+    match template_for(doc, method, path) {
+        Some(t) => {
+            let op = &doc["paths"][t][method.to_ascii_lowercase()];
+            let status = r.status.to_string();
+            let listed = op["responses"].get(&status).or_else(|| op["responses"].get("default"));
+            let described = listed.is_some_and(|x| x.get("$ref").is_some() || x.get("content").is_some());
+            if !described || r.json.is_null() {
+                return Ok(()); // no schema for this route (a test's own plugin), or no JSON
+            }
+            check(doc, method, t, r)
+        }
+        None if r.status >= 400 && !r.json.is_null() => {
+            let validator = jsonschema::draft202012::new(&with_components(doc, &json!({ "$ref": "#/components/schemas/Error" }))).map_err(|e| e.to_string())?;
+            let problems: Vec<String> = validator.iter_errors(&r.json).map(|e| e.to_string()).collect();
+            if problems.is_empty() { Ok(()) } else { Err(format!("{method} {path} {}: {problems:?}", r.status)) }
+        }
+        None => Ok(()),
+    }
+}
+
 /// A stand-in provider (`provider-stub`) so the campaign and provider routes answer for real.
 const STUB: &str = r#"
 [plugins.provider-stub]
