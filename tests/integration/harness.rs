@@ -175,7 +175,9 @@ pub struct Gateway {
 
 /// `GATEWAY_TEST_OPENAPI=1`: every answer `Req::send` gets is also checked against the
 /// gateway's own OpenAPI document (`tests/integration/openapi.rs`); a mismatch fails the test.
-/// Off by default: it adds a request per gateway, which tests counting requests would see.
+/// Off by default: it adds a request per gateway, which tests counting requests would see, and
+/// tests that activate a fixture version of a shipped plugin (`registry::`) answer outside the
+/// shipped plugin's schemas.
 fn openapi_check_on() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| std::env::var("GATEWAY_TEST_OPENAPI").is_ok_and(|v| v == "1"))
