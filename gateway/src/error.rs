@@ -38,71 +38,60 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The stable error codes of the HTTP contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Code {
-    Unauthenticated,
-    MissingTenantId,
-    TenantMismatch,
-    UnauthorizedBusiness,
-    Forbidden,
-    NotFound,
-    MethodNotAllowed,
-    RateLimited,
-    PayloadTooLarge,
-    InvalidJson,
-    ValidationFailed,
-    Conflict,
-    Unprocessable,
-    Unavailable,
-    Internal,
-    PluginFailed,
-    PluginTimeout,
-    PluginResourceExhausted,
-    PluginRejected,
-    InvalidSignature,
-    StaleWebhook,
-    MalformedRequest,
-    UriTooLong,
-    HeadersTooLarge,
-    RequestTimeout,
-    TooManyConnections,
-    ProviderUrlNotAllowed,
+/// Declares [`Code`], its wire strings and [`Code::ALL`] in one list, so the list the
+/// OpenAPI document and its tests read cannot miss a code.
+macro_rules! error_codes {
+    ($($variant:ident = $text:literal,)*) => {
+        /// The stable error codes of the HTTP contract.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Code {
+            $($variant,)*
+        }
+
+        impl Code {
+            /// Every code, in declaration order.
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $text,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    Unauthenticated = "UNAUTHENTICATED",
+    MissingTenantId = "MISSING_TENANT_ID",
+    TenantMismatch = "TENANT_MISMATCH",
+    UnauthorizedBusiness = "UNAUTHORIZED_BUSINESS",
+    Forbidden = "FORBIDDEN",
+    NotFound = "NOT_FOUND",
+    MethodNotAllowed = "METHOD_NOT_ALLOWED",
+    RateLimited = "RATE_LIMITED",
+    PayloadTooLarge = "PAYLOAD_TOO_LARGE",
+    InvalidJson = "INVALID_JSON",
+    ValidationFailed = "VALIDATION_FAILED",
+    Conflict = "CONFLICT",
+    Unprocessable = "UNPROCESSABLE",
+    Unavailable = "UNAVAILABLE",
+    Internal = "INTERNAL",
+    PluginFailed = "PLUGIN_FAILED",
+    PluginTimeout = "PLUGIN_TIMEOUT",
+    PluginResourceExhausted = "PLUGIN_RESOURCE_EXHAUSTED",
+    PluginRejected = "PLUGIN_REJECTED",
+    InvalidSignature = "INVALID_SIGNATURE",
+    StaleWebhook = "STALE_WEBHOOK",
+    MalformedRequest = "MALFORMED_REQUEST",
+    UriTooLong = "URI_TOO_LONG",
+    HeadersTooLarge = "HEADERS_TOO_LARGE",
+    RequestTimeout = "REQUEST_TIMEOUT",
+    TooManyConnections = "TOO_MANY_CONNECTIONS",
+    ProviderUrlNotAllowed = "PROVIDER_URL_NOT_ALLOWED",
 }
 
 impl Code {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Code::Unauthenticated => "UNAUTHENTICATED",
-            Code::MissingTenantId => "MISSING_TENANT_ID",
-            Code::TenantMismatch => "TENANT_MISMATCH",
-            Code::UnauthorizedBusiness => "UNAUTHORIZED_BUSINESS",
-            Code::Forbidden => "FORBIDDEN",
-            Code::NotFound => "NOT_FOUND",
-            Code::MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            Code::RateLimited => "RATE_LIMITED",
-            Code::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
-            Code::InvalidJson => "INVALID_JSON",
-            Code::ValidationFailed => "VALIDATION_FAILED",
-            Code::Conflict => "CONFLICT",
-            Code::Unprocessable => "UNPROCESSABLE",
-            Code::Unavailable => "UNAVAILABLE",
-            Code::Internal => "INTERNAL",
-            Code::PluginFailed => "PLUGIN_FAILED",
-            Code::PluginTimeout => "PLUGIN_TIMEOUT",
-            Code::PluginResourceExhausted => "PLUGIN_RESOURCE_EXHAUSTED",
-            Code::PluginRejected => "PLUGIN_REJECTED",
-            Code::InvalidSignature => "INVALID_SIGNATURE",
-            Code::StaleWebhook => "STALE_WEBHOOK",
-            Code::MalformedRequest => "MALFORMED_REQUEST",
-            Code::UriTooLong => "URI_TOO_LONG",
-            Code::HeadersTooLarge => "HEADERS_TOO_LARGE",
-            Code::RequestTimeout => "REQUEST_TIMEOUT",
-            Code::TooManyConnections => "TOO_MANY_CONNECTIONS",
-            Code::ProviderUrlNotAllowed => "PROVIDER_URL_NOT_ALLOWED",
-        }
-    }
-
     pub fn status(self) -> StatusCode {
         match self {
             Code::Unauthenticated | Code::InvalidSignature | Code::StaleWebhook => StatusCode::UNAUTHORIZED,

@@ -53,6 +53,7 @@ pub mod health;
 pub mod logging;
 pub mod metrics;
 pub mod native;
+pub mod openapi;
 pub mod ops;
 pub mod parse_errors;
 pub mod phases;

@@ -18,12 +18,19 @@ use crate::webhooks::Endpoints;
 pub struct Routing {
     pub policies: PolicySet,
     pub limits: RateLimits,
+    /// The OpenAPI document of these policies, rendered on first request.
+    openapi: std::sync::OnceLock<bytes::Bytes>,
 }
 
 impl Routing {
     pub fn new(policies: PolicySet) -> Routing {
         let limits = RateLimits::new(&policies);
-        Routing { policies, limits }
+        Routing { policies, limits, openapi: std::sync::OnceLock::new() }
+    }
+
+    /// `GET /v1/openapi.json`'s body: built once per policy set, which is immutable.
+    pub fn openapi(&self) -> bytes::Bytes {
+        self.openapi.get_or_init(|| bytes::Bytes::from(serde_json::to_vec(&crate::openapi::document(&self.policies)).unwrap_or_default())).clone()
     }
 }
 

@@ -169,6 +169,18 @@ pub struct Gateway {
     pub data_dir: PathBuf,
     pub super_token: String,
     client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    /// Its `GET /v1/openapi.json`, fetched on first use when `GATEWAY_TEST_OPENAPI=1`.
+    openapi: tokio::sync::OnceCell<Option<Value>>,
+}
+
+/// `GATEWAY_TEST_OPENAPI=1`: every answer `Req::send` gets is also checked against the
+/// gateway's own OpenAPI document (`tests/integration/openapi.rs`); a mismatch fails the test.
+/// Off by default: it adds a request per gateway, which tests counting requests would see, and
+/// tests that activate a fixture version of a shipped plugin (`registry::`) answer outside the
+/// shipped plugin's schemas.
+fn openapi_check_on() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("GATEWAY_TEST_OPENAPI").is_ok_and(|v| v == "1"))
 }
 
 pub fn gateway_command(opts: &GatewayOptions) -> Command {
@@ -223,6 +235,7 @@ impl Gateway {
             data_dir: opts.data_dir.clone(),
             super_token: opts.bootstrap_token.clone().unwrap_or_default(),
             client: Client::builder(TokioExecutor::new()).build_http(),
+            openapi: tokio::sync::OnceCell::new(),
         };
         gw.addr = gw.wait_for_addr().await;
         if gw.super_token.is_empty() {
@@ -316,6 +329,18 @@ impl Gateway {
         }
     }
 
+    /// The gateway's OpenAPI document (`None` if it does not serve one).
+    async fn openapi_document(&self) -> Option<&Value> {
+        self.openapi
+            .get_or_init(|| async {
+                let req = http::Request::get(format!("http://{}/v1/openapi.json", self.addr)).body(Full::new(Bytes::new())).unwrap();
+                let r = send_with(&self.client, req).await;
+                (r.status == 200).then_some(r.json)
+            })
+            .await
+            .as_ref()
+    }
+
     /// Creates an org (as super-admin) and returns its id.
     pub async fn create_org(&self, name: &str, plan: Option<&str>) -> String {
         let mut body = serde_json::json!({ "name": name });
@@ -392,6 +417,7 @@ impl Req<'_> {
         self
     }
     pub async fn send(self) -> Resp {
+        let (gw, method, path) = (self.gw, self.method.clone(), self.path.clone());
         let mut b = http::Request::builder()
             .method(self.method)
             .uri(format!("http://{}{}", self.gw.addr, self.path));
@@ -399,7 +425,16 @@ impl Req<'_> {
             b = b.header(k, v);
         }
         let req = b.body(Full::new(self.body)).unwrap();
-        send_with(&self.gw.client, req).await
+        let resp = send_with(&self.gw.client, req).await;
+        if openapi_check_on() {
+            if let Some(doc) = gw.openapi_document().await {
+                let path = path.split('?').next().unwrap_or_default();
+                if let Err(e) = crate::openapi::check_answer(doc, method.as_str(), path, &resp) {
+                    panic!("GATEWAY_TEST_OPENAPI: {e}");
+                }
+            }
+        }
+        resp
     }
 }
 

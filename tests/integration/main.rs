@@ -15,6 +15,7 @@ mod hostile_clients;
 mod lifecycle;
 mod metrics;
 mod neighbours;
+mod openapi;
 mod limits;
 mod outbound;
 mod provider_webhooks;

@@ -4,6 +4,7 @@
 mod admin;
 mod businesses;
 mod campaigns;
+mod openapi;
 mod plugins;
 mod provisioning;
 mod providers;
@@ -62,6 +63,7 @@ pub async fn call(handler: Native, call: Call<'_>) -> Result<Reply, ApiError> {
         Native::GetProvider => providers::get(call).await,
         Native::ListProviders => providers::list(call).await,
         Native::DeleteProvider => providers::delete(call).await,
+        Native::OpenApi => openapi::serve(call).await,
     }
 }
 

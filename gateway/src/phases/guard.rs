@@ -1,7 +1,8 @@
 //! Phase 1, the tenant guard: authenticate the bearer token, decide the org (from the token,
 //! or `X-Org-Id` for a super-admin, never from the payload) and check the route's roles.
 //! On webhook routes the endpoint named in the path decides the org; its signature is
-//! checked by the `verify` phase once the body is read.
+//! checked by the `verify` phase once the body is read. Public routes (`auth = "public"`)
+//! have an anonymous caller.
 
 use std::net::IpAddr;
 
@@ -33,8 +34,10 @@ fn stranger(state: &AppState, peer: IpAddr) -> Result<(), ApiError> {
 }
 
 pub async fn check(state: &AppState, route: &Route, params: &[(String, String)], headers: &HeaderMap, peer: IpAddr) -> Result<Caller, ApiError> {
-    if route.auth == Auth::Webhook {
-        return webhook(state, params, peer).await;
+    match route.auth {
+        Auth::Webhook => return webhook(state, params, peer).await,
+        Auth::Public => return Ok(anonymous()),
+        Auth::Bearer => {}
     }
     let token = headers
         .get(http::header::AUTHORIZATION)
@@ -72,6 +75,12 @@ pub async fn check(state: &AppState, route: &Route, params: &[(String, String)],
         (Scope::Tenant, _) => (p.org, p.plan.clone()),
     };
     Ok(Caller { org, plan, ..p })
+}
+
+/// The caller of a public route: no token, no user, no org (so no tenant quota and no
+/// tenant transaction); the role is the least one and no handler behind such a route reads it.
+fn anonymous() -> Caller {
+    Caller { role: Role::Member, token_id: Uuid::nil(), user: None, org: None, plan: None, endpoint: None }
 }
 
 /// Unknown, malformed and disabled endpoint ids are all 404: nothing tells them apart.

@@ -101,7 +101,7 @@ async fn pipeline(state: &AppState, req: Request<Incoming>, client: &Client, ent
         }
     };
     entry.org = caller.org;
-    entry.role = Some(caller.role);
+    entry.role = (route.auth != crate::policy::Auth::Public).then_some(caller.role);
     let body = payload::read(body, &parts.headers, route.body_limit, &client.body).await?;
     let verified = verify::check(policies, &state.metrics, &caller, &parts.headers, parts.uri.query(), &body)?;
     // From here on the request waits only on the database and the plugin: both are bounded

@@ -302,6 +302,23 @@ mod tests {
     }
 
     #[test]
+    fn public_routes_are_platform_routes_without_roles_for_public_handlers() {
+        let route = |target: &str, extra: &str| {
+            format!("[[route]]\nid = \"o\"\nmethod = \"GET\"\npath = \"/v1/openapi.json\"\ntarget = \"{target}\"\nauth = \"public\"\n{extra}")
+        };
+        let set = load(&route("native:openapi", "scope = \"platform\"\n")).unwrap();
+        assert_eq!(set.route("o").unwrap().auth, Auth::Public);
+        for (target, extra) in [
+            ("native:whoami", "scope = \"platform\"\n"),
+            ("native:openapi", ""),
+            ("native:openapi", "scope = \"platform\"\nroles = [\"super_admin\"]\n"),
+        ] {
+            let e = load(&route(target, extra)).unwrap_err().to_string();
+            assert!(e.contains("auth = \"public\""), "{target} {extra}: {e}");
+        }
+    }
+
+    #[test]
     fn lookup_distinguishes_wrong_method() {
         let set = load("[[route]]\nid = \"w\"\nmethod = \"GET\"\npath = \"/v1/whoami\"\ntarget = \"native:whoami\"\nroles = [\"member\"]\n").unwrap();
         assert!(matches!(set.lookup(&http::Method::GET, "/v1/whoami"), Lookup::Found(..)));

@@ -123,6 +123,9 @@ pub enum Auth {
     /// Webhook ingress: the `{endpoint_id}` path parameter names the endpoint, the endpoint
     /// decides the org, and its signature (checked by the `verify` phase) is the credential.
     Webhook,
+    /// No credential, no org: a native handler that serves what anyone may read (the
+    /// OpenAPI document). It never reaches tenant data.
+    Public,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -433,8 +436,19 @@ fn target(r: &RouteSpec, path: &str) -> Result<Target, String> {
     } else if ingress {
         return Err("native:webhook_ingress needs auth = \"webhook\"".into());
     }
+    let public_handler = matches!(target, Target::Native(n) if PUBLIC_HANDLERS.contains(&n));
+    if r.auth == Auth::Public && (!public_handler || !r.roles.is_empty() || r.scope != Scope::Platform) {
+        let names: Vec<String> = PUBLIC_HANDLERS.iter().map(|n| format!("native:{}", n.name())).collect();
+        return Err(format!(
+            "auth = \"public\" is for scope = \"platform\" routes without roles, targeting {}",
+            names.join(", ")
+        ));
+    }
     Ok(target)
 }
+
+/// The handlers that may be served without a credential: none of them reads tenant data.
+const PUBLIC_HANDLERS: &[Native] = &[Native::OpenApi];
 
 /// Scope and roles agree: platform routes are for super-admins, tenant routes name a role.
 fn access(r: &RouteSpec) -> Result<(), String> {
