@@ -62,6 +62,7 @@ pub async fn call(handler: Native, call: Call<'_>) -> Result<Reply, ApiError> {
         Native::GetProvider => providers::get(call).await,
         Native::ListProviders => providers::list(call).await,
         Native::DeleteProvider => providers::delete(call).await,
+        Native::Console => crate::console::handle(call).await,
     }
 }
 

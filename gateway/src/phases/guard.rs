@@ -33,8 +33,10 @@ fn stranger(state: &AppState, peer: IpAddr) -> Result<(), ApiError> {
 }
 
 pub async fn check(state: &AppState, route: &Route, params: &[(String, String)], headers: &HeaderMap, peer: IpAddr) -> Result<Caller, ApiError> {
-    if route.auth == Auth::Webhook {
-        return webhook(state, params, peer).await;
+    match route.auth {
+        Auth::Webhook => return webhook(state, params, peer).await,
+        Auth::Console => return crate::console::guard(state, route, headers, peer),
+        Auth::Bearer => {}
     }
     let token = headers
         .get(http::header::AUTHORIZATION)

@@ -73,6 +73,7 @@ native_handlers! {
     GetProvider = "get_provider",
     ListProviders = "list_providers",
     DeleteProvider = "delete_provider",
+    Console = "console",
 }
 
 /// Every name, for messages.

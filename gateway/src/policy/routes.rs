@@ -123,6 +123,9 @@ pub enum Auth {
     /// Webhook ingress: the `{endpoint_id}` path parameter names the endpoint, the endpoint
     /// decides the org, and its signature (checked by the `verify` phase) is the credential.
     Webhook,
+    /// The operator console (`native:console`): a session cookie from the console's sign-in,
+    /// never a bearer token. Routes with no roles (sign-in, the stylesheet) need no session.
+    Console,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -432,6 +435,13 @@ fn target(r: &RouteSpec, path: &str) -> Result<Target, String> {
         }
     } else if ingress {
         return Err("native:webhook_ingress needs auth = \"webhook\"".into());
+    }
+    let console = target == Target::Native(Native::Console);
+    if console != (r.auth == Auth::Console) {
+        return Err("auth = \"console\" and target \"native:console\" go together".into());
+    }
+    if console && (r.scope != Scope::Platform || !path.starts_with("/console")) {
+        return Err("console routes are platform routes under /console".into());
     }
     Ok(target)
 }
