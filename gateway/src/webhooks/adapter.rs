@@ -77,6 +77,9 @@ pub async fn run(
         )
         .await;
     state.metrics.plugin_invocation(&plugin.name, &plugin.version, outcome.kind(), started.elapsed());
+    if !matches!(outcome, crate::plugin::Outcome::Response(_)) {
+        state.console.hourly.plugin_failed(job.tenant_id);
+    }
     match crate::phases::dispatch::plugin_reply(&plugin.version, outcome) {
         Ok(reply) if reply.status.is_success() => Ok(recorded.load(std::sync::atomic::Ordering::Relaxed)),
         Ok(reply) => Err(format!("{} answered {}", plugin.name, reply.status.as_u16())),
