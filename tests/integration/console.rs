@@ -295,12 +295,20 @@ async fn console_in_a_real_browser() {
     c.execute("document.querySelectorAll('input[name=csrf]').forEach(i => i.value = 'forged')", vec![]).await.unwrap();
     c.find(Locator::Css("td form button")).await.unwrap().click().await.unwrap();
     assert!(text(c, "main").await.contains("CSRF"));
-    let r = gw.req("GET", "/v1/whoami").token(&tiny_member).send().await;
-    assert_eq!(r.status, 200, "{}", r.text);
+    let pool = db.owner_pool().await;
+    let live = || async {
+        sqlx::query_scalar::<_, bool>("SELECT revoked_at IS NULL FROM api_tokens WHERE id = $1::uuid")
+            .bind(&tiny_token_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert!(live().await, "a forged form revoked the token");
     // With the right one, the token is revoked.
     c.goto(&format!("{base}/console/orgs/{tiny}")).await.unwrap();
     c.find(Locator::Css(&format!("button[aria-label='Revoke token {tiny_token_id}']"))).await.unwrap().click().await.unwrap();
     assert!(text(c, "main").await.contains("revoked"));
+    assert!(!live().await);
     let r = gw.req("GET", "/v1/whoami").token(&tiny_member).send().await;
     assert_eq!(r.status, 401, "{}", r.text);
 
