@@ -53,6 +53,8 @@ pub struct Session {
     pub csrf: String,
     /// The super-admin token that signed in; `None` before sign-in.
     pub token_id: Option<Uuid>,
+    /// That token's SHA-256 digest: each request checks the token is still live.
+    digest: Option<[u8; 32]>,
     expires: Instant,
 }
 
@@ -82,9 +84,14 @@ impl Console {
     }
 
     /// A new session (anonymous, or signed in by `token_id`); returns its id.
-    fn open(&self, token_id: Option<Uuid>) -> (String, Session) {
-        let ttl = if token_id.is_some() { SESSION_TTL } else { ANONYMOUS_TTL };
-        let session = Session { csrf: random_id(), token_id, expires: Instant::now() + ttl };
+    fn open(&self, signed_in: Option<(Uuid, [u8; 32])>) -> (String, Session) {
+        let ttl = if signed_in.is_some() { SESSION_TTL } else { ANONYMOUS_TTL };
+        let session = Session {
+            csrf: random_id(),
+            token_id: signed_in.map(|s| s.0),
+            digest: signed_in.map(|s| s.1),
+            expires: Instant::now() + ttl,
+        };
         let id = random_id();
         let mut s = self.lock();
         if s.len() >= MAX_SESSIONS {
@@ -118,10 +125,10 @@ fn cookie(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The guard for `auth = "console"` routes. A route with roles (every page but sign-in and
-/// the stylesheet) needs a signed-in session: the caller is then the super-admin token that
-/// signed in. A route without roles is open: its caller is an anonymous member of no org,
-/// and its handler grants nothing on that.
-pub fn guard(state: &AppState, route: &Route, headers: &HeaderMap, peer: IpAddr) -> Result<Caller, ApiError> {
+/// the stylesheet) needs a signed-in session whose token is still a live super-admin's (a
+/// revoked token ends its sessions): the caller is then that token. A route without roles is
+/// open: its caller is an anonymous member of no org, and its handler grants nothing on that.
+pub async fn guard(state: &AppState, route: &Route, headers: &HeaderMap, peer: IpAddr) -> Result<Caller, ApiError> {
     let anonymous = Caller { role: Role::Member, token_id: Uuid::nil(), user: None, org: None, plan: None, endpoint: None };
     if route.roles.is_empty() {
         if let Some(wait) = state.strangers.blocked(peer) {
@@ -131,11 +138,18 @@ pub fn guard(state: &AppState, route: &Route, headers: &HeaderMap, peer: IpAddr)
         }
         return Ok(anonymous);
     }
-    match state.console.session(headers) {
-        Some((_, Session { token_id: Some(token_id), .. })) => {
+    let signed_out = || ApiError::new(Code::Unauthenticated, "sign in to the console");
+    let Some((id, Session { token_id: Some(token_id), digest: Some(digest), .. })) = state.console.session(headers) else {
+        return Err(signed_out());
+    };
+    match state.directory.authenticate_digest(&state.pool, digest).await? {
+        Some(p) if p.role == Role::SuperAdmin && p.token_id == token_id => {
             Ok(Caller { role: Role::SuperAdmin, token_id, ..anonymous })
         }
-        _ => Err(ApiError::new(Code::Unauthenticated, "sign in to the console")),
+        _ => {
+            state.console.close(&id);
+            Err(signed_out())
+        }
     }
 }
 
@@ -280,7 +294,8 @@ async fn sign_in(call: &Call<'_>) -> Result<Reply, ApiError> {
         Some(p) if p.role == Role::SuperAdmin => {
             // A fresh id on sign-in: an id planted before it is worth nothing after.
             call.state.console.close(&sid);
-            let (new_id, _) = call.state.console.open(Some(p.token_id));
+            let digest = crate::auth::digest(token.unwrap_or_default());
+            let (new_id, _) = call.state.console.open(Some((p.token_id, digest)));
             tracing::info!(token_id = %p.token_id, "console_signed_in");
             Ok(redirect_to("/console/orgs".into(), vec![set_cookie(call.state, &new_id, SESSION_TTL)]))
         }
@@ -447,7 +462,7 @@ mod tests {
     #[test]
     fn sessions_expire_and_close() {
         let c = Console::default();
-        let (id, s) = c.open(Some(Uuid::nil()));
+        let (id, s) = c.open(Some((Uuid::nil(), [0; 32])));
         let mut h = HeaderMap::new();
         h.insert(http::header::COOKIE, HeaderValue::from_str(&format!("{COOKIE}={id}")).unwrap());
         assert_eq!(c.session(&h).map(|(_, x)| x.csrf), Some(s.csrf));

@@ -35,7 +35,7 @@ fn stranger(state: &AppState, peer: IpAddr) -> Result<(), ApiError> {
 pub async fn check(state: &AppState, route: &Route, params: &[(String, String)], headers: &HeaderMap, peer: IpAddr) -> Result<Caller, ApiError> {
     match route.auth {
         Auth::Webhook => return webhook(state, params, peer).await,
-        Auth::Console => return crate::console::guard(state, route, headers, peer),
+        Auth::Console => return crate::console::guard(state, route, headers, peer).await,
         Auth::Bearer => {}
     }
     let token = headers
