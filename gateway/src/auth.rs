@@ -89,7 +89,12 @@ impl Directory {
 
     /// The caller a bearer token names, or `None` for an unknown or revoked one.
     pub async fn authenticate(&self, pool: &PgPool, token: &str) -> Result<Option<Caller>> {
-        let key = digest(token);
+        self.authenticate_digest(pool, digest(token)).await
+    }
+
+    /// [`Directory::authenticate`] by the token's digest (the console's sessions keep the
+    /// digest, never the token, to notice a revocation).
+    pub async fn authenticate_digest(&self, pool: &PgPool, key: [u8; 32]) -> Result<Option<Caller>> {
         if let Some(hit) = self.tokens.get(&key) {
             return Ok(hit);
         }

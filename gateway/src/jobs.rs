@@ -106,6 +106,9 @@ pub(crate) async fn invoke_adapter(
         )
         .await;
     state.metrics.plugin_invocation(&plugin.name, &plugin.version, outcome.kind(), started.elapsed());
+    if !matches!(outcome, crate::plugin::Outcome::Response(_)) {
+        state.console.hourly.plugin_failed(org);
+    }
     Ok((plugin, outcome))
 }
 

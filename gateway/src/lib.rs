@@ -46,6 +46,7 @@ pub mod admission;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod embedded;
 pub mod error;

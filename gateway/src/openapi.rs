@@ -36,7 +36,8 @@ pub fn document(policies: &PolicySet) -> Value {
     let empty = Map::new();
     let table = base.get("x-routes").and_then(Value::as_object).unwrap_or(&empty);
     let mut paths = Map::new();
-    for r in policies.routes.iter().filter(|r| !r.internal) {
+    // The console's pages are HTML for a browser session, not part of the JSON API.
+    for r in policies.routes.iter().filter(|r| !r.internal && r.auth != Auth::Console) {
         let (path, params) = openapi_path(&r.path);
         let item = paths.entry(path).or_insert_with(|| json!({}));
         item[r.method.as_str().to_ascii_lowercase()] = operation(r, &params, table.get(&*r.id));
@@ -93,6 +94,7 @@ fn operation(r: &Route, params: &[(String, bool)], described: Option<&Value>) ->
         Auth::Bearer => "bearer",
         Auth::Webhook => "webhook",
         Auth::Public => "public",
+        Auth::Console => "console",
     }));
     // Super-admins may call every bearer route (Route::allows).
     let mut roles: Vec<&str> = r.roles.iter().map(|x| x.as_str()).collect();
@@ -103,7 +105,7 @@ fn operation(r: &Route, params: &[(String, bool)], described: Option<&Value>) ->
     op.insert("security".into(), match r.auth {
         Auth::Bearer => json!([{ "bearerAuth": [] }]),
         // The webhook's signature is its credential; a public route has none.
-        Auth::Webhook | Auth::Public => json!([]),
+        Auth::Webhook | Auth::Public | Auth::Console => json!([]),
     });
     op.insert("x-body-limit".into(), json!(r.body_limit));
 

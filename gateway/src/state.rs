@@ -66,6 +66,8 @@ pub struct AppState {
     /// `GATEWAY_PUBLIC_URL`, or `http://<bound address>` once listening: where providers send
     /// webhooks.
     public_url: std::sync::OnceLock<String>,
+    /// The operator console's sessions and per-org hourly counts.
+    pub console: crate::console::Console,
 }
 
 impl AppState {
@@ -106,6 +108,7 @@ impl AppState {
             health: Arc::default(),
             request_timeout: std::time::Duration::from_millis(config.request_timeout_ms),
             public_url: config.public_url.clone().map(std::sync::OnceLock::from).unwrap_or_default(),
+            console: Default::default(),
         }
     }
 

@@ -5,6 +5,7 @@ mod harness;
 mod adapters;
 mod bad_input;
 mod campaigns;
+mod console;
 mod containment_leaks;
 mod contract;
 mod contract_wit;

@@ -245,3 +245,15 @@ pub async fn depth(pool: &PgPool) -> Result<Vec<(Uuid, String, i64)>> {
     tx.commit().await?;
     Ok(rows)
 }
+
+/// The age in seconds of the oldest job still waiting (`pending`), platform scope.
+pub async fn oldest_pending_secs(pool: &PgPool) -> Result<Option<f64>> {
+    let mut tx = crate::db::begin_platform(pool).await?;
+    let age: Option<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM now() - min(created_at))::float8 FROM jobs WHERE status = 'pending'",
+    )
+    .fetch_one(tx.conn())
+    .await?;
+    tx.commit().await?;
+    Ok(age)
+}

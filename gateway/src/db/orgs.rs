@@ -32,3 +32,10 @@ pub async fn plan_of<'e>(exec: impl PgExecutor<'e>, org: Uuid) -> Result<Option<
         .fetch_optional(exec)
         .await?)
 }
+
+/// Every org with its plan, oldest first (the operator console).
+pub async fn list<'e>(exec: impl PgExecutor<'e>) -> Result<Vec<(Uuid, String, String)>> {
+    Ok(sqlx::query_as("SELECT id, name, plan FROM orgs ORDER BY created_at, id LIMIT 1000")
+        .fetch_all(exec)
+        .await?)
+}

@@ -71,3 +71,23 @@ pub async fn lock_bootstrap<'e>(exec: impl PgExecutor<'e>) -> Result<()> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('gateway.bootstrap'))").execute(exec).await?;
     Ok(())
 }
+
+/// An org's tokens, newest first, revoked ones included (the operator console).
+#[derive(Debug, sqlx::FromRow)]
+pub struct Listed {
+    pub id: Uuid,
+    pub role: String,
+    pub user_id: Option<Uuid>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+pub async fn list_for_org<'e>(exec: impl PgExecutor<'e>, org: Uuid) -> Result<Vec<Listed>> {
+    Ok(sqlx::query_as(
+        "SELECT id, role, user_id, created_at, revoked_at FROM api_tokens WHERE org_id = $1 \
+         ORDER BY created_at DESC, id LIMIT 500",
+    )
+    .bind(org)
+    .fetch_all(exec)
+    .await?)
+}

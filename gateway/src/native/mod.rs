@@ -64,6 +64,7 @@ pub async fn call(handler: Native, call: Call<'_>) -> Result<Reply, ApiError> {
         Native::ListProviders => providers::list(call).await,
         Native::DeleteProvider => providers::delete(call).await,
         Native::OpenApi => openapi::serve(call).await,
+        Native::Console => crate::console::handle(call).await,
     }
 }
 

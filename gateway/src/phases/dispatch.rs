@@ -22,6 +22,8 @@ pub struct Call<'a> {
     pub params: Vec<(String, String)>,
     pub caller: Caller,
     pub request_id: &'a str,
+    /// The client's address (the console's sign-in counts failed tokens per address).
+    pub peer: std::net::IpAddr,
     pub method: http::Method,
     pub path: String,
     pub query: Option<String>,
@@ -143,6 +145,9 @@ async fn plugin(name: &str, call: Call<'_>) -> Result<Reply, ApiError> {
     let started = std::time::Instant::now();
     let (outcome, cpu) = call.state.runtime.invoke_metered(&loaded, inv).await;
     call.state.metrics.plugin_invocation(&loaded.name, &loaded.version, outcome.kind(), started.elapsed());
+    if !matches!(outcome, Outcome::Response(_)) {
+        call.state.console.hourly.plugin_failed(org);
+    }
     permit.charge(cpu);
     drop(permit);
     plugin_reply_within(exposure, &loaded.version, outcome)

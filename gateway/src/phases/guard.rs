@@ -37,6 +37,7 @@ pub async fn check(state: &AppState, route: &Route, params: &[(String, String)],
     match route.auth {
         Auth::Webhook => return webhook(state, params, peer).await,
         Auth::Public => return Ok(anonymous()),
+        Auth::Console => return crate::console::guard(state, route, headers, peer).await,
         Auth::Bearer => {}
     }
     let token = headers

@@ -12,6 +12,7 @@ pub fn check(state: &AppState, route: &Route, caller: &Caller) -> Result<(), Api
     };
     state.routing().limits.check(&route.id, plan, org, caller.user_key()).map_err(|l| {
         state.metrics.ratelimited(l.scope);
+        state.console.hourly.rate_limited(org);
         ApiError::new(Code::RateLimited, format!("rate limit exceeded ({} quota)", l.scope))
             .with_header("retry-after", l.retry_after_secs.to_string())
             .with_header("ratelimit-policy", &l.policy)

@@ -97,6 +97,10 @@ async fn pipeline(state: &AppState, req: Request<Incoming>, client: &Client, ent
             // Refused before reading the body: read (and drop) a small one anyway, so closing
             // the connection with unread bytes does not reset it under the client's answer.
             payload::discard(body, &parts.headers, &client.body).await;
+            // The console's pages send a browser without a session to its sign-in page.
+            if route.auth == crate::policy::Auth::Console && e.code == Code::Unauthenticated {
+                return Ok(crate::console::to_sign_in());
+            }
             return Err(e);
         }
     };
@@ -116,6 +120,7 @@ async fn pipeline(state: &AppState, req: Request<Incoming>, client: &Client, ent
             params,
             caller,
             request_id: &entry.request_id,
+            peer,
             method: parts.method.clone(),
             path: path.to_string(),
             query: parts.uri.query().map(str::to_string),

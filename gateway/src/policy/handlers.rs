@@ -74,6 +74,7 @@ native_handlers! {
     ListProviders = "list_providers",
     DeleteProvider = "delete_provider",
     OpenApi = "openapi",
+    Console = "console",
 }
 
 /// Every name, for messages.

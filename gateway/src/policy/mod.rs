@@ -245,6 +245,23 @@ mod tests {
     }
 
     #[test]
+    fn console_auth_and_target_go_together() {
+        let route = |auth: &str, target: &str, scope: &str, path: &str| {
+            format!("[[route]]\nid = \"c\"\nmethod = \"GET\"\npath = \"{path}\"\ntarget = \"{target}\"\nauth = \"{auth}\"\nscope = \"{scope}\"\n")
+        };
+        assert!(load(&route("console", "native:console", "platform", "/console/x")).is_ok());
+        for (auth, target, scope, path) in [
+            ("bearer", "native:console", "platform", "/console/x"),
+            ("console", "native:whoami", "platform", "/console/x"),
+            ("console", "native:console", "tenant", "/console/x"),
+            ("console", "native:console", "platform", "/v1/x"),
+        ] {
+            let e = load(&route(auth, target, scope, path)).unwrap_err().to_string();
+            assert!(e.contains("console"), "{auth} {target} {scope} {path}: {e}");
+        }
+    }
+
+    #[test]
     fn errors_name_file_and_line() {
         let e = load("[[route]]\nid = \"w\"\nmethod = \"GET\"\npath = \"/v1/whoami\"\ntarget = \"native:nope\"\nroles = [\"member\"]\n")
             .unwrap_err()

@@ -126,6 +126,9 @@ pub enum Auth {
     /// No credential, no org: a native handler that serves what anyone may read (the
     /// OpenAPI document). It never reaches tenant data.
     Public,
+    /// The operator console (`native:console`): a session cookie from the console's sign-in,
+    /// never a bearer token. Routes with no roles (sign-in, the stylesheet) need no session.
+    Console,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -443,6 +446,13 @@ fn target(r: &RouteSpec, path: &str) -> Result<Target, String> {
             "auth = \"public\" is for scope = \"platform\" routes without roles, targeting {}",
             names.join(", ")
         ));
+    }
+    let console = target == Target::Native(Native::Console);
+    if console != (r.auth == Auth::Console) {
+        return Err("auth = \"console\" and target \"native:console\" go together".into());
+    }
+    if console && (r.scope != Scope::Platform || !path.starts_with("/console")) {
+        return Err("console routes are platform routes under /console".into());
     }
     Ok(target)
 }

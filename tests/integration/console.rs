@@ -1,0 +1,327 @@
+//! The operator console in a real browser: headless Chromium driven over WebDriver
+//! (chromedriver, started here on a free port). Sign in, orgs, a plugin rolled back, a dead
+//! letter replayed, counts that follow traffic, CSRF and session checks, cookie flags.
+//! Screenshots are taken of every page; with `UPDATE_CONSOLE_SCREENSHOTS=1` they are written
+//! to `docs/console/` (what docs/operations.md shows), otherwise to the test's data dir.
+//!
+//! Chromium and chromedriver are required (Debian's `chromium` and `chromium-driver`, which
+//! `.ci/run` installs): without them this test fails, it does not skip.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+use crate::harness::{plugin_dir, policies_with, tempdir, Gateway, GatewayOptions, TestDb};
+use gateway::webhooks::verify::sign_standard;
+
+/// A provider whose adapter always fails (the contract probe told to), with fast retries,
+/// to make a dead letter; and a plan that rate-limits on the second request.
+const POLICIES: &str = r#"
+[plugins.flaky]
+file = "contract_probe.wasm"
+
+[providers.probe]
+route = "webhook_probe"
+max_attempts = 2
+retry_base_ms = 20
+
+[[route]]
+id = "webhook_probe"
+internal = true
+target = "plugin:flaky"
+
+[plans.tiny]
+per_user = { rate = "1/h", burst = 1 }
+"#;
+
+/// chromedriver with a headless Chromium behind it; both go when this is dropped.
+struct Browser {
+    driver: Child,
+    client: Option<Client>,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn require(cmd: &str) -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(cmd))
+        .find(|p| p.is_file());
+    found.unwrap_or_else(|| {
+        panic!(
+            "`{cmd}` is not installed: the console test needs Debian's chromium and chromium-driver \
+             (apt-get install chromium chromium-driver; .ci/run installs them)"
+        )
+    })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn browser(data_dir: &Path) -> Browser {
+    let chromium = require("chromium");
+    let chromedriver = require("chromedriver");
+    let port = free_port();
+    let driver = Command::new(chromedriver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(data_dir.join("chromedriver.log")).unwrap())
+        .spawn()
+        .expect("starting chromedriver");
+    let mut b = Browser { driver, client: None };
+    let profile = tempdir("chromium");
+    let caps: serde_json::Map<String, Value> = serde_json::from_value(json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": chromium,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--window-size=1280,900",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        },
+    }))
+    .unwrap();
+    // chromedriver takes a moment to listen: retry the session until it does.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let client = loop {
+        let mut builder = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+        builder.capabilities(caps.clone());
+        match builder.connect(&format!("http://127.0.0.1:{port}")).await {
+            Ok(c) => break c,
+            Err(e) => {
+                if let Some(status) = b.driver.try_wait().unwrap() {
+                    panic!("chromedriver exited ({status}): {e}");
+                }
+                assert!(Instant::now() < deadline, "no WebDriver session from chromedriver: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    b.client = Some(client);
+    b
+}
+
+fn shots_dir(gw: &Gateway) -> PathBuf {
+    if std::env::var_os("UPDATE_CONSOLE_SCREENSHOTS").is_some() {
+        let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/console");
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    } else {
+        gw.data_dir.join("screenshots")
+    }
+}
+
+async fn shot(c: &Client, dir: &Path, name: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let png = c.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG");
+    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(css)).await.unwrap_or_else(|e| panic!("{css}: {e}")).text().await.unwrap()
+}
+
+async fn path_of(c: &Client) -> String {
+    c.current_url().await.unwrap().path().to_string()
+}
+
+/// The status of a webhook event, as the API tells its org's admin.
+async fn event_status(gw: &Gateway, token: &str, event: &str) -> String {
+    let r = gw.req("GET", &format!("/v1/webhook-events/{event}")).token(token).send().await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json["status"].as_str().unwrap_or("").to_string()
+}
+
+async fn wait_event(gw: &Gateway, token: &str, event: &str, status: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while event_status(gw, token, event).await != status {
+        assert!(Instant::now() < deadline, "event {event} never became {status}: {}", gw.stdout());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn upload(gw: &Gateway, name: &str, file: &str) {
+    let r = gw
+        .req("PUT", &format!("/v1/admin/plugins/{name}?activate=true"))
+        .token(&gw.super_token)
+        .header("content-type", "application/wasm")
+        .body(std::fs::read(plugin_dir().join(file)).unwrap())
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
+async fn echo_version(gw: &Gateway, token: &str) -> String {
+    let r = gw.req("POST", "/v1/echo").token(token).json(&json!({})).send().await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.header("x-plugin-version").unwrap().to_string()
+}
+
+#[tokio::test]
+async fn console_in_a_real_browser() {
+    let db = TestDb::new().await;
+    let mut opts = GatewayOptions::new(&db);
+    opts.policies = policies_with("console-test.toml", POLICIES);
+    let gw = Gateway::start_with(opts).await;
+    let base = format!("http://{}", gw.addr);
+
+    // Through the API, as an operator's users would: two orgs, a dead letter, two versions.
+    let acme = gw.create_org("Acme", Some("unmetered")).await;
+    let (acme_admin, _, _) = gw.create_token(&acme, "admin", "admin@acme.test").await;
+    let tiny = gw.create_org("Tiny <b>& Co</b>", Some("tiny")).await;
+    let (tiny_member, _, tiny_token_id) = gw.create_token(&tiny, "member", "m@tiny.test").await;
+    let r = gw.req("POST", "/v1/webhook-endpoints").token(&acme_admin).json(&json!({"provider": "probe", "scheme": "standard-webhooks"})).send().await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let endpoint = r.json["endpoint_id"].as_str().unwrap().to_string();
+    let key = crate::webhooks::whsec_key(r.json["secret"].as_str().unwrap());
+    let (body, ts) = (br#"{"then":"error"}"#, chrono::Utc::now().timestamp());
+    let r = gw
+        .req("POST", &format!("/v1/webhooks/{endpoint}"))
+        .header("content-type", "application/json")
+        .header("webhook-id", "msg_dead")
+        .header("webhook-timestamp", &ts.to_string())
+        .header("webhook-signature", &sign_standard(&key, "msg_dead", ts, body))
+        .body(body.to_vec())
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let dead = r.json["event_id"].as_str().unwrap().to_string();
+    wait_event(&gw, &acme_admin, &dead, "dead").await;
+    upload(&gw, "echo", "echo.wasm").await;
+    upload(&gw, "echo", "contract_probe.wasm").await;
+    let (acme_member, _, _) = gw.create_token(&acme, "member", "m@acme.test").await;
+    assert_eq!(echo_version(&gw, &acme_member).await, "2");
+
+    // Without a session every page sends the browser to sign in; the headers are strict.
+    let r = gw.req("GET", "/console/orgs").send().await;
+    assert_eq!((r.status, r.header("location")), (303, Some("/console/sign-in")), "{}", r.text);
+    let r = gw.req("GET", "/console/sign-in").send().await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let csp = r.header("content-security-policy").unwrap();
+    for d in ["default-src 'none'", "style-src 'self'", "form-action 'self'", "frame-ancestors 'none'"] {
+        assert!(csp.contains(d), "{csp}");
+    }
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(r.header("referrer-policy"), Some("no-referrer"));
+    // A bearer token is no console credential.
+    let r = gw.req("GET", "/console/orgs").token(&gw.super_token).send().await;
+    assert_eq!(r.status, 303);
+
+    let b = browser(&gw.data_dir).await;
+    let c = b.client.as_ref().unwrap();
+    let shots = shots_dir(&gw);
+    c.goto(&format!("{base}/console/plugins")).await.unwrap();
+    assert_eq!(path_of(c).await, "/console/sign-in");
+    shot(c, &shots, "sign-in").await;
+
+    // A token that is not a super-admin's does not sign in.
+    c.find(Locator::Id("token")).await.unwrap().send_keys(&acme_admin).await.unwrap();
+    c.find(Locator::Css("form button[type=submit]")).await.unwrap().click().await.unwrap();
+    assert!(text(c, ".error").await.contains("not a live super-admin token"));
+    assert_eq!(path_of(c).await, "/console/sign-in");
+
+    c.find(Locator::Id("token")).await.unwrap().send_keys(&gw.super_token).await.unwrap();
+    c.find(Locator::Css("form button[type=submit]")).await.unwrap().click().await.unwrap();
+    c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("tr[data-org]")).await.unwrap();
+    assert_eq!(path_of(c).await, "/console/orgs");
+
+    // The cookie: HttpOnly, SameSite=Strict, Path=/console, not Secure over http, and not the token.
+    let cookie = c.get_named_cookie("gateway_console").await.unwrap();
+    assert_eq!(cookie.http_only(), Some(true));
+    assert_eq!(format!("{:?}", cookie.same_site()), "Some(Strict)");
+    assert_eq!(cookie.path(), Some("/console"));
+    assert_ne!(cookie.secure(), Some(true));
+    assert_eq!(cookie.value().len(), 64);
+    assert!(!cookie.value().contains(&gw.super_token));
+    assert!(!gw.stdout().contains(&gw.super_token) && !gw.stderr().contains(&gw.super_token), "the token was logged");
+
+    // Orgs with their plans; names are escaped, not markup. The dead letter's failed attempts
+    // show as Acme's plugin failures.
+    let acme_row = format!("tr[data-org='{acme}']");
+    let tiny_row = format!("tr[data-org='{tiny}']");
+    assert!(text(c, &acme_row).await.contains("unmetered"));
+    assert!(text(c, &tiny_row).await.starts_with("Tiny <b>& Co</b> tiny"), "{}", text(c, &tiny_row).await);
+    assert_eq!(text(c, &format!("{acme_row} td.failures")).await, "2");
+    assert_eq!(text(c, &format!("{tiny_row} td.limited")).await, "0");
+    shot(c, &shots, "orgs").await;
+
+    // Traffic: Tiny's member goes over the plan's quota once.
+    assert_eq!(echo_version(&gw, &tiny_member).await, "2");
+    let r = gw.req("POST", "/v1/echo").token(&tiny_member).json(&json!({})).send().await;
+    assert_eq!(r.status, 429, "{}", r.text);
+    c.refresh().await.unwrap();
+    assert_eq!(text(c, &format!("{tiny_row} td.limited")).await, "1");
+
+    // Roll the plugin back, through the confirmation step.
+    c.find(Locator::LinkText("Plugins")).await.unwrap().click().await.unwrap();
+    let echo = "section[data-plugin=echo]";
+    assert!(text(c, echo).await.contains("2"));
+    shot(c, &shots, "plugins").await;
+    c.find(Locator::Css(&format!("{echo} a.button"))).await.unwrap().click().await.unwrap();
+    assert!(path_of(c).await.ends_with("/console/plugins/echo/confirm"));
+    shot(c, &shots, "plugin-confirm").await;
+    c.find(Locator::Css("main form button[type=submit]")).await.unwrap().click().await.unwrap();
+    assert!(text(c, ".notice").await.contains("echo: version 1 is active (was 2)"));
+    assert_eq!(echo_version(&gw, &acme_member).await, "1");
+
+    // Replay the dead letter, once its adapter is fixed.
+    upload(&gw, "flaky", "echo.wasm").await;
+    c.goto(&format!("{base}/console/orgs/{acme}")).await.unwrap();
+    assert_eq!(text(c, "dd.dead").await, "1");
+    shot(c, &shots, "org").await;
+    c.find(Locator::Css("tr.dead form button")).await.unwrap().click().await.unwrap();
+    assert!(text(c, ".notice").await.contains(&dead));
+    wait_event(&gw, &acme_admin, &dead, "processed").await;
+
+    c.find(Locator::LinkText("Job queue")).await.unwrap().click().await.unwrap();
+    text(c, "dl").await;
+    shot(c, &shots, "jobs").await;
+
+    // A form with a wrong CSRF token is refused, and nothing happens.
+    c.goto(&format!("{base}/console/orgs/{tiny}")).await.unwrap();
+    c.execute("document.querySelectorAll('input[name=csrf]').forEach(i => i.value = 'forged')", vec![]).await.unwrap();
+    c.find(Locator::Css("td form button")).await.unwrap().click().await.unwrap();
+    assert!(text(c, "main").await.contains("CSRF"));
+    let pool = db.owner_pool().await;
+    let live = || async {
+        sqlx::query_scalar::<_, bool>("SELECT revoked_at IS NULL FROM api_tokens WHERE id = $1::uuid")
+            .bind(&tiny_token_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert!(live().await, "a forged form revoked the token");
+    // With the right one, the token is revoked.
+    c.goto(&format!("{base}/console/orgs/{tiny}")).await.unwrap();
+    c.find(Locator::Css(&format!("button[aria-label='Revoke token {tiny_token_id}']"))).await.unwrap().click().await.unwrap();
+    assert!(text(c, "main").await.contains("revoked"));
+    assert!(!live().await);
+    let r = gw.req("GET", "/v1/whoami").token(&tiny_member).send().await;
+    assert_eq!(r.status, 401, "{}", r.text);
+
+    // Readable on a phone.
+    c.set_window_size(390, 844).await.unwrap();
+    c.goto(&format!("{base}/console/orgs")).await.unwrap();
+    text(c, &acme_row).await;
+    shot(c, &shots, "orgs-390").await;
+
+    // Signing out ends the session.
+    c.find(Locator::Css("nav button")).await.unwrap().click().await.unwrap();
+    assert_eq!(path_of(c).await, "/console/sign-in");
+    c.goto(&format!("{base}/console/orgs")).await.unwrap();
+    assert_eq!(path_of(c).await, "/console/sign-in");
+    b.client.clone().unwrap().close().await.unwrap();
+}
