@@ -23,6 +23,7 @@ pub mod orgs;
 pub mod plugins;
 pub mod providers;
 mod scope;
+pub mod stats;
 pub mod tokens;
 pub mod users;
 
