@@ -258,12 +258,20 @@ async fn console_in_a_real_browser() {
     assert_eq!(text(c, &format!("{tiny_row} td.limited")).await, "0");
     shot(c, &shots, "orgs").await;
 
-    // Traffic: Tiny's member goes over the plan's quota once.
+    // Traffic: Tiny's member calls echo, then goes over the plan's quota once; the console
+    // counts both requests, one of them an error.
+    let count = |cell: &'static str| {
+        let sel = format!("{tiny_row} td.{cell}");
+        async move { text(c, &sel).await.parse::<u64>().expect("a count") }
+    };
+    let (requests, errors) = (count("requests").await, count("errors").await);
     assert_eq!(echo_version(&gw, &tiny_member).await, "2");
     let r = gw.req("POST", "/v1/echo").token(&tiny_member).json(&json!({})).send().await;
     assert_eq!(r.status, 429, "{}", r.text);
     c.refresh().await.unwrap();
     assert_eq!(text(c, &format!("{tiny_row} td.limited")).await, "1");
+    assert_eq!(count("requests").await, requests + 2);
+    assert_eq!(count("errors").await, errors + 1);
 
     // Roll the plugin back, through the confirmation step.
     c.find(Locator::LinkText("Plugins")).await.unwrap().click().await.unwrap();

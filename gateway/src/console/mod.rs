@@ -384,8 +384,18 @@ pub struct Hourly {
 #[derive(Clone, Copy)]
 struct Bucket {
     minute: u64,
-    rate_limited: u64,
-    plugin_failures: u64,
+    counts: HourCounts,
+}
+
+/// One org's counts over the last hour (this replica's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HourCounts {
+    /// Requests the org's credentials made (any route, any status).
+    pub requests: u64,
+    /// Of those, answered 4xx or 5xx.
+    pub errors: u64,
+    pub rate_limited: u64,
+    pub plugin_failures: u64,
 }
 
 fn minute_now() -> u64 {
@@ -394,11 +404,21 @@ fn minute_now() -> u64 {
 
 impl Hourly {
     pub fn rate_limited(&self, org: Uuid) {
-        self.note(org, |b| b.rate_limited += 1);
+        self.note(org, |b| b.counts.rate_limited += 1);
     }
 
     pub fn plugin_failed(&self, org: Uuid) {
-        self.note(org, |b| b.plugin_failures += 1);
+        self.note(org, |b| b.counts.plugin_failures += 1);
+    }
+
+    /// A request of the org answered with `status` (the traffic an operator sees per org).
+    pub fn request(&self, org: Uuid, status: u16) {
+        self.note(org, |b| {
+            b.counts.requests += 1;
+            if status >= 400 {
+                b.counts.errors += 1;
+            }
+        });
     }
 
     fn note(&self, org: Uuid, f: impl FnOnce(&mut Bucket)) {
@@ -415,19 +435,24 @@ impl Hourly {
             q.pop_front();
         }
         if q.back().is_none_or(|b| b.minute != now) {
-            q.push_back(Bucket { minute: now, rate_limited: 0, plugin_failures: 0 });
+            q.push_back(Bucket { minute: now, counts: HourCounts::default() });
         }
         if let Some(b) = q.back_mut() {
             f(b);
         }
     }
 
-    /// `(rate_limited, plugin_failures)` for an org over the last 60 minutes.
-    pub fn last_hour(&self, org: Uuid) -> (u64, u64) {
+    /// An org's counts over the last 60 minutes.
+    pub fn last_hour(&self, org: Uuid) -> HourCounts {
         let now = minute_now();
         let orgs = self.orgs.lock().unwrap_or_else(|p| p.into_inner());
-        orgs.get(&org).map_or((0, 0), |q| {
-            q.iter().filter(|b| b.minute + 60 > now).fold((0, 0), |(r, p), b| (r + b.rate_limited, p + b.plugin_failures))
+        orgs.get(&org).map_or(HourCounts::default(), |q| {
+            q.iter().filter(|b| b.minute + 60 > now).fold(HourCounts::default(), |a, b| HourCounts {
+                requests: a.requests + b.counts.requests,
+                errors: a.errors + b.counts.errors,
+                rate_limited: a.rate_limited + b.counts.rate_limited,
+                plugin_failures: a.plugin_failures + b.counts.plugin_failures,
+            })
         })
     }
 }
@@ -444,9 +469,11 @@ mod tests {
         h.rate_limited(a);
         h.plugin_failed(a);
         h.plugin_failed(b);
-        assert_eq!(h.last_hour(a), (2, 1));
-        assert_eq!(h.last_hour(b), (0, 1));
-        assert_eq!(h.last_hour(Uuid::new_v4()), (0, 0));
+        h.request(a, 200);
+        h.request(a, 404);
+        assert_eq!(h.last_hour(a), HourCounts { requests: 2, errors: 1, rate_limited: 2, plugin_failures: 1 });
+        assert_eq!(h.last_hour(b), HourCounts { plugin_failures: 1, ..HourCounts::default() });
+        assert_eq!(h.last_hour(Uuid::new_v4()), HourCounts::default());
     }
 
     #[test]

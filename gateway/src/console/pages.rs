@@ -79,15 +79,17 @@ async fn orgs(call: &Call<'_>, session: &Session) -> Result<Markup, ApiError> {
         p.hint { "Counts are this replica's, over the last hour." }
         div.scroll {
             table {
-                thead { tr { th { "Org" } th { "Plan" } th { "Rate-limited (1 h)" } th { "Plugin failures (1 h)" } } }
+                thead { tr { th { "Org" } th { "Plan" } th { "Requests (1 h)" } th { "Errors (1 h)" } th { "Rate-limited (1 h)" } th { "Plugin failures (1 h)" } } }
                 tbody {
                     @for (id, name, plan) in &rows {
-                        @let (limited, failed) = hourly.last_hour(*id);
+                        @let c = hourly.last_hour(*id);
                         tr data-org=(id) {
                             td { a href={ "/console/orgs/" (id) } { (name) } }
                             td { (plan) }
-                            td.num.limited { (limited) }
-                            td.num.failures { (failed) }
+                            td.num.requests { (c.requests) }
+                            td.num.errors { (c.errors) }
+                            td.num.limited { (c.rate_limited) }
+                            td.num.failures { (c.plugin_failures) }
                         }
                     }
                 }
@@ -106,14 +108,16 @@ async fn org(call: &Call<'_>, session: &Session) -> Result<Markup, ApiError> {
     let events = db::webhooks::list_events(&mut tx, None, 50).await?;
     tx.commit().await?;
     let dead = events.iter().filter(|e| e.status.as_deref() == Some("dead")).count();
-    let (limited, failed) = state.console.hourly.last_hour(id);
+    let c = state.console.hourly.last_hour(id);
     let replayed = call.query_param("replayed").and_then(|v| Uuid::parse_str(v).ok());
     Ok(layout(&name, Some(session), html! {
         @if let Some(e) = replayed { p.notice role="status" { "Event " code { (e) } " is back in the queue." } }
         dl {
             dt { "Plan" } dd { (plan) }
-            dt { "Rate-limited requests (1 h)" } dd.limited { (limited) }
-            dt { "Plugin failures (1 h)" } dd.failures { (failed) }
+            dt { "Requests (1 h)" } dd.requests { (c.requests) }
+            dt { "Errors, 4xx and 5xx (1 h)" } dd.errors { (c.errors) }
+            dt { "Rate-limited requests (1 h)" } dd.limited { (c.rate_limited) }
+            dt { "Plugin failures (1 h)" } dd.failures { (c.plugin_failures) }
             dt { "Dead letters (of the last 50 events)" } dd.dead { (dead) }
         }
         h2 { "Tokens" }

@@ -49,6 +49,9 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, client: &Clien
     entry.error_code = resp.extensions().get::<respond::ErrorCode>().map(|c| c.0);
     let elapsed = started.elapsed();
     log::emit(&entry, elapsed);
+    if let Some(org) = entry.org {
+        state.console.hourly.request(org, entry.status);
+    }
     state.metrics.request(&entry.method, entry.route.as_ref(), entry.status, entry.org, elapsed);
     resp
 }
@@ -84,6 +87,9 @@ async fn pipeline(state: &AppState, req: Request<Incoming>, client: &Client, ent
     entry.route = Some(route.id.clone());
     let checked = async {
         let caller = guard::check(state, route, &params, &parts.headers, peer).await?;
+        // Known from here: a refused request's access line and counts still name its org.
+        entry.org = caller.org;
+        entry.role = (route.auth != crate::policy::Auth::Public).then_some(caller.role);
         limit::check(state, route, &caller)?;
         Ok::<_, ApiError>(caller)
     };
@@ -104,8 +110,6 @@ async fn pipeline(state: &AppState, req: Request<Incoming>, client: &Client, ent
             return Err(e);
         }
     };
-    entry.org = caller.org;
-    entry.role = (route.auth != crate::policy::Auth::Public).then_some(caller.role);
     let body = payload::read(body, &parts.headers, route.body_limit, &client.body).await?;
     let verified = verify::check(policies, &state.metrics, &caller, &parts.headers, parts.uri.query(), &body)?;
     // From here on the request waits only on the database and the plugin: both are bounded
