@@ -3,7 +3,8 @@
 //! - `cargo xtask plugins`: build every plugin in `plugins/` for `wasm32-wasip2` (installing
 //!   the target with rustup when it is missing) and embed each plugin's `fixtures.json`.
 //! - `cargo xtask run [ARGS]`: plugins, then `cargo run --release -p gateway -- serve ARGS`.
-//! - `cargo xtask test [ARGS]`: plugins, then the whole test suite (`cargo test --workspace`).
+//! - `cargo xtask test [ARGS]`: plugins, the plugins' native unit tests (without ARGS), then
+//!   the whole test suite (`cargo test --workspace ARGS`).
 //! - `cargo xtask fake-providers [ARGS]`: the fake Smartlead and HeyReach APIs on
 //!   127.0.0.1:9801 and :9802 until Ctrl-C (`docs/providers.md`, "Try it against the fakes").
 
@@ -33,34 +34,45 @@ fn run(mut cmd: Command) {
     }
 }
 
-/// Runs the test command, passing its output through, and closes with one line that totals
-/// every test binary's result (`N passed, N failed`), so that the last word is the whole run.
-fn test_with_summary(mut cmd: Command) {
+/// Runs the test commands one after the other, passing their output through, and closes with
+/// one line that totals every test binary's result (`N passed, N failed`), so that the last
+/// word is the whole run. A failing command does not stop the next: the total tells all.
+fn test_with_summary(cmds: Vec<Command>) {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
-    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap_or_else(|e| {
-        eprintln!("xtask: cannot run cargo test: {e}");
-        exit(1)
-    });
     let (mut passed, mut failed) = (0u64, 0u64);
-    for line in BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok) {
-        println!("{line}");
-        if let Some(rest) = line.strip_prefix("test result: ") {
-            let count = |word: &str| {
-                rest.split(';')
-                    .find_map(|part| part.trim().strip_suffix(word).and_then(|n| n.trim().rsplit(' ').next()?.parse::<u64>().ok()))
-                    .unwrap_or(0)
-            };
-            passed += count(" passed");
-            failed += count(" failed");
+    let mut first_failure: Option<i32> = None;
+    for mut cmd in cmds {
+        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap_or_else(|e| {
+            eprintln!("xtask: cannot run cargo test: {e}");
+            exit(1)
+        });
+        for line in BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok) {
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                let count = |word: &str| {
+                    rest.split(';')
+                        .find_map(|part| part.trim().strip_suffix(word).and_then(|n| n.trim().rsplit(' ').next()?.parse::<u64>().ok()))
+                        .unwrap_or(0)
+                };
+                passed += count(" passed");
+                failed += count(" failed");
+            }
+        }
+        let status = child.wait().expect("waiting for cargo test");
+        if !status.success() && first_failure.is_none() {
+            first_failure = Some(status.code().unwrap_or(1));
         }
     }
-    let status = child.wait().expect("waiting for cargo test");
     println!("{passed} passed, {failed} failed");
-    if !status.success() {
-        exit(status.code().unwrap_or(1));
+    if let Some(code) = first_failure {
+        exit(code);
     }
 }
+
+/// The plugins whose pure logic (normalisation, batching, rules) has native unit tests: they
+/// build for the host from the plugins' workspace, into `plugins/target`.
+const PLUGIN_UNIT_TESTS: &[&str] = &["outreach", "smartlead", "heyreach"];
 
 fn ensure_wasm_target() {
     let installed = Command::new("rustup")
@@ -129,9 +141,20 @@ fn main() {
         }
         "test" => {
             plugins();
+            let mut cmds = Vec::new();
+            // A filtered run (`cargo xtask test -- name`) is about the host's tests only.
+            if rest.is_empty() {
+                let mut c = cargo();
+                c.current_dir(root().join("plugins")).arg("test").arg("--target-dir").arg(root().join("plugins/target"));
+                for p in PLUGIN_UNIT_TESTS {
+                    c.args(["-p", p]);
+                }
+                cmds.push(c);
+            }
             let mut c = cargo();
             c.current_dir(root()).args(["test", "--workspace"]).args(&rest);
-            test_with_summary(c);
+            cmds.push(c);
+            test_with_summary(cmds);
         }
         "fake-providers" => {
             let mut c = cargo();
