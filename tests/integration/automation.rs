@@ -206,6 +206,24 @@ async fn a_reply_runs_its_chain_once_and_a_failing_step_never_touches_the_crm_wr
     })
     .await;
     assert_eq!(stats, 1);
+    // The adapter runs the same event again (a lease lost after its commit, say): it says
+    // `duplicate`, and no step is enqueued twice.
+    let finished: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "UPDATE jobs SET status = 'pending', run_at = now(), attempts = 0, finished_at = NULL \
+         WHERE tenant_id = $1::uuid AND kind = 'webhook' RETURNING updated_at",
+    )
+    .bind(&org.id).fetch_one(&pool).await.unwrap();
+    wait_for("the event's second run", &gw, || async {
+        let done: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+            "SELECT finished_at FROM jobs WHERE tenant_id = $1::uuid AND kind = 'webhook' AND status = 'done'",
+        )
+        .bind(&org.id).fetch_optional(&pool).await.unwrap().flatten();
+        done.filter(|d| *d > finished).map(|_| ())
+    })
+    .await;
+    for kind in ["stats", "optimizer", "notify"] {
+        assert_eq!(jobs_of(&pool, &org.id, kind).await, 1, "{kind} after the re-run");
+    }
     let runs = send(&gw, "GET", &org.member, "/v1/agent-runs?kind=stats", None).await;
     assert_eq!(runs.status, 200, "{}", runs.text);
     assert_eq!(runs.json["agent_runs"][0]["status"], "succeeded", "{}", runs.text);

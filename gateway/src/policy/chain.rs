@@ -58,4 +58,20 @@ mod tests {
         assert!(build(&s(&["stats", "stats"])).unwrap_err().contains("twice"));
         assert!(build(&s(&["email"])).unwrap_err().contains("not one of"));
     }
+
+    #[test]
+    fn a_chain_belongs_on_providers_and_plugin_routes_served_over_http() {
+        let plans = ("plans.toml".to_string(), "[plans.standard]\ndefault = true\nper_user = { rate = \"20/s\" }\n".to_string());
+        let load = |text: &str| super::super::PolicySet::from_sources(&[plans.clone(), ("p.toml".into(), format!("[plugins.echo]\nfile = \"echo.wasm\"\n{text}"))]);
+        let set = load("[[route]]\nid = \"a\"\ninternal = true\ntarget = \"plugin:echo\"\n[providers.p]\nroute = \"a\"\nchain = [\"stats\", \"notify\"]\n\
+                        [[route]]\nid = \"t\"\nmethod = \"POST\"\npath = \"/t\"\ntarget = \"plugin:echo\"\nroles = [\"member\"]\nchain = [\"notify\"]\n").unwrap();
+        assert_eq!(set.providers["p"].chain, vec![ChainStep::Stats, ChainStep::Notify]);
+        assert_eq!(set.route("t").unwrap().chain, vec![ChainStep::Notify]);
+        let native = load("[[route]]\nid = \"w\"\nmethod = \"GET\"\npath = \"/w\"\ntarget = \"native:whoami\"\nroles = [\"member\"]\nchain = [\"notify\"]\n");
+        assert!(native.unwrap_err().to_string().contains("plugin routes"));
+        let internal = load("[[route]]\nid = \"a\"\ninternal = true\ntarget = \"plugin:echo\"\nchain = [\"notify\"]\n");
+        assert!(internal.unwrap_err().to_string().contains("plugin routes"));
+        let unknown = load("[[route]]\nid = \"a\"\ninternal = true\ntarget = \"plugin:echo\"\n[providers.p]\nroute = \"a\"\nchain = [\"mail\"]\n");
+        assert!(unknown.unwrap_err().to_string().contains("not one of"));
+    }
 }
