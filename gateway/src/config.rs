@@ -48,6 +48,9 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// `GATEWAY_JOB_WORKERS`, default 16: jobs this replica runs at once (0: run none).
     pub job_workers: usize,
+    /// `GATEWAY_SCHEDULER`, `on` (default) or `off`: whether this replica runs the schedules'
+    /// scheduler (every replica may; a slot runs once across them).
+    pub scheduler: bool,
     /// `GATEWAY_JOB_ORG_CONCURRENCY`, default 8: jobs of one org running at once, across
     /// replicas (checked at claim time).
     pub job_org_concurrency: u32,
@@ -116,6 +119,7 @@ struct FileConfig {
     replica_id: Option<String>,
     request_timeout_ms: Option<u64>,
     job_workers: Option<usize>,
+    scheduler: Option<String>,
     job_org_concurrency: Option<u32>,
     job_lease_secs: Option<u32>,
     job_db_connections: Option<u32>,
@@ -261,6 +265,11 @@ impl Config {
                 ms
             },
             job_workers: number(&env, "GATEWAY_JOB_WORKERS", file.job_workers, 16)?,
+            scheduler: match env("GATEWAY_SCHEDULER").or(file.scheduler.clone()).as_deref() {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(v) => return Err(Error::Config(format!("GATEWAY_SCHEDULER {v:?}: use on or off"))),
+            },
             job_org_concurrency: number(&env, "GATEWAY_JOB_ORG_CONCURRENCY", file.job_org_concurrency, 8)?.max(1),
             job_lease_secs: number(&env, "GATEWAY_JOB_LEASE_SECS", file.job_lease_secs, 60)?.max(1),
             job_db_connections: number(&env, "GATEWAY_JOB_DB_CONNECTIONS", file.job_db_connections, 8)?.max(1),

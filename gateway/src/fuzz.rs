@@ -188,6 +188,7 @@ fn generic_provider() -> Provider {
         base_url: None,
         pace: None,
         verify: None,
+        chain: Vec::new(),
         source: "fuzz".into(),
     }
 }
@@ -199,6 +200,7 @@ fn smartlead_provider() -> Provider {
         event_key: crate::policy::EventKey::first_of(&[&["/reply_message/message_id", "/event_type"], &["/stats_id", "/event"]]),
         event_type: vec!["/event_type".into(), "/event".into()],
         verify: Some("smartlead".into()),
+        chain: Vec::new(),
         ..generic_provider()
     }
 }

@@ -324,6 +324,8 @@ async fn execute(state: &AppState, pool: &sqlx::PgPool, worker: &str, job: Claim
                 .map(|recorded| if recorded { Ran::Recorded(done.clone()) } else { Ran::Unrecorded(done.clone()) }),
             ("webhook", None) => Err("the event this job refers to is gone".to_string()),
             (crate::provider_sync::KIND, _) => crate::provider_sync::run(state, pool, worker, &job, &done).await,
+            ("stats", _) => crate::chain::run_stats(pool, worker, &job, &done).await,
+            ("notify", _) => crate::chain::run_notify(state, pool, worker, &job, &done).await,
             (kind, _) => Err(format!("no runner for job kind {kind:?}")),
         }
     };

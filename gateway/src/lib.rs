@@ -45,6 +45,7 @@
 pub mod admission;
 pub mod auth;
 pub mod cache;
+pub mod chain;
 pub mod config;
 pub mod console;
 pub mod db;
@@ -65,6 +66,7 @@ pub mod providers;
 pub mod ratelimit;
 pub mod registry;
 pub mod role;
+pub mod scheduler;
 pub mod server;
 pub mod startup;
 pub mod state;

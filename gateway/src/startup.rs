@@ -127,6 +127,7 @@ pub async fn serve(config: Config) -> Result<()> {
     let resync = tokio::spawn(resync_plugins(state.clone()));
     let watcher = config.watch.then(|| tokio::spawn(watch(config.clone(), state.clone())));
     let listener_task = tokio::spawn(listen_invalidations(state.clone()));
+    let scheduler = crate::scheduler::Scheduler::start(state.clone(), replica.clone(), config.scheduler);
     let workers = jobs::Workers::start(
         state.clone(),
         jobs::Settings {
@@ -146,6 +147,9 @@ pub async fn serve(config: Config) -> Result<()> {
         state.health.set_draining();
     };
     server::serve(listener, state.clone(), connections, shutdown).await;
+    if let Some(s) = scheduler {
+        s.stop().await;
+    }
     if let Some(w) = workers {
         w.stop(Duration::from_secs(10)).await;
     }

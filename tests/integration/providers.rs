@@ -17,13 +17,13 @@ const SMARTLEAD_KEY: &str = "sl-key-contract-7Qx9v2LmP4";
 const HEYREACH_KEY: &str = "hr-key-contract-3Zt8w1KnR6";
 const SMARTLEAD_WEBHOOK_SECRET: &str = "sl-webhook-secret-Jq5Vb8Ne";
 
-enum Fake {
+pub(crate) enum Fake {
     Smartlead(FakeSmartlead),
     Heyreach(FakeHeyreach),
 }
 
 impl Fake {
-    async fn start(provider: &str) -> Fake {
+    pub(crate) async fn start(provider: &str) -> Fake {
         match provider {
             "smartlead" => {
                 let f = FakeSmartlead::start(SMARTLEAD_KEY).await.unwrap();
@@ -33,19 +33,19 @@ impl Fake {
             _ => Fake::Heyreach(FakeHeyreach::start(HEYREACH_KEY).await.unwrap()),
         }
     }
-    fn provider(&self) -> &'static str {
+    pub(crate) fn provider(&self) -> &'static str {
         match self {
             Fake::Smartlead(_) => "smartlead",
             Fake::Heyreach(_) => "heyreach",
         }
     }
-    fn key(&self) -> &'static str {
+    pub(crate) fn key(&self) -> &'static str {
         match self {
             Fake::Smartlead(_) => SMARTLEAD_KEY,
             Fake::Heyreach(_) => HEYREACH_KEY,
         }
     }
-    fn base_url(&self) -> String {
+    pub(crate) fn base_url(&self) -> String {
         match self {
             Fake::Smartlead(f) => f.base_url(),
             Fake::Heyreach(f) => f.base_url(),
@@ -91,27 +91,27 @@ impl Fake {
     }
     /// Prepares the provider for a campaign called `name` (HeyReach's API creates none: it
     /// is made in its UI and linked by name).
-    fn prepare_campaign(&self, name: &str) {
+    pub(crate) fn prepare_campaign(&self, name: &str) {
         if let Fake::Heyreach(f) = self {
             f.add_campaign(name);
         }
     }
     /// (status, number of leads) of the provider's campaign.
-    fn campaign(&self, provider_id: &str) -> Option<(String, usize)> {
+    pub(crate) fn campaign(&self, provider_id: &str) -> Option<(String, usize)> {
         let id: i64 = provider_id.parse().ok()?;
         match self {
             Fake::Smartlead(f) => f.state().campaigns.get(&id).map(|c| (c.status.clone(), c.leads.len())),
             Fake::Heyreach(f) => f.state().campaigns.get(&id).map(|c| (c.status.clone(), c.leads.len())),
         }
     }
-    fn lead(&self, i: usize) -> Value {
+    pub(crate) fn lead(&self, i: usize) -> Value {
         match self {
             Fake::Smartlead(_) => json!({ "email": format!("Lead{i}@Example.test"), "first_name": "Lee", "company": "Acme" }),
             Fake::Heyreach(_) => json!({ "profile_url": format!("https://www.linkedin.com/in/lead-{i}"), "first_name": "Lee" }),
         }
     }
     /// Delivers a reply from lead 0 to every registered webhook; the deliveries' statuses.
-    async fn send_reply(&self, provider_id: &str, message_id: &str) -> Vec<u16> {
+    pub(crate) async fn send_reply(&self, provider_id: &str, message_id: &str) -> Vec<u16> {
         let id: i64 = provider_id.parse().unwrap();
         let delivered = match self {
             Fake::Smartlead(f) => {
@@ -125,7 +125,7 @@ impl Fake {
         };
         delivered.iter().map(|(_, d)| d.status).collect()
     }
-    fn crm_type(&self) -> &'static str {
+    pub(crate) fn crm_type(&self) -> &'static str {
         match self {
             Fake::Smartlead(_) => "email.replied",
             Fake::Heyreach(_) => "linkedin.replied",
@@ -144,7 +144,7 @@ fn policies(fast_retries: bool) -> std::path::PathBuf {
     policies_with("providers.toml", &text)
 }
 
-async fn start(db: &TestDb, fast_retries: bool) -> Gateway {
+pub(crate) async fn start(db: &TestDb, fast_retries: bool) -> Gateway {
     let mut opts = GatewayOptions::new(db);
     opts.policies = policies(fast_retries);
     // The fakes listen on 127.0.0.1: the operator's switch for local providers.
@@ -152,13 +152,13 @@ async fn start(db: &TestDb, fast_retries: bool) -> Gateway {
     Gateway::start_with(opts).await
 }
 
-struct Org {
-    id: String,
-    admin: String,
-    member: String,
+pub(crate) struct Org {
+    pub(crate) id: String,
+    pub(crate) admin: String,
+    pub(crate) member: String,
 }
 
-async fn send(gw: &Gateway, method: &str, token: &str, path: &str, body: Option<Value>) -> Resp {
+pub(crate) async fn send(gw: &Gateway, method: &str, token: &str, path: &str, body: Option<Value>) -> Resp {
     let r = gw.req(method, path).token(token);
     match body {
         Some(b) => r.json(&b).send().await,
@@ -168,7 +168,7 @@ async fn send(gw: &Gateway, method: &str, token: &str, path: &str, body: Option<
 
 
 /// An org with the provider configured, the capability enabled and provisioned (ready).
-async fn onboard(gw: &Gateway, fake: &Fake, name: &str) -> Org {
+pub(crate) async fn onboard(gw: &Gateway, fake: &Fake, name: &str) -> Org {
     let id = gw.create_org(name, Some("unmetered")).await;
     let lower = name.to_lowercase();
     let (admin, _, _) = gw.create_token(&id, "admin", &format!("admin@{lower}.test")).await;
@@ -197,7 +197,7 @@ async fn onboard(gw: &Gateway, fake: &Fake, name: &str) -> Org {
 }
 
 /// A synced campaign with `leads` synced leads, started; its (id, provider id).
-async fn campaign(gw: &Gateway, fake: &Fake, org: &Org, name: &str, leads: usize) -> (String, String) {
+pub(crate) async fn campaign(gw: &Gateway, fake: &Fake, org: &Org, name: &str, leads: usize) -> (String, String) {
     fake.prepare_campaign(name);
     let r = send(gw, "POST", &org.admin, "/v1/campaigns", Some(json!({ "name": name, "channel": fake.channel() }))).await;
     assert_eq!(r.status, 201, "{}", r.text);

@@ -14,6 +14,7 @@
 //!
 //! Queries on tenant tables also filter by `tenant_id` themselves: RLS is defence in depth.
 
+pub mod agent_runs;
 pub mod businesses;
 pub mod campaigns;
 pub mod jobs;
@@ -22,7 +23,9 @@ pub mod structured;
 pub mod orgs;
 pub mod plugins;
 pub mod providers;
+pub mod schedules;
 mod scope;
+pub mod settings;
 pub mod stats;
 pub mod tokens;
 pub mod users;

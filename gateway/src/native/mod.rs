@@ -2,12 +2,15 @@
 //! `target = "native:<name>"`; the names resolve to a [`Native`] when policies load.
 
 mod admin;
+mod agent_runs;
 mod businesses;
 mod campaigns;
 mod openapi;
 mod plugins;
 mod provisioning;
 mod providers;
+mod schedules;
+mod settings;
 pub(crate) mod webhooks;
 mod whoami;
 
@@ -65,6 +68,12 @@ pub async fn call(handler: Native, call: Call<'_>) -> Result<Reply, ApiError> {
         Native::DeleteProvider => providers::delete(call).await,
         Native::OpenApi => openapi::serve(call).await,
         Native::Console => crate::console::handle(call).await,
+        Native::GetSettings => settings::get(call).await,
+        Native::PutSettings => settings::put(call).await,
+        Native::GetSchedule => schedules::get(call).await,
+        Native::PutSchedule => schedules::put(call).await,
+        Native::DeleteSchedule => schedules::delete(call).await,
+        Native::ListAgentRuns => agent_runs::list(call).await,
     }
 }
 

@@ -324,6 +324,7 @@ mod tests {
             base_url: None,
             pace: None,
             verify: None,
+            chain: Vec::new(),
             source: "webhooks.toml".into(),
         }
     }

@@ -139,7 +139,7 @@ async fn plugin(name: &str, call: Call<'_>) -> Result<Reply, ApiError> {
         role: call.caller.role,
         request_id: call.request_id,
         request,
-        before_commit: None,
+        before_commit: chain_hook(call.route),
         credentials: Some(call.state.providers.clone()),
     };
     let started = std::time::Instant::now();
@@ -151,6 +151,27 @@ async fn plugin(name: &str, call: Call<'_>) -> Result<Reply, ApiError> {
     permit.charge(cpu);
     drop(permit);
     plugin_reply_within(exposure, &loaded.version, outcome)
+}
+
+/// A route's fail-soft chain (docs/optimizer.md): after a 2xx, one job per step, in the
+/// plugin's own transaction (so they exist exactly when its writes do).
+fn chain_hook(route: &crate::policy::Route) -> Option<crate::plugin::BeforeCommit<'static>> {
+    if route.chain.is_empty() {
+        return None;
+    }
+    let (steps, id) = (route.chain.clone(), route.id.clone());
+    Some(Box::new(move |tx, answer| {
+        let event = match (200..=299).contains(&answer.status) {
+            true => crate::chain::ChainEvent::from_route_answer(&id, &answer.body),
+            false => None,
+        };
+        Box::pin(async move {
+            if let Some(ev) = event {
+                crate::chain::enqueue(tx, &steps, &ev, None).await?;
+            }
+            Ok(true)
+        })
+    }))
 }
 
 /// The gateway's own credential never reaches a plugin; the caller's other credentials only

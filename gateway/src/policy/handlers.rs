@@ -75,6 +75,12 @@ native_handlers! {
     DeleteProvider = "delete_provider",
     OpenApi = "openapi",
     Console = "console",
+    GetSettings = "get_settings",
+    PutSettings = "put_settings",
+    GetSchedule = "get_schedule",
+    PutSchedule = "put_schedule",
+    DeleteSchedule = "delete_schedule",
+    ListAgentRuns = "list_agent_runs",
 }
 
 /// Every name, for messages.

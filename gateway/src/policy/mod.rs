@@ -14,6 +14,7 @@
 //! [`router`] (path patterns, lookup), [`handlers`] (the native handlers a route may name) and
 //! [`units`] (rates, quotas, sizes).
 
+pub mod chain;
 pub mod handlers;
 pub mod plans;
 pub mod plugins;
@@ -29,6 +30,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
+pub use chain::ChainStep;
 pub use handlers::Native;
 pub use plans::{Limits, Plan};
 pub use plugins::PluginDecl;

@@ -44,6 +44,9 @@ pub(super) struct ProviderSpec {
     /// The webhook scheme of endpoints created for this provider.
     #[serde(default)]
     verify: Option<String>,
+    /// Secondary steps run after a fresh `reply.received` event (docs/optimizer.md).
+    #[serde(default)]
+    chain: Vec<String>,
 }
 
 /// `event_key` as written: one list of pointers, or a list of alternatives.
@@ -122,6 +125,8 @@ pub struct Provider {
     pub pace: Option<Quota>,
     /// The scheme of webhook endpoints created for it by provisioning (one of [`SCHEMES`]).
     pub verify: Option<String>,
+    /// The fail-soft chain after a fresh `reply.received` event: one job per step.
+    pub chain: Vec<super::ChainStep>,
     pub source: String,
 }
 
@@ -222,6 +227,7 @@ fn build(name: String, p: &ProviderSpec, file: &str) -> std::result::Result<Prov
         base_url: p.base_url.clone(),
         pace: p.rate.map(|rate| Quota { rate, burst: p.burst }),
         verify: p.verify.clone(),
+        chain: super::chain::build(&p.chain)?,
         source: file.to_string(),
     })
 }

@@ -198,6 +198,9 @@ pub(super) struct RouteSpec {
     /// `proxy-authorization`, API-key headers ... are removed unless listed here).
     #[serde(default)]
     pass_headers: Vec<String>,
+    /// Secondary steps enqueued after a 2xx, in the plugin's transaction (docs/optimizer.md).
+    #[serde(default)]
+    chain: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -310,6 +313,8 @@ pub struct Route {
     pub sandbox: Sandbox,
     /// What a plugin's answer may carry, and which request headers it sees.
     pub exposure: Exposure,
+    /// The fail-soft chain enqueued after a 2xx answer (plugin routes only).
+    pub chain: Vec<super::ChainStep>,
     /// `file:line`, for messages.
     pub source: String,
 }
@@ -346,7 +351,12 @@ pub(super) fn build(r: RouteSpec, earlier: &[Route], source: String) -> Result<R
     let grants = Arc::new(grants(r.grants.clone().unwrap_or_default())?);
     let sandbox = sandbox(r.sandbox.clone().unwrap_or_default())?;
     let exposure = exposure(&r)?;
+    let chain = super::chain::build(&r.chain)?;
+    if !chain.is_empty() && (!is_plugin || r.internal) {
+        return Err("chain applies to plugin routes served over HTTP only".into());
+    }
     Ok(Route {
+        chain,
         source,
         id: r.id.into(),
         method,

@@ -98,7 +98,13 @@ impl Providers {
     /// fragment, whose host is not, and does not resolve to, a refused address. `resolve`:
     /// look a host name up now (a policy's default is not: it is checked on every connection).
     pub async fn check_base_url(&self, url: &str, resolve: bool) -> Result<String, ApiError> {
-        let invalid = |problem: &str| ApiError::invalid("base_url", problem);
+        self.check_url("base_url", url, resolve).await
+    }
+
+    /// [`Providers::check_base_url`]'s rules for any URL the gateway calls on a tenant's
+    /// behalf (e.g. an org's `notify_url`), errors naming `field`.
+    pub async fn check_url(&self, field: &str, url: &str, resolve: bool) -> Result<String, ApiError> {
+        let invalid = |problem: &str| ApiError::invalid(field, problem);
         let refused = |message: String| ApiError::new(Code::ProviderUrlNotAllowed, message);
         let url = url.trim();
         if url.is_empty() || url.len() > 2048 {
@@ -138,13 +144,13 @@ impl Providers {
             }
         };
         if addrs.is_empty() && (resolve || scheme == "http") && literal.is_none() {
-            return Err(refused(format!("base_url: {host} does not resolve")));
+            return Err(refused(format!("{field}: {host} does not resolve")));
         }
         if scheme == "http" {
             let loopback = addrs.iter().all(|ip| classify(*ip).range().is_some_and(|r| r.is_loopback()));
             if !(self.allow_private && loopback) {
                 return Err(refused(
-                    "base_url: http:// is allowed only to a loopback address, with GATEWAY_ALLOW_PRIVATE_PROVIDER_URLS=1".into(),
+                    format!("{field}: http:// is allowed only to a loopback address, with GATEWAY_ALLOW_PRIVATE_PROVIDER_URLS=1"),
                 ));
             }
         }
@@ -152,8 +158,8 @@ impl Providers {
             if let Err(denied) = self.addresses.check(ip, self.allow_private) {
                 // The reason's name only: the addresses a name resolves to are the operator's.
                 let message = match literal {
-                    Some(_) => format!("base_url: {host} is {}", denied.name()),
-                    None => format!("base_url: {host} resolves to a refused address ({})", denied.name()),
+                    Some(_) => format!("{field}: {host} is {}", denied.name()),
+                    None => format!("{field}: {host} resolves to a refused address ({})", denied.name()),
                 };
                 return Err(refused(message));
             }

@@ -40,10 +40,21 @@ pub async fn run(
     let recorded = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (flag, done) = (recorded.clone(), done.clone());
     let worker = worker.to_string();
-    let before_commit: crate::plugin::BeforeCommit<'static> = Box::new(move |tx, _answer| {
+    // The provider's fail-soft chain (docs/optimizer.md): after a 2xx for a fresh reply, one
+    // job per step, in this transaction, after the adapter's own (critical) writes.
+    let chain = state.routing().policies.providers.get(&event.provider).map(|p| p.chain.clone()).unwrap_or_default();
+    let event_id = event.id;
+    let before_commit: crate::plugin::BeforeCommit<'static> = Box::new(move |tx, answer| {
+        let steps = match (200..=299).contains(&answer.status) && !chain.is_empty() {
+            true => crate::chain::ChainEvent::from_adapter_answer(&answer.body, event_id),
+            false => None,
+        };
         Box::pin(async move {
             let ours = !jobs::finish_on(tx, &worker, std::slice::from_ref(&done)).await?.is_empty();
             flag.store(ours, std::sync::atomic::Ordering::Relaxed);
+            if let (true, Some(ev)) = (ours, steps) {
+                crate::chain::enqueue(tx, &chain, &ev, Some(event_id)).await?;
+            }
             Ok(ours)
         })
     });

@@ -67,114 +67,161 @@ fn parse_url(url: &str) -> Result<Target, HttpError> {
     Ok(Target { scheme: scheme.to_string(), host, ip, port, path })
 }
 
-impl HttpState {
-    /// The addresses to connect to: the literal, or every DNS answer, each of which must pass
-    /// the address check. One refused answer refuses the name: a name that mixes allowed and
-    /// refused addresses is how rebinding starts, and its zone's owner picks the mix.
-    async fn resolve(&self, t: &Target, policy: &AddressPolicy, allow_private: bool) -> Result<Vec<SocketAddr>, HttpError> {
-        let addrs: Vec<SocketAddr> = match t.ip {
-            Some(ip) => vec![SocketAddr::new(ip, t.port)],
-            None => tokio::net::lookup_host((t.host.as_str(), t.port))
-                .await
-                .map_err(|e| HttpError::DnsFailed(format!("{}: {e}", t.host)))?
-                .collect(),
-        };
-        if addrs.is_empty() {
-            return Err(HttpError::DnsFailed(t.host.clone()));
+/// The addresses to connect to: the literal, or every DNS answer, each of which must pass
+/// the address check. One refused answer refuses the name: a name that mixes allowed and
+/// refused addresses is how rebinding starts, and its zone's owner picks the mix.
+async fn resolve_checked(t: &Target, policy: &AddressPolicy, allow_private: bool) -> Result<Vec<SocketAddr>, Refused> {
+    let addrs: Vec<SocketAddr> = match t.ip {
+        Some(ip) => vec![SocketAddr::new(ip, t.port)],
+        None => tokio::net::lookup_host((t.host.as_str(), t.port))
+            .await
+            .map_err(|e| Refused::Error(HttpError::DnsFailed(format!("{}: {e}", t.host))))?
+            .collect(),
+    };
+    if addrs.is_empty() {
+        return Err(Refused::Error(HttpError::DnsFailed(t.host.clone())));
+    }
+    for a in &addrs {
+        if let Err(denied) = policy.check(a.ip(), allow_private) {
+            // A DNS name's answers are not the caller's to learn (they map the operator's
+            // network): it hears the reason's name only.
+            let message = match t.ip {
+                Some(_) => denied.to_string(),
+                None => format!("{} resolves to a refused address ({})", t.host, denied.name()),
+            };
+            return Err(Refused::Address(denied, HttpError::ForbiddenAddress(message)));
         }
-        for a in &addrs {
-            if let Err(denied) = policy.check(a.ip(), allow_private) {
+    }
+    Ok(addrs)
+}
+
+/// Why [`resolve_checked`] gave no address.
+enum Refused {
+    Error(HttpError),
+    /// The refused address (for the operator's log) and what the caller hears.
+    Address(crate::plugin::host::addr::Denied, HttpError),
+}
+
+/// One HTTP/1.1 exchange with `t` on a connection to one of `addrs` (already checked), TLS
+/// for `https://`; an answer body above `max_response` is refused.
+async fn exchange(
+    tls: &std::sync::Arc<rustls::ClientConfig>,
+    t: &Target,
+    addrs: &[SocketAddr],
+    req: OutgoingRequest,
+    max_response: usize,
+) -> Result<IncomingResponse, HttpError> {
+    let mut last = None;
+    let mut stream = None;
+    for a in addrs {
+        match tokio::net::TcpStream::connect(a).await {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let stream = stream.ok_or_else(|| {
+        HttpError::ConnectFailed(last.map(|e| e.to_string()).unwrap_or_else(|| "no address".into()))
+    })?;
+    if t.scheme == "https" {
+        let name = match t.ip {
+            Some(ip) => rustls::pki_types::ServerName::IpAddress(ip.into()),
+            None => rustls::pki_types::ServerName::try_from(t.host.clone())
+                .map_err(|_| HttpError::InvalidRequest(format!("bad TLS name {}", t.host)))?,
+        };
+        let tls = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name, stream)
+            .await
+            .map_err(|e| HttpError::ConnectFailed(format!("TLS: {e}")))?;
+        return send_over(TokioIo::new(tls), t, req, max_response).await;
+    }
+    send_over(TokioIo::new(stream), t, req, max_response).await
+}
+
+/// One HTTP/1.1 exchange over an established (plain or TLS) connection.
+async fn send_over<IO>(io: IO, t: &Target, req: OutgoingRequest, cap: usize) -> Result<IncomingResponse, HttpError>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(io).await.map_err(|e| HttpError::Protocol(e.to_string()))?;
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let method = http::Method::from_bytes(req.method.as_bytes())
+        .map_err(|_| HttpError::InvalidRequest(format!("bad method {:?}", req.method)))?;
+    let host_header = if (t.scheme == "http" && t.port == 80) || (t.scheme == "https" && t.port == 443) {
+        t.host.clone()
+    } else {
+        format!("{}:{}", t.host, t.port)
+    };
+    let mut b = http::Request::builder().method(method).uri(&t.path).header(http::header::HOST, host_header);
+    for h in req.headers.iter().take(64) {
+        let name = h.name.to_ascii_lowercase();
+        if RESERVED.contains(&name.as_str()) {
+            return Err(HttpError::InvalidRequest(format!("header {name} is set by the host")));
+        }
+        b = b.header(name.as_str(), h.value.as_str());
+    }
+    let request = b
+        .body(Full::new(Bytes::from(req.body)))
+        .map_err(|e| HttpError::InvalidRequest(e.to_string()))?;
+    let resp = sender.send_request(request).await.map_err(|e| HttpError::Protocol(e.to_string()))?;
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| Header { name: k.as_str().to_string(), value: String::from_utf8_lossy(v.as_bytes()).into_owned() })
+        .collect();
+    let body = http_body_util::Limited::new(resp.into_body(), cap).collect().await.map_err(|e| {
+        if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            HttpError::ResponseTooLarge(cap as u64)
+        } else {
+            HttpError::Protocol(e.to_string())
+        }
+    })?;
+    driver.abort();
+    Ok(IncomingResponse { status, headers, body: body.to_bytes().to_vec() })
+}
+
+/// A request the gateway itself sends on a tenant's behalf (the chains' `notify`), under the
+/// same address rule as provider calls: `policy` and `allow_private` as
+/// `CredentialSource::addresses` gives them, checked after resolution, connecting only to a
+/// checked address. No allowlist, no credential; redirects are not followed.
+pub async fn send_checked(
+    tls: &std::sync::Arc<rustls::ClientConfig>,
+    policy: &AddressPolicy,
+    allow_private: bool,
+    url: &str,
+    req: OutgoingRequest,
+    max_response: usize,
+) -> Result<IncomingResponse, HttpError> {
+    let t = parse_url(url)?;
+    let addrs = resolve_checked(&t, policy, allow_private).await.map_err(|r| match r {
+        Refused::Error(e) | Refused::Address(_, e) => e,
+    })?;
+    exchange(tls, &t, &addrs, req, max_response).await
+}
+
+impl HttpState {
+    async fn resolve(&self, t: &Target, policy: &AddressPolicy, allow_private: bool) -> Result<Vec<SocketAddr>, HttpError> {
+        match resolve_checked(t, policy, allow_private).await {
+            Ok(addrs) => Ok(addrs),
+            Err(Refused::Error(e)) => Err(e),
+            Err(Refused::Address(denied, e)) => {
                 // Scheme, host and port only: the path and query may carry the plugin's secrets.
                 tracing::warn!(request_id = %self.request_id, org_id = %self.org, plugin = %self.plugin,
                     scheme = %t.scheme, host = %t.host, port = t.port, address = %denied.ip, allow_private,
                     reason = denied.name(), detail = %denied, "outbound_refused");
-                // A DNS name's answers are not the plugin's to learn (they map the operator's
-                // network): it hears the reason's name only.
-                let message = match t.ip {
-                    Some(_) => denied.to_string(),
-                    None => format!("{} resolves to a refused address ({})", t.host, denied.name()),
-                };
-                return Err(HttpError::ForbiddenAddress(message));
+                Err(e)
             }
         }
-        Ok(addrs)
     }
 
     async fn exchange(&self, t: &Target, addrs: &[SocketAddr], req: OutgoingRequest) -> Result<IncomingResponse, HttpError> {
-        let mut last = None;
-        let mut stream = None;
-        for a in addrs {
-            match tokio::net::TcpStream::connect(a).await {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = Some(e),
-            }
-        }
-        let stream = stream.ok_or_else(|| {
-            HttpError::ConnectFailed(last.map(|e| e.to_string()).unwrap_or_else(|| "no address".into()))
-        })?;
-        if t.scheme == "https" {
-            let name = match t.ip {
-                Some(ip) => rustls::pki_types::ServerName::IpAddress(ip.into()),
-                None => rustls::pki_types::ServerName::try_from(t.host.clone())
-                    .map_err(|_| HttpError::InvalidRequest(format!("bad TLS name {}", t.host)))?,
-            };
-            let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
-                .connect(name, stream)
-                .await
-                .map_err(|e| HttpError::ConnectFailed(format!("TLS: {e}")))?;
-            return self.send_over(TokioIo::new(tls), t, req).await;
-        }
-        self.send_over(TokioIo::new(stream), t, req).await
-    }
-
-    /// One HTTP/1.1 exchange over an established (plain or TLS) connection.
-    async fn send_over<IO>(&self, io: IO, t: &Target, req: OutgoingRequest) -> Result<IncomingResponse, HttpError>
-    where
-        IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    {
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(io).await.map_err(|e| HttpError::Protocol(e.to_string()))?;
-        let driver = tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let method = http::Method::from_bytes(req.method.as_bytes())
-            .map_err(|_| HttpError::InvalidRequest(format!("bad method {:?}", req.method)))?;
-        let host_header = if (t.scheme == "http" && t.port == 80) || (t.scheme == "https" && t.port == 443) {
-            t.host.clone()
-        } else {
-            format!("{}:{}", t.host, t.port)
-        };
-        let mut b = http::Request::builder().method(method).uri(&t.path).header(http::header::HOST, host_header);
-        for h in req.headers.iter().take(64) {
-            let name = h.name.to_ascii_lowercase();
-            if RESERVED.contains(&name.as_str()) {
-                return Err(HttpError::InvalidRequest(format!("header {name} is set by the host")));
-            }
-            b = b.header(name.as_str(), h.value.as_str());
-        }
-        let request = b
-            .body(Full::new(Bytes::from(req.body)))
-            .map_err(|e| HttpError::InvalidRequest(e.to_string()))?;
-        let resp = sender.send_request(request).await.map_err(|e| HttpError::Protocol(e.to_string()))?;
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| Header { name: k.as_str().to_string(), value: String::from_utf8_lossy(v.as_bytes()).into_owned() })
-            .collect();
-        let cap = self.grants.http_max_response;
-        let body = http_body_util::Limited::new(resp.into_body(), cap).collect().await.map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                HttpError::ResponseTooLarge(cap as u64)
-            } else {
-                HttpError::Protocol(e.to_string())
-            }
-        })?;
-        driver.abort();
-        Ok(IncomingResponse { status, headers, body: body.to_bytes().to_vec() })
+        exchange(&self.tls, t, addrs, req, self.grants.http_max_response).await
     }
 }
 
