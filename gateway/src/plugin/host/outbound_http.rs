@@ -314,6 +314,10 @@ fn inject(t: &mut Target, req: &mut OutgoingRequest, injection: &Injection) {
                 req.headers.retain(|h| !h.name.eq_ignore_ascii_case(name));
                 req.headers.insert(0, Header { name: name.clone(), value: secret.expose().to_string() });
             }
+            Inject::Bearer => {
+                req.headers.retain(|h| !h.name.eq_ignore_ascii_case("authorization"));
+                req.headers.insert(0, Header { name: "authorization".into(), value: format!("Bearer {}", secret.expose()) });
+            }
         }
     }
 }
