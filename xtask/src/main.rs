@@ -4,8 +4,9 @@
 //!   the target with rustup when it is missing) and embed each plugin's `fixtures.json`.
 //! - `cargo xtask run [ARGS]`: plugins, then `cargo run --release -p gateway -- serve ARGS`.
 //! - `cargo xtask test [ARGS]`: plugins, then the whole test suite (`cargo test --workspace`).
-//! - `cargo xtask fake-providers [ARGS]`: the fake Smartlead and HeyReach APIs on
-//!   127.0.0.1:9801 and :9802 until Ctrl-C (`docs/providers.md`, "Try it against the fakes").
+//! - `cargo xtask fake-providers [ARGS]`: the fake Smartlead, HeyReach and chat-completions
+//!   APIs on 127.0.0.1:9801, :9802 and :9803 until Ctrl-C (`docs/providers.md`, "Try it
+//!   against the fakes"; `docs/optimizer.md`).
 
 use std::path::{Path, PathBuf};
 use std::process::{exit, Command};
