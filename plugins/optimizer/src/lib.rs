@@ -6,8 +6,9 @@
 //! through `outbound-http` without a key (the host injects `authorization: Bearer …` for the
 //! org's configured `openai` origin and redacts the key from the answer). When the model
 //! fails (a non-2xx, a 429, a timeout, an answer it cannot use), the campaign gets the
-//! deterministic rules, the rest of the run too (a failing model is not asked again), and
-//! the answer says `"llm": "failed: <reason>"`. The pure parts are in [`logic`].
+//! deterministic rules, the rest of the run too (a failing model is not asked again; nor is
+//! it after [`logic::MODEL_BUDGET`], so the run ends inside its sandbox), and the answer says
+//! `"llm": "failed: <reason>"`. The pure parts are in [`logic`].
 
 pub mod logic;
 
@@ -110,20 +111,25 @@ impl sdk::Guest for Optimizer {
             Some(id) => q.eq("id", Value::uuid(id)),
             None => q.eq("status", Value::text("active")).order_by("created_at", true).limit(logic::MAX_CAMPAIGNS),
         };
+        let started = std::time::Instant::now();
         let rows = Row::all(q.fetch().map_err(db_err)?);
         let mut proposals = Vec::new();
         let mut failure: Option<String> = None;
+        let mut asked = 0;
         for row in &rows {
             let Some(c) = load(row)? else { continue };
+            if input.llm.is_some() && failure.is_none() && started.elapsed() > logic::MODEL_BUDGET {
+                failure = Some(format!("out of time after asking about {asked} campaigns"));
+            }
             let from_model = match (&input.llm, &failure) {
-                (Some(llm), None) => match ask(llm, &c) {
-                    Ok(ps) => Some(ps),
-                    Err(reason) => {
+                (Some(llm), None) => {
+                    asked += 1;
+                    ask(llm, &c).map_err(|reason| {
                         sdk::log::warn("optimizer_llm_failed", &[("reason", &reason)]);
                         failure = Some(reason);
-                        None
-                    }
-                },
+                    })
+                    .ok()
+                }
                 _ => None,
             };
             proposals.extend(from_model.unwrap_or_else(|| logic::rules(&c)));

@@ -27,6 +27,9 @@ pub const MAX_RATIONALE: usize = 4000;
 pub const MAX_CAMPAIGNS: u32 = 20;
 /// Most proposals taken from one model answer for one campaign.
 pub const MAX_MODEL_PROPOSALS: usize = 10;
+/// No model call starts after this much of an invocation: with the route's 30 s HTTP
+/// timeout the last one still ends inside its 60 s sandbox (`policies/optimizer.toml`).
+pub const MODEL_BUDGET: std::time::Duration = std::time::Duration::from_secs(25);
 
 /// The model the request names (present only when the org configured provider `openai`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +165,6 @@ impl Campaign {
     }
 
     /// The contract's proposal shape (docs/optimizer.md, "The plugin contract").
-    #[allow(clippy::too_many_arguments)]
     fn proposal(&self, kind: &str, asset: Asset, new_value: J, summary: &str, rationale: &str, source: &str) -> J {
         let (asset_type, asset_id, field) = match asset {
             Asset::Step(seq, field) => ("sequence_step", seq.to_string(), field),
