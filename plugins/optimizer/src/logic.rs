@@ -328,7 +328,13 @@ pub fn read_completion(c: &Campaign, body: &[u8]) -> Result<Vec<J>, String> {
         .ok_or_else(|| "answer has no choices[0].message.content".to_string())?;
     let content: J = serde_json::from_str(strip_fence(content)).map_err(|_| "content is not JSON".to_string())?;
     let items = content.get("proposals").and_then(J::as_array).ok_or_else(|| "content has no proposals array".to_string())?;
-    let out: Vec<J> = items.iter().filter_map(|p| p.as_object().and_then(|p| model_proposal(c, p))).take(MAX_MODEL_PROPOSALS).collect();
+    let mut out: Vec<J> = Vec::new();
+    for p in items.iter().filter_map(|p| p.as_object().and_then(|p| model_proposal(c, p))) {
+        // One per (type, asset), as the host stores them: the model's first word on it.
+        if out.len() < MAX_MODEL_PROPOSALS && !out.iter().any(|o| o["optimization_type"] == p["optimization_type"] && o["asset_id"] == p["asset_id"]) {
+            out.push(p);
+        }
+    }
     if out.is_empty() && !items.is_empty() {
         return Err(format!("none of its {} proposals is usable", items.len()));
     }
@@ -510,6 +516,7 @@ mod tests {
             {"seq_number": 9, "optimization_type": "update_body", "new_value": "x", "summary": "s", "rationale": "no such step"},
             {"seq_number": 1, "optimization_type": "update_body", "new_value": "Hi there", "summary": "s", "rationale": "unchanged"},
             {"seq_number": 1, "optimization_type": "update_subject", "new_value": "x", "summary": "s"},
+            {"seq_number": "1", "optimization_type": "update_subject", "new_value": "A second opinion", "summary": "s", "rationale": "same asset"},
             {"seq_number": 2, "optimization_type": "update_delay", "new_value": 400, "summary": "s", "rationale": "too long"},
             {"asset": "campaign", "optimization_type": "stop_campaign", "new_value": "stopped", "summary": "s", "rationale": "destructive"},
             "not an object"
