@@ -1,4 +1,5 @@
-//! Fake Smartlead and HeyReach APIs: real HTTP on `127.0.0.1`, faithful to the request and
+//! Fake Smartlead and HeyReach APIs, and a fake OpenAI-compatible chat-completions API
+//! ([`FakeChat`], the optimizer's model): real HTTP on `127.0.0.1`, faithful to the request and
 //! answer shapes published for each provider (see docs/providers.md, "Try it against the
 //! fakes", and the reference notes), with their state open for tests to inspect.
 //!
@@ -8,11 +9,13 @@
 //! under `/_fake/` (no key, not recorded) does the same over HTTP, for `cargo xtask
 //! fake-providers`.
 
+pub mod chat;
 mod core;
 pub mod heyreach;
 pub mod smartlead;
 
 pub use crate::core::{Delivered, Fault, Recorded};
+pub use chat::FakeChat;
 pub use heyreach::FakeHeyreach;
 pub use smartlead::FakeSmartlead;
 

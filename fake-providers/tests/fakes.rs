@@ -139,3 +139,42 @@ async fn heyreach_rpc_calls_caps_and_auth() {
     assert_eq!(hr.state().webhooks[0].url, "http://127.0.0.1:1/v1/webhooks/x?secret=t");
     assert!(hr.calls().iter().all(|c| c.header("x-api-key").is_some()));
 }
+
+#[tokio::test]
+async fn chat_checks_the_bearer_key_answers_a_deterministic_proposal_and_fails_on_demand() {
+    let ai = fake_providers::FakeChat::start("ai-key").await.unwrap();
+    let url = format!("{}/chat/completions", ai.base_url());
+    let user = json!({"campaign": {"channel": "email"}, "steps": [
+        {"seq_number": 1, "subject": "a", "sent": 100, "opened": 30},
+        {"seq_number": 2, "subject": "b", "sent": 100, "opened": 5},
+        {"seq_number": 3, "subject": "c", "sent": 0, "opened": 0}]});
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": user.to_string()}],
+                      "response_format": {"type": "json_object"}, "temperature": 0.2});
+    let (s, _, v) = call("POST", &url, &[("authorization", "Bearer wrong")], Some(body.clone())).await;
+    assert_eq!((s, v["error"]["code"].as_str()), (401, Some("invalid_api_key")));
+    assert_eq!(call("POST", &url, &[], Some(body.clone())).await.0, 401);
+    let (s, _, v) = call("POST", &url, &[("authorization", "Bearer ai-key")], Some(body.clone())).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["model"], "gpt-4o-mini");
+    let content: Value = serde_json::from_str(v["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+    assert_eq!(content["proposals"][0]["seq_number"], 2);
+    assert_eq!(content["proposals"][0]["optimization_type"], "update_subject");
+    assert!(!content["proposals"][0]["rationale"].as_str().unwrap().contains("ai-key"));
+    ai.echo_authorization(true);
+    let (_, _, v) = call("POST", &url, &[("authorization", "Bearer ai-key")], Some(body.clone())).await;
+    assert!(v["choices"][0]["message"]["content"].as_str().unwrap().contains("authorization seen: Bearer ai-key"));
+    ai.set_content(Some("not json"));
+    let (_, _, v) = call("POST", &url, &[("authorization", "Bearer ai-key")], Some(body.clone())).await;
+    assert_eq!(v["choices"][0]["message"]["content"], "not json");
+    ai.fail_next(1, Fault::Status(503));
+    ai.fail_next(1, Fault::RateLimited { retry_after_secs: 7 });
+    assert_eq!(call("POST", &url, &[("authorization", "Bearer ai-key")], Some(body.clone())).await.0, 503);
+    let (s, retry, _) = call("POST", &url, &[("authorization", "Bearer ai-key")], Some(body.clone())).await;
+    assert_eq!((s, retry.as_deref()), (429, Some("7")));
+    assert_eq!(ai.calls().len(), 7);
+    assert_eq!(ai.calls()[2].header("authorization"), Some("Bearer ai-key"));
+    // The control API queues faults too.
+    let (s, _, _) = call("POST", &format!("http://{}/_fake/fail", ai.addr()), &[], Some(json!({"n": 1, "status": 502}))).await;
+    assert_eq!(s, 200);
+    assert_eq!(call("POST", &url, &[("authorization", "Bearer ai-key")], Some(body)).await.0, 502);
+}

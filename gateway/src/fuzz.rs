@@ -178,7 +178,7 @@ const NOW: i64 = 1_700_000_000;
 fn generic_provider() -> Provider {
     Provider {
         name: "generic".into(),
-        route: "webhook_generic".into(),
+        route: Some("webhook_generic".into()),
         signature_header: Some("x-webhook-signature".into()),
         event_key: crate::policy::EventKey::all_of(&["/id", "/type"]),
         event_type: vec!["/type".into()],

@@ -79,7 +79,8 @@ pub(crate) async fn invoke_adapter(
     let routing = state.routing();
     let policies = &routing.policies;
     let p = policies.providers.get(provider).ok_or_else(|| format!("provider {provider:?} is not in the policies"))?;
-    let route = policies.route(&p.route).ok_or_else(|| format!("route {:?} is not in the policies", p.route))?;
+    let route_id = p.route.as_deref().ok_or_else(|| format!("provider {provider:?} has no route in the policies (it is only called out to)"))?;
+    let route = policies.route(route_id).ok_or_else(|| format!("route {route_id:?} is not in the policies"))?;
     let crate::policy::Target::Plugin(name) = &route.target else {
         return Err(format!("route {:?} does not target a plugin", route.id));
     };

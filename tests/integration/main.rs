@@ -18,6 +18,7 @@ mod lifecycle;
 mod metrics;
 mod neighbours;
 mod openapi;
+mod optimizer_llm;
 mod limits;
 mod outbound;
 mod provider_webhooks;

@@ -5,8 +5,9 @@
 //! - `cargo xtask run [ARGS]`: plugins, then `cargo run --release -p gateway -- serve ARGS`.
 //! - `cargo xtask test [ARGS]`: plugins, the plugins' native unit tests (without ARGS), then
 //!   the whole test suite (`cargo test --workspace ARGS`).
-//! - `cargo xtask fake-providers [ARGS]`: the fake Smartlead and HeyReach APIs on
-//!   127.0.0.1:9801 and :9802 until Ctrl-C (`docs/providers.md`, "Try it against the fakes").
+//! - `cargo xtask fake-providers [ARGS]`: the fake Smartlead, HeyReach and chat-completions
+//!   APIs on 127.0.0.1:9801, :9802 and :9803 until Ctrl-C (`docs/providers.md`, "Try it
+//!   against the fakes"; `docs/optimizer.md`).
 
 use std::path::{Path, PathBuf};
 use std::process::{exit, Command};
@@ -72,7 +73,7 @@ fn test_with_summary(cmds: Vec<Command>) {
 
 /// The plugins whose pure logic (normalisation, batching, rules) has native unit tests: they
 /// build for the host from the plugins' workspace, into `plugins/target`.
-const PLUGIN_UNIT_TESTS: &[&str] = &["outreach", "smartlead", "heyreach"];
+const PLUGIN_UNIT_TESTS: &[&str] = &["outreach", "smartlead", "heyreach", "optimizer"];
 
 fn ensure_wasm_target() {
     let installed = Command::new("rustup")

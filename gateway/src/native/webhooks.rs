@@ -159,6 +159,12 @@ async fn store(call: Call<'_>) -> Result<(Reply, bool), ApiError> {
         tracing::error!(endpoint_id = %endpoint.id, provider = %endpoint.provider, "webhook provider not in the policies");
         ApiError::new(Code::Unavailable, "this endpoint's provider is not configured").with_header("retry-after", "60")
     })?;
+    if provider.route.is_none() {
+        // Endpoints are refused for such a provider; this one predates a policy that dropped
+        // its route, which is the operator's to fix, as above.
+        tracing::error!(endpoint_id = %endpoint.id, provider = %endpoint.provider, "webhook provider has no route in the policies");
+        return Err(ApiError::new(Code::Unavailable, "this endpoint's provider is not configured").with_header("retry-after", "60"));
+    }
     let Identity { event_key, event_type } = identify(verified.webhook_id.as_deref(), &call.body, provider)?;
     let content_type = call.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(100).collect::<String>());
     let org = endpoint.org;
@@ -314,7 +320,7 @@ mod tests {
     fn generic() -> Provider {
         Provider {
             name: "generic".into(),
-            route: "webhook_generic".into(),
+            route: Some("webhook_generic".into()),
             signature_header: Some("x-webhook-signature".into()),
             event_key: crate::policy::EventKey::all_of(&["/id", "/type"]),
             event_type: vec!["/type".into()],

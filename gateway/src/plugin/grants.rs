@@ -55,6 +55,8 @@ pub enum Inject {
     Query(String),
     /// A header, lower-case (replacing any the plugin set with that name).
     Header(String),
+    /// `authorization: Bearer <secret>` (replacing any `authorization` the plugin set).
+    Bearer,
 }
 
 /// A token bucket: one call per `period` sustained, `burst` at once.

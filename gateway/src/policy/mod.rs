@@ -171,10 +171,11 @@ impl PolicySet {
             }
         }
         for p in self.providers.values() {
-            if !self.routes.iter().any(|r| *r.id == *p.route && r.internal) {
+            let Some(route) = &p.route else { continue };
+            if !self.routes.iter().any(|r| *r.id == **route && r.internal) {
                 return Err(Error::Policy {
                     file: p.source.clone(),
-                    reason: format!("provider {:?}: route {:?} is not an internal plugin route", p.name, p.route),
+                    reason: format!("provider {:?}: route {:?} is not an internal plugin route", p.name, route),
                 });
             }
         }

@@ -1,6 +1,7 @@
 //! `[providers.<name>]`: providers: for webhooks, their signature scheme, event key and
 //! retries; for adapters (docs/providers.md), the capability they serve, their public API's
-//! base URL and the pace their credential may be used at.
+//! base URL and the pace their credential may be used at. A provider without `route` is only
+//! called out to (a credential grant's target, e.g. `openai`): no webhooks, no adapter.
 
 use std::collections::HashMap;
 
@@ -9,12 +10,14 @@ use serde::Deserialize;
 use super::units::{Quota, Rate};
 use super::{valid_name, Fail};
 
-/// A webhook provider declared by `[providers.<name>]`.
+/// A provider declared by `[providers.<name>]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ProviderSpec {
-    /// Id of the internal plugin route that processes this provider's events.
-    route: String,
+    /// Id of the internal plugin route that processes this provider's events; none: the
+    /// provider is only called out to.
+    #[serde(default)]
+    route: Option<String>,
     /// For the `hmac-sha256` scheme: the header carrying the hex HMAC-SHA256 of the raw body.
     #[serde(default)]
     signature_header: Option<String>,
@@ -107,8 +110,9 @@ pub const CAPABILITIES: &[&str] = &["email_outreach", "linkedin_outreach"];
 #[derive(Debug, Clone)]
 pub struct Provider {
     pub name: String,
-    /// The internal route whose plugin processes events.
-    pub route: String,
+    /// The internal route whose plugin processes events and sync jobs; `None`: the provider
+    /// is only called out to (no webhook endpoints, no adapter, no capability).
+    pub route: Option<String>,
     /// Lower-case header name (hmac-sha256 scheme); `None`: the provider signs with Standard
     /// Webhooks only.
     pub signature_header: Option<String>,
@@ -212,6 +216,19 @@ fn build(name: String, p: &ProviderSpec, file: &str) -> std::result::Result<Prov
             return Err(format!("base_url {u:?} must be an absolute http(s) URL"));
         }
     }
+    if p.route.is_none() {
+        let webhook_only = [
+            ("capability", p.capability.is_some()),
+            ("verify", p.verify.is_some()),
+            ("signature_header", p.signature_header.is_some()),
+            ("event_key", p.event_key.is_some()),
+            ("event_type", p.event_type.is_some()),
+            ("chain", !p.chain.is_empty()),
+        ];
+        if let Some((field, _)) = webhook_only.iter().find(|(_, set)| *set) {
+            return Err(format!("{field} needs route (a provider without one is only called out to: no webhooks, no adapter)"));
+        }
+    }
     if p.burst.is_some() && p.rate.is_none() {
         return Err("burst needs rate".into());
     }
@@ -260,5 +277,27 @@ mod tests {
         assert!(provider("event_key = [[\"a\"]]").unwrap_err().to_string().contains("JSON pointer"));
         assert!(provider("event_type = [\"/t\", \"e\"]").unwrap_err().to_string().contains("JSON pointer"));
         assert!(provider("verify = \"hmac-sha256\"\nevent_key = [\"/id\"]").unwrap_err().to_string().contains("signature_header"));
+    }
+
+    fn call_out_only(fields: &str) -> crate::Result<Provider> {
+        let text = format!("[providers.openai]\n{fields}\n");
+        let plans = "[plans.standard]\ndefault = true\nper_user = { rate = \"20/s\" }\n";
+        let set = PolicySet::from_sources(&[("plans.toml".into(), plans.into()), ("o.toml".into(), text)])?;
+        Ok(set.providers["openai"].clone())
+    }
+
+    #[test]
+    fn a_provider_without_a_route_is_only_called_out_to() {
+        let p = call_out_only("base_url = \"https://api.openai.com/v1\"\nrate = \"1/s\"\nburst = 5").unwrap();
+        assert!(p.route.is_none());
+        assert_eq!(p.base_url.as_deref(), Some("https://api.openai.com/v1"));
+        assert!(p.pace.is_some());
+        for field in ["capability = \"email_outreach\"", "verify = \"url-token\"", "event_key = [\"/id\"]", "event_type = \"/t\""] {
+            let e = call_out_only(field).unwrap_err().to_string();
+            assert!(e.contains("needs route"), "{field}: {e}");
+        }
+        // A route, when named, must still be an internal plugin route.
+        let e = call_out_only("route = \"nowhere\"").unwrap_err().to_string();
+        assert!(e.contains("not an internal plugin route"), "{e}");
     }
 }

@@ -235,13 +235,13 @@ struct GrantsSpec {
 struct CredentialSpec {
     provider: String,
     name: String,
-    /// `query:<parameter>` or `header:<name>`.
+    /// `query:<parameter>`, `header:<name>` or `bearer`.
     inject: String,
 }
 
 /// Headers a credential may not be injected as: the host's own (framing, hop-by-hop), and
 /// those whose value is a scheme plus a credential (`Authorization: Bearer …`), which the
-/// host would fill with the bare secret.
+/// host would fill with the bare secret (`inject = "bearer"` is the form for that).
 const NOT_INJECTABLE: &[&str] = &["authorization", "cookie", "set-cookie", "proxy-authenticate", "www-authenticate"];
 
 /// One `grants.hosts` entry: a URL pattern, or a table carrying options with it.
@@ -536,6 +536,7 @@ fn credentials(specs: &[CredentialSpec]) -> Result<Vec<CredentialGrant>, String>
             return Err(bad("name must be lower-case letters, digits and _, starting with a letter".into()));
         }
         let inject = match c.inject.split_once(':') {
+            None if c.inject == "bearer" => Inject::Bearer,
             Some(("query", p)) => {
                 if p.is_empty() || p.len() > 64 || !p.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b)) {
                     return Err(bad(format!("inject {:?}: a query parameter is 1 to 64 letters, digits, -, ., _ or ~", c.inject)));
@@ -549,13 +550,13 @@ fn credentials(specs: &[CredentialSpec]) -> Result<Vec<CredentialGrant>, String>
                 }
                 if crate::plugin::host::outbound_http::RESERVED.contains(&h.as_str()) || NOT_INJECTABLE.contains(&h.as_str()) {
                     return Err(bad(format!(
-                        "inject {:?}: the host never puts a credential in {h} (it owns the framing headers, and a bare secret is no {h} value)",
+                        "inject {:?}: the host never puts a bare credential in {h} (it owns the framing headers, and a bare secret is no {h} value; use inject = \"bearer\" for authorization: Bearer)",
                         c.inject
                     )));
                 }
                 Inject::Header(h)
             }
-            _ => return Err(bad(format!("inject {:?}: expected \"query:<parameter>\" or \"header:<name>\"", c.inject))),
+            _ => return Err(bad(format!("inject {:?}: expected \"query:<parameter>\", \"header:<name>\" or \"bearer\"", c.inject))),
         };
         if let Some(other) = out.iter().find(|o| o.provider == c.provider && (o.name == c.name || o.inject == inject)) {
             return Err(bad(format!("provider {:?} already has a grant for this name or place ({:?})", other.provider, other.name)));
@@ -632,11 +633,13 @@ mod tests {
     fn credential_grants_say_where_the_secret_goes() {
         let c = creds(
             r#"credentials = [{ provider = "smartlead", name = "api_key", inject = "query:api_key" },
-                              { provider = "heyreach", name = "api_key", inject = "header:X-API-KEY" }]"#,
+                              { provider = "heyreach", name = "api_key", inject = "header:X-API-KEY" },
+                              { provider = "openai", name = "api_key", inject = "bearer" }]"#,
         )
         .unwrap();
         assert_eq!(c[0].inject, Inject::Query("api_key".into()));
         assert_eq!(c[1].inject, Inject::Header("x-api-key".into()));
+        assert_eq!(c[2].inject, Inject::Bearer);
         assert!(c.iter().all(|g| g.pace.is_none()));
     }
 
@@ -653,6 +656,8 @@ mod tests {
             ("query:a&b", "query parameter"),
             ("body:api_key", "expected"),
             ("api_key", "expected"),
+            ("Bearer", "expected"),
+            ("bearer:x", "expected"),
         ] {
             let e = creds(&format!(r#"credentials = [{{ provider = "p", name = "api_key", inject = "{inject}" }}]"#)).unwrap_err();
             assert!(e.contains(why), "{inject}: {e}");
@@ -660,6 +665,9 @@ mod tests {
         let e = creds(r#"credentials = [{ provider = "p", name = "Api-Key", inject = "query:k" }]"#).unwrap_err();
         assert!(e.contains("lower-case"), "{e}");
         let e = creds(r#"credentials = [{ provider = "p", name = "a", inject = "query:k" }, { provider = "p", name = "b", inject = "query:k" }]"#)
+            .unwrap_err();
+        assert!(e.contains("already has a grant"), "{e}");
+        let e = creds(r#"credentials = [{ provider = "p", name = "a", inject = "bearer" }, { provider = "p", name = "b", inject = "bearer" }]"#)
             .unwrap_err();
         assert!(e.contains("already has a grant"), "{e}");
         let e = creds(r#"credentials = [{ provider = "p", name = "a", inject = "query:k", extra = 1 }]"#).unwrap_err();

@@ -90,6 +90,9 @@ pub fn delivery_path(id: Uuid, scheme: Scheme, secret: &str) -> String {
 /// (default: the provider's `verify`) and, for `smartlead` only, the caller's own `secret`
 /// (Smartlead's is typed into Smartlead's UI, so the gateway must accept it, not choose it).
 pub fn endpoint_scheme(provider: &Provider, scheme: Option<&str>, secret: Option<&str>) -> Result<Scheme, ApiError> {
+    if provider.route.is_none() {
+        return Err(ApiError::invalid("provider", "is only called out to (its policy names no route): it receives no webhooks"));
+    }
     let text = scheme.or(provider.verify.as_deref()).ok_or_else(|| ApiError::invalid("scheme", "is required (this provider's policy names no verify scheme)"))?;
     let scheme = Scheme::parse(text).ok_or_else(|| {
         ApiError::invalid("scheme", "must be \"standard-webhooks\", \"hmac-sha256\", \"smartlead\" or \"url-token\"")

@@ -1,110 +1,145 @@
 //! `optimizer`: proposes changes to a tenant's campaigns from their per-step statistics
-//! (`docs/optimizer.md`, "The plugin contract"). It only proposes: the host stores, reviews,
-//! applies and rolls back.
+//! (`docs/optimizer.md`, "The plugin contract"). It only proposes (read grants only): the
+//! host stores, reviews, applies and rolls back.
 //!
-//! Skeleton: the deterministic rules only (no model yet).
+//! With `llm` in the request it asks the org's chat-completions model, one call per campaign,
+//! through `outbound-http` without a key (the host injects `authorization: Bearer …` for the
+//! org's configured `openai` origin and redacts the key from the answer). When the model
+//! fails (a non-2xx, a 429, a timeout, an answer it cannot use), the campaign gets the
+//! deterministic rules, the rest of the run too (a failing model is not asked again; nor is
+//! it after [`logic::MODEL_BUDGET`], so the run ends inside its sandbox), and the answer says
+//! `"llm": "failed: <reason>"`. The pure parts are in [`logic`].
+
+pub mod logic;
 
 use gateway_plugin_sdk::db::{self, Filtered, Row, Value};
+use gateway_plugin_sdk::http::{self, HttpError, OutgoingRequest};
 use gateway_plugin_sdk::serde_json::{json, Value as J};
-use gateway_plugin_sdk::{self as sdk, HandlerError, Request, Response};
+use gateway_plugin_sdk::{self as sdk, Header, HandlerError, Request, Response};
+
+use logic::{Campaign, Llm, Stat, Step};
 
 struct Optimizer;
 
-/// Sends before a rate means anything.
-const MIN_SENT: i64 = 50;
-
-fn rate(part: i64, whole: i64) -> f64 {
-    if whole <= 0 {
-        0.0
-    } else {
-        part as f64 / whole as f64
-    }
+fn db_err(e: db::DbError) -> HandlerError {
+    sdk::failed(&db::describe(&e))
 }
 
-fn rules(campaign: &Row, steps: &[J], stats: &[Row]) -> Vec<J> {
-    let id = campaign.str("id").unwrap_or_default();
-    let version = campaign.int("sequence_version").unwrap_or(0);
-    let channel = campaign.str("channel").unwrap_or_default();
-    let mut out = Vec::new();
-    let stat = |seq: i64| stats.iter().find(|s| s.int("seq_number") == Some(seq));
-    for step in steps {
-        let Some(seq) = step.get("seq_number").and_then(J::as_i64) else { continue };
-        let Some(s) = stat(seq) else { continue };
-        let (sent, opened, replied) = (s.int("sent").unwrap_or(0), s.int("opened").unwrap_or(0), s.int("replied").unwrap_or(0));
-        if sent < MIN_SENT {
-            continue;
-        }
-        let open = rate(opened, sent);
-        if channel == "email" && open < 0.20 {
-            let old = step.get("subject").and_then(J::as_str).unwrap_or_default();
-            let new = if old.is_empty() { "A quick question".to_string() } else { format!("Quick question: {old}") };
-            let new: String = new.chars().take(500).collect();
-            out.push(json!({
-                "campaign_id": id, "base_version": version, "optimization_type": "update_subject",
-                "asset_type": "sequence_step", "asset_id": seq.to_string(), "field": "subject", "new_value": new,
-                "summary": format!("New subject for step {seq}: low open rate"),
-                "rationale": format!("Step {seq} was opened {opened} times in {sent} sends ({:.0}%), under the 20% threshold; a shorter, question-style subject usually lifts opens.", open * 100.0),
-                "source": "rules",
-            }));
-        } else if open >= 0.40 && rate(replied, sent) < 0.02 {
-            let old = step.get("body").and_then(J::as_str).unwrap_or_default();
-            let new = format!("{old}\n\nWould a 15-minute call next week be useful?");
-            let new: String = new.chars().take(20_000).collect();
-            out.push(json!({
-                "campaign_id": id, "base_version": version, "optimization_type": "update_body",
-                "asset_type": "sequence_step", "asset_id": seq.to_string(), "field": "body", "new_value": new,
-                "summary": format!("Clearer call to action in step {seq}: opened but not answered"),
-                "rationale": format!("Step {seq} is opened ({:.0}%) but answered by {replied} of {sent} ({:.1}%); an explicit ask tends to convert attention into replies.", open * 100.0, rate(replied, sent) * 100.0),
-                "source": "rules",
-            }));
-        }
+/// The campaign's latest version (steps) and its step counts; `None` before its first version.
+fn load(row: &Row) -> Result<Option<Campaign>, HandlerError> {
+    let id = row.str("id").unwrap_or_default().to_string();
+    let version = row.int("sequence_version").unwrap_or(0);
+    if version <= 0 {
+        return Ok(None);
     }
-    let (sent, bounced): (i64, i64) = stats.iter().fold((0, 0), |(a, b), s| (a + s.int("sent").unwrap_or(0), b + s.int("bounced").unwrap_or(0)));
-    if campaign.str("status") == Some("active") && sent >= MIN_SENT && rate(bounced, sent) > 0.08 {
-        out.push(json!({
-            "campaign_id": id, "base_version": version, "optimization_type": "pause_campaign",
-            "asset_type": "campaign", "asset_id": id, "field": "status", "new_value": "paused",
-            "summary": "Pause the campaign: high bounce rate",
-            "rationale": format!("{bounced} of {sent} sends bounced ({:.1}%), over the 8% threshold that puts the sending domain's reputation at risk; pause until the list is cleaned.", rate(bounced, sent) * 100.0),
-            "source": "rules",
-        }));
+    let seq = db::select("campaign_sequences")
+        .columns(&["steps"])
+        .eq("campaign_id", Value::uuid(&id))
+        .eq("version", Value::Integer(version))
+        .fetch_one()
+        .map_err(db_err)?;
+    let steps: Vec<Step> = seq
+        .map(|r| r.to_json()["steps"].as_array().map(|a| a.iter().filter_map(Step::from_json).collect()).unwrap_or_default())
+        .unwrap_or_default();
+    let stats = Row::all(
+        db::select("campaign_step_stats")
+            .columns(&["seq_number", "sent", "opened", "clicked", "replied", "bounced", "unsubscribed"])
+            .eq("campaign_id", Value::uuid(&id))
+            .fetch()
+            .map_err(db_err)?,
+    )
+    .iter()
+    .map(|s| {
+        let n = |c: &str| s.int(c).unwrap_or(0);
+        Stat {
+            seq_number: n("seq_number"),
+            sent: n("sent"),
+            opened: n("opened"),
+            clicked: n("clicked"),
+            replied: n("replied"),
+            bounced: n("bounced"),
+            unsubscribed: n("unsubscribed"),
+        }
+    })
+    .collect();
+    Ok(Some(Campaign {
+        id,
+        channel: row.str("channel").unwrap_or_default().to_string(),
+        status: row.str("status").unwrap_or_default().to_string(),
+        version,
+        steps,
+        stats,
+    }))
+}
+
+/// Asks the model about one campaign: its proposals, or a short reason it gave none.
+fn ask(llm: &Llm, c: &Campaign) -> Result<Vec<J>, String> {
+    let req = OutgoingRequest {
+        method: "POST".into(),
+        url: format!("{}/chat/completions", llm.base_url),
+        // No authorization: the host adds the org's key for its configured origin.
+        headers: vec![
+            Header { name: "content-type".into(), value: "application/json".into() },
+            Header { name: "accept".into(), value: "application/json".into() },
+        ],
+        body: logic::chat_request(&llm.model, c).to_string().into_bytes(),
+    };
+    let resp = http::send(&req).map_err(|e| match e {
+        HttpError::Timeout => "timeout".to_string(),
+        HttpError::NotAllowed(_) => "not allowed (is provider openai configured at this base_url?)".to_string(),
+        HttpError::ForbiddenAddress(_) => "forbidden address".to_string(),
+        HttpError::DnsFailed(_) => "dns failed".to_string(),
+        HttpError::ConnectFailed(_) => "connect failed".to_string(),
+        HttpError::ResponseTooLarge(_) => "answer too large".to_string(),
+        HttpError::InvalidRequest(_) | HttpError::Protocol(_) => "protocol error".to_string(),
+    })?;
+    if !(200..300).contains(&resp.status) {
+        return Err(logic::status_reason(resp.status));
     }
-    out
+    logic::read_completion(c, &resp.body)
 }
 
 impl sdk::Guest for Optimizer {
     fn handle(req: Request) -> Result<Response, HandlerError> {
-        if req.path != "/optimize" {
+        // The host calls exactly `/optimize`; a prefix before it is a test route's.
+        if !(req.path == "/optimize" || req.path.ends_with("/optimize")) || req.method != "POST" {
             return Err(sdk::not_found());
         }
-        let body = req.json_value()?;
-        let campaign_id = body.get("campaign_id").and_then(J::as_str);
+        let input = logic::parse_input(&req.json_value()?).map_err(|p| sdk::invalid_with("request failed validation", J::Array(p)))?;
         let mut q = db::select("campaigns").columns(&["id", "channel", "status", "sequence_version"]);
-        q = match campaign_id {
+        q = match &input.campaign_id {
             Some(id) => q.eq("id", Value::uuid(id)),
-            None => q.eq("status", Value::text("active")).order_by("created_at", true).limit(20),
+            None => q.eq("status", Value::text("active")).order_by("created_at", true).limit(logic::MAX_CAMPAIGNS),
         };
-        let campaigns = Row::all(q.fetch().map_err(|e| sdk::failed(&db::describe(&e)))?);
+        let started = std::time::Instant::now();
+        let rows = Row::all(q.fetch().map_err(db_err)?);
         let mut proposals = Vec::new();
-        for c in &campaigns {
-            let id = c.str("id").unwrap_or_default();
-            let version = c.int("sequence_version").unwrap_or(0);
-            if version <= 0 {
-                continue;
+        let mut failure: Option<String> = None;
+        let mut asked = 0;
+        for row in &rows {
+            let Some(c) = load(row)? else { continue };
+            if input.llm.is_some() && failure.is_none() && started.elapsed() > logic::MODEL_BUDGET {
+                failure = Some(format!("out of time after asking about {asked} campaigns"));
             }
-            let seq = db::select("campaign_sequences")
-                .columns(&["steps"])
-                .eq("campaign_id", Value::uuid(id))
-                .eq("version", Value::Integer(version))
-                .fetch_one()
-                .map_err(|e| sdk::failed(&db::describe(&e)))?;
-            let steps = seq.map(|r| r.to_json()["steps"].as_array().cloned().unwrap_or_default()).unwrap_or_default();
-            let stats = Row::all(
-                db::select("campaign_step_stats").eq("campaign_id", Value::uuid(id)).fetch().map_err(|e| sdk::failed(&db::describe(&e)))?,
-            );
-            proposals.extend(rules(c, &steps, &stats));
+            let from_model = match (&input.llm, &failure) {
+                (Some(llm), None) => {
+                    asked += 1;
+                    ask(llm, &c).map_err(|reason| {
+                        sdk::log::warn("optimizer_llm_failed", &[("reason", &reason)]);
+                        failure = Some(reason);
+                    })
+                    .ok()
+                }
+                _ => None,
+            };
+            proposals.extend(from_model.unwrap_or_else(|| logic::rules(&c)));
         }
-        sdk::json(200, &json!({ "proposals": proposals, "examined": campaigns.len(), "llm": "not_configured" }))
+        let llm = match (&input.llm, failure) {
+            (None, _) => "not_configured".to_string(),
+            (Some(_), None) => "used".to_string(),
+            (Some(_), Some(reason)) => format!("failed: {reason}"),
+        };
+        sdk::json(200, &json!({ "proposals": proposals, "examined": rows.len(), "llm": llm }))
     }
 }
 

@@ -361,6 +361,10 @@ fn inject(t: &mut Target, req: &mut OutgoingRequest, injection: &Injection) {
                 req.headers.retain(|h| !h.name.eq_ignore_ascii_case(name));
                 req.headers.insert(0, Header { name: name.clone(), value: secret.expose().to_string() });
             }
+            Inject::Bearer => {
+                req.headers.retain(|h| !h.name.eq_ignore_ascii_case("authorization"));
+                req.headers.insert(0, Header { name: "authorization".into(), value: format!("Bearer {}", secret.expose()) });
+            }
         }
     }
 }
@@ -374,5 +378,36 @@ fn paced(retry_after_secs: u64) -> IncomingResponse {
             Header { name: "content-type".into(), value: "application/json".into() },
         ],
         body: br#"{"error":"paced by the gateway: over the provider's rate for this org"}"#.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::host::credentials::Secret;
+
+    #[test]
+    fn bearer_replaces_the_plugins_authorization_and_is_redacted_from_answers() {
+        let mut t = parse_url("https://api.example/v1/chat/completions?x=1").unwrap();
+        let mut req = OutgoingRequest {
+            method: "POST".into(),
+            url: "https://api.example/v1/chat/completions?x=1".into(),
+            headers: vec![
+                Header { name: "Authorization".into(), value: "Bearer plugin-made-up".into() },
+                Header { name: "content-type".into(), value: "application/json".into() },
+                Header { name: "AUTHORIZATION".into(), value: "Basic eA==".into() },
+            ],
+            body: vec![],
+        };
+        let injection = Injection { provider: "openai".into(), pace: None, items: vec![(Inject::Bearer, Secret::new("sk-live key/1".into()))] };
+        inject(&mut t, &mut req, &injection);
+        let auth: Vec<_> = req.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("authorization")).map(|h| h.value.as_str()).collect();
+        assert_eq!(auth, ["Bearer sk-live key/1"]);
+        assert_eq!(req.headers.len(), 2);
+        // The URL is untouched: the secret is in the header only.
+        assert_eq!(t.path, "/v1/chat/completions?x=1");
+        let mut echoed = b"{\"seen\": \"Bearer sk-live key/1\", \"q\": \"sk-live%20key%2F1\"}".to_vec();
+        assert!(credentials::redact(&mut echoed, &injection.needles()));
+        assert_eq!(String::from_utf8(echoed).unwrap(), "{\"seen\": \"Bearer [redacted]\", \"q\": \"[redacted]\"}");
     }
 }
