@@ -5,6 +5,7 @@ mod admin;
 mod businesses;
 mod campaigns;
 mod openapi;
+mod optimizations;
 mod plugins;
 mod provisioning;
 mod providers;
@@ -63,6 +64,12 @@ pub async fn call(handler: Native, call: Call<'_>) -> Result<Reply, ApiError> {
         Native::GetProvider => providers::get(call).await,
         Native::ListProviders => providers::list(call).await,
         Native::DeleteProvider => providers::delete(call).await,
+        Native::ListOptimizations => optimizations::list(call).await,
+        Native::GetOptimization => optimizations::get(call).await,
+        Native::ApproveOptimization => optimizations::approve(call).await,
+        Native::RejectOptimization => optimizations::reject(call).await,
+        Native::RollbackOptimization => optimizations::rollback(call).await,
+        Native::RunOptimizer => optimizations::run(call).await,
         Native::OpenApi => openapi::serve(call).await,
         Native::Console => crate::console::handle(call).await,
     }

@@ -73,6 +73,12 @@ native_handlers! {
     GetProvider = "get_provider",
     ListProviders = "list_providers",
     DeleteProvider = "delete_provider",
+    ListOptimizations = "list_optimizations",
+    GetOptimization = "get_optimization",
+    ApproveOptimization = "approve_optimization",
+    RejectOptimization = "reject_optimization",
+    RollbackOptimization = "rollback_optimization",
+    RunOptimizer = "run_optimizer",
     OpenApi = "openapi",
     Console = "console",
 }
