@@ -17,6 +17,7 @@ mod lifecycle;
 mod metrics;
 mod neighbours;
 mod openapi;
+mod optimizer;
 mod limits;
 mod outbound;
 mod provider_webhooks;

@@ -100,7 +100,9 @@ impl sdk::Guest for Optimizer {
                 .map_err(|e| sdk::failed(&db::describe(&e)))?;
             let steps = seq.map(|r| r.to_json()["steps"].as_array().cloned().unwrap_or_default()).unwrap_or_default();
             let stats = Row::all(
-                db::select("campaign_step_stats").eq("campaign_id", Value::uuid(id)).fetch().map_err(|e| sdk::failed(&db::describe(&e)))?,
+                db::select("campaign_step_stats")
+                    .columns(&["seq_number", "sent", "opened", "replied", "bounced"])
+                    .eq("campaign_id", Value::uuid(id)).fetch().map_err(|e| sdk::failed(&db::describe(&e)))?,
             );
             proposals.extend(rules(c, &steps, &stats));
         }
