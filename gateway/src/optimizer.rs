@@ -492,7 +492,7 @@ async fn check(
     if ctx.campaign.is_some_and(|c| c != cid) {
         return Ok(Err("not the campaign this run examined".into()));
     }
-    if !cache.contains_key(&cid) {
+    if let std::collections::hash_map::Entry::Vacant(slot) = cache.entry(cid) {
         let found = match campaigns::campaign(tx, cid, false).await? {
             Some(c) => {
                 let s = campaigns::latest_sequence(tx, cid).await?;
@@ -500,7 +500,7 @@ async fn check(
             }
             None => None,
         };
-        cache.insert(cid, found);
+        slot.insert(found);
     }
     let Some((campaign, sequence)) = cache.get(&cid).and_then(Option::as_ref) else {
         return Ok(Err("not the org's campaign".into()));
