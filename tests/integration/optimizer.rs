@@ -277,6 +277,18 @@ async fn manual_mode_queues_an_approval_applies_it_at_the_provider_and_a_rollbac
         assert_error(&send(&gw, "POST", &a.admin, &path(target, "rollback"), None).await, 409, "CONFLICT");
     }
 
+    // A proposal nobody reviewed in time expires when someone tries: 409, and it stays expired.
+    let out = run(&gw, &pool, &a, &campaign).await;
+    assert_eq!(out["proposed"], 1, "{out}");
+    let late = changes(&gw, &a, "?status=proposed").await[0]["optimization_id"].as_str().unwrap().to_string();
+    sqlx::query("UPDATE campaign_optimizations SET expires_at = now() - interval '1 second' WHERE id = $1::uuid").bind(&late).execute(&pool).await.unwrap();
+    assert_error(&send(&gw, "POST", &a.admin, &path(&late, "approve"), None).await, 409, "CONFLICT");
+    let c = change(&gw, &a, &late).await;
+    assert_eq!(c["status"], "expired", "{c}");
+    assert_eq!(transitions(&c).last().unwrap(), &("expired".to_string(), user.clone()));
+    assert_error(&send(&gw, "POST", &a.admin, &path(&late, "approve"), None).await, 409, "CONFLICT");
+    assert_eq!(wait_sequence(&gw, &a, &campaign, 3).await["steps"][0]["subject"], SUBJECT, "nothing was applied");
+
     // The database refuses an illegal transition whoever asks, even raw SQL as gateway_app.
     let mut tx = pool.begin().await.unwrap();
     sqlx::query("SET LOCAL ROLE gateway_app").execute(&mut *tx).await.unwrap();
