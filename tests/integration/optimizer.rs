@@ -412,4 +412,18 @@ async fn auto_mode_applies_through_the_same_path_races_have_one_winner_and_stale
     }
     let states: Vec<String> = transitions(&final_state).into_iter().map(|(s, _)| s).collect();
     assert!(states == ["proposed", "approved", "applying", "applied"] || states == ["proposed", "rejected"], "{states:?}");
+
+    // The provider fails until the sync job is dead: the change is failed, with the reason.
+    let v = send(&gw, "GET", &a.member, &format!("/v1/campaigns/{campaign}/sequence"), None).await.json["version"].as_i64().unwrap();
+    save_sequence(&gw, &a, &campaign, "Third try", v + 1).await;
+    fake.fail_next(1000, fake_providers::Fault::Status(503));
+    let out = run(&gw, &pool, &a, &campaign).await;
+    assert_eq!(out["proposed"], 1, "{out}");
+    let doomed = changes(&gw, &a, "?status=proposed").await[0]["optimization_id"].as_str().unwrap().to_string();
+    assert_eq!(send(&gw, "POST", &a.admin, &path(&doomed, "approve"), None).await.status, 202);
+    let c = settled(&gw, &a, &doomed).await;
+    assert_eq!(c["status"], "failed", "{c}");
+    assert!(c["error"].as_str().is_some_and(|e| !e.is_empty()), "{c}");
+    assert_eq!(transitions(&c).last().unwrap(), &("failed".to_string(), "system:sync".to_string()));
+    assert_error(&send(&gw, "POST", &a.admin, &path(&doomed, "rollback"), None).await, 409, "CONFLICT");
 }
