@@ -76,10 +76,27 @@ pub(crate) async fn invoke_adapter(
     request: crate::plugin::bindings::types::Request,
     before_commit: crate::plugin::BeforeCommit<'static>,
 ) -> Result<(Arc<crate::plugin::LoadedPlugin>, crate::plugin::Outcome), String> {
+    let route = {
+        let routing = state.routing();
+        let p = routing.policies.providers.get(provider).ok_or_else(|| format!("provider {provider:?} is not in the policies"))?;
+        p.route.clone().ok_or_else(|| format!("provider {provider:?} has no route in the policies (it is only called out to)"))?
+    };
+    invoke_route(state, pool, &route, org, request_id, request, before_commit).await
+}
+
+/// Runs `request` through the internal plugin route `route_id` in `org`, as a job does (see
+/// [`invoke_adapter`], which resolves a provider's route to this).
+pub(crate) async fn invoke_route(
+    state: &AppState,
+    pool: &sqlx::PgPool,
+    route_id: &str,
+    org: Uuid,
+    request_id: &str,
+    request: crate::plugin::bindings::types::Request,
+    before_commit: crate::plugin::BeforeCommit<'static>,
+) -> Result<(Arc<crate::plugin::LoadedPlugin>, crate::plugin::Outcome), String> {
     let routing = state.routing();
     let policies = &routing.policies;
-    let p = policies.providers.get(provider).ok_or_else(|| format!("provider {provider:?} is not in the policies"))?;
-    let route_id = p.route.as_deref().ok_or_else(|| format!("provider {provider:?} has no route in the policies (it is only called out to)"))?;
     let route = policies.route(route_id).ok_or_else(|| format!("route {route_id:?} is not in the policies"))?;
     let crate::policy::Target::Plugin(name) = &route.target else {
         return Err(format!("route {:?} does not target a plugin", route.id));
@@ -314,7 +331,7 @@ pub enum Ran {
 async fn execute(state: &AppState, pool: &sqlx::PgPool, worker: &str, job: Claimed, event: Option<EventData>, finished: &mpsc::UnboundedSender<Finished>) {
     let started = Utc::now();
     let run_id = Uuid::new_v4();
-    let done = Attempt { job: job.id, attempt: job.attempts, status: "done", error: None, retry_at: None, run_id, started };
+    let done = Attempt { job: job.id, attempt: job.attempts, status: "done", error: None, retry_at: None, run_id, started, output: None };
     let outcome = if job.attempts > job.max_attempts {
         // Its last attempt's worker died holding the lease.
         Err::<Ran, _>("the last attempt did not finish (lease expired)".to_string())
@@ -325,6 +342,7 @@ async fn execute(state: &AppState, pool: &sqlx::PgPool, worker: &str, job: Claim
                 .map(|recorded| if recorded { Ran::Recorded(done.clone()) } else { Ran::Unrecorded(done.clone()) }),
             ("webhook", None) => Err("the event this job refers to is gone".to_string()),
             (crate::provider_sync::KIND, _) => crate::provider_sync::run(state, pool, worker, &job, &done).await,
+            (crate::optimizer::KIND, _) => crate::optimizer::run(state, pool, worker, &job, &done).await,
             ("stats", _) => crate::chain::run_stats(pool, worker, &job, &done).await,
             ("notify", _) => crate::chain::run_notify(state, pool, worker, &job, &done).await,
             (kind, _) => Err(format!("no runner for job kind {kind:?}")),

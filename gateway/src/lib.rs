@@ -35,6 +35,7 @@
 //!   host injects them from.
 //! - [`jobs`]: the job queue's workers (webhook processing through adapter plugins).
 //! - [`provider_sync`]: the campaigns API's provider calls, run as jobs through adapter plugins.
+//! - [`optimizer`]: the optimizer's changes (approve, reject, rollback) and its `optimizer` jobs.
 //! - [`ops`]: administrative operations shared by HTTP and the CLI.
 //! - [`server`]: the hyper accept loop and graceful shutdown.
 //! - [`error`]: the library error and the HTTP error contract.
@@ -56,6 +57,7 @@ pub mod logging;
 pub mod metrics;
 pub mod native;
 pub mod openapi;
+pub mod optimizer;
 pub mod ops;
 pub mod parse_errors;
 pub mod phases;

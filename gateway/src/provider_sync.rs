@@ -118,7 +118,7 @@ pub async fn run(state: &AppState, pool: &sqlx::PgPool, worker: &str, job: &Clai
     // What the hook recorded (in the adapter's transaction), or the status it refused.
     let recorded: Arc<Mutex<Option<Attempt>>> = Arc::default();
     let refused: Arc<Mutex<Option<u16>>> = Arc::default();
-    let (rec, refd, done_c, worker_c) = (recorded.clone(), refused.clone(), done.clone(), worker.to_string());
+    let (rec, refd, done_c, worker_c, payload_c) = (recorded.clone(), refused.clone(), done.clone(), worker.to_string(), payload.clone());
     let before_commit: crate::plugin::BeforeCommit<'static> = Box::new(move |tx: &mut TenantTx, answer: &Response| {
         let attempt = match (answer.status, retry_after(answer)) {
             (200..=299, _) => Some(done_c),
@@ -133,6 +133,10 @@ pub async fn run(state: &AppState, pool: &sqlx::PgPool, worker: &str, job: &Clai
                 return Ok(false);
             };
             let ours = !jobs::finish_on(tx, &worker_c, std::slice::from_ref(&attempt)).await?.is_empty();
+            if ours && attempt.status == "done" {
+                // A change being applied by this job is settled with it.
+                crate::optimizer::settle(tx, &payload_c, None).await?;
+            }
             if ours {
                 *rec.lock().unwrap_or_else(|p| p.into_inner()) = Some(attempt);
             }
@@ -146,8 +150,12 @@ pub async fn run(state: &AppState, pool: &sqlx::PgPool, worker: &str, job: &Clai
     let refused = *refused.lock().unwrap_or_else(|p| p.into_inner());
     match outcome {
         Outcome::Response(_) if recorded.is_some() => Ok(Ran::Recorded(recorded.expect("checked"))),
-        // The adapter opened no transaction: the finisher records the attempt.
-        Outcome::Response(r) if (200..=299).contains(&r.status) => Ok(Ran::Unrecorded(done.clone())),
+        // The adapter opened no transaction: the finisher records the attempt, or, when the
+        // job applies a change, one transaction records it and settles the change.
+        Outcome::Response(r) if (200..=299).contains(&r.status) => match payload.get("optimization_id") {
+            Some(_) => settle_unrecorded(pool, worker, job.tenant_id, payload, done).await,
+            None => Ok(Ran::Unrecorded(done.clone())),
+        },
         Outcome::Response(r) => match retry_after(&r) {
             Some(secs) => Ok(Ran::Unrecorded(deferral(done, secs))),
             None => Err(failed_answer(&plugin.name, &r)),
@@ -165,6 +173,17 @@ pub async fn run(state: &AppState, pool: &sqlx::PgPool, worker: &str, job: &Clai
     }
 }
 
+async fn settle_unrecorded(pool: &sqlx::PgPool, worker: &str, org: Uuid, payload: &Value, done: &Attempt) -> Result<Ran, String> {
+    let unavailable = |e: crate::Error| format!("UNAVAILABLE: {}", crate::error::loggable(&e));
+    let mut tx = db::begin_tenant(pool, org, Actor::System).await.map_err(unavailable)?;
+    if jobs::finish_on(&mut tx, worker, std::slice::from_ref(done)).await.map_err(unavailable)?.is_empty() {
+        return Err("the job's lease was lost before its attempt could be recorded".into());
+    }
+    crate::optimizer::settle(&mut tx, payload, None).await.map_err(unavailable)?;
+    tx.commit().await.map_err(unavailable)?;
+    Ok(Ran::Recorded(done.clone()))
+}
+
 /// Records a dead attempt and marks what the job was about `failed` with its error, in one
 /// tenant transaction. `Ok(false)`: the job was no longer this worker's (nothing changed).
 pub async fn bury(pool: &sqlx::PgPool, worker: &str, job: &Claimed, dead: &Attempt) -> crate::Result<bool> {
@@ -173,6 +192,7 @@ pub async fn bury(pool: &sqlx::PgPool, worker: &str, job: &Claimed, dead: &Attem
     if ours {
         if let Some(payload) = &job.payload {
             mark_failed(&mut tx, job.id, payload, dead.error.as_deref().unwrap_or("failed")).await?;
+            crate::optimizer::settle(&mut tx, payload, Some(dead.error.as_deref().unwrap_or("failed"))).await?;
         }
     }
     tx.commit().await?;

@@ -18,6 +18,7 @@ mod lifecycle;
 mod metrics;
 mod neighbours;
 mod openapi;
+mod optimizer;
 mod optimizer_llm;
 mod limits;
 mod outbound;

@@ -177,6 +177,8 @@ pub struct Attempt {
     pub retry_at: Option<DateTime<Utc>>,
     pub run_id: Uuid,
     pub started: DateTime<Utc>,
+    /// What the run did (`agent_runs.output`), when its runner says.
+    pub output: Option<serde_json::Value>,
 }
 
 /// Records finished attempts of one org (an `agent_runs` row each) and moves their jobs on,
@@ -199,10 +201,12 @@ pub async fn finish_on(tx: &mut TenantTx, worker: &str, attempts: &[Attempt]) ->
     let retry_at: Vec<Option<DateTime<Utc>>> = attempts.iter().map(|a| a.retry_at).collect();
     let runs: Vec<Uuid> = attempts.iter().map(|a| a.run_id).collect();
     let started: Vec<DateTime<Utc>> = attempts.iter().map(|a| a.started).collect();
+    let outputs: Vec<Option<String>> = attempts.iter().map(|a| a.output.as_ref().map(|o| o.to_string())).collect();
     let finished: Vec<Uuid> = sqlx::query_scalar(
         "WITH input AS ( \
-             SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::text[], $6::timestamptz[], $7::uuid[], $8::timestamptz[]) \
-                 AS t(id, attempt, status, error, retry_at, run_id, started)), \
+             SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::text[], $6::timestamptz[], $7::uuid[], $8::timestamptz[], \
+                                  $10::text[]) \
+                 AS t(id, attempt, status, error, retry_at, run_id, started, output)), \
          u AS ( \
              UPDATE jobs j SET status = CASE WHEN i.status = 'deferred' THEN 'pending' ELSE i.status END, \
                     attempts = j.attempts - CASE WHEN i.status = 'deferred' THEN 1 ELSE 0 END, \
@@ -212,11 +216,14 @@ pub async fn finish_on(tx: &mut TenantTx, worker: &str, attempts: &[Attempt]) ->
              FROM input i \
              WHERE j.tenant_id = $1 AND j.id = i.id AND j.status = 'processing' AND j.attempts = i.attempt \
                AND j.locked_by = $9 \
-             RETURNING j.id, j.kind, j.ref_id, i.attempt, i.status, i.error, i.run_id, i.started), \
+             RETURNING j.id, j.kind, j.ref_id, j.payload, i.attempt, i.status, i.error, i.run_id, i.started, i.output), \
          r AS ( \
-             INSERT INTO agent_runs (id, tenant_id, job_id, kind, attempt, status, error, input, worker, started_at) \
+             INSERT INTO agent_runs (id, tenant_id, job_id, kind, attempt, status, error, input, output, worker, started_at) \
              SELECT run_id, $1, id, kind, attempt, CASE WHEN status = 'done' THEN 'succeeded' ELSE 'failed' END, \
-                    error, jsonb_build_object('ref_id', ref_id), $9, started FROM u) \
+                    error, \
+                    jsonb_build_object('ref_id', ref_id) \
+                        || CASE WHEN jsonb_typeof(payload) = 'object' THEN payload ELSE '{}'::jsonb END, \
+                    output::jsonb, $9, started FROM u) \
          SELECT id FROM u",
     )
     .bind(tx.org())
@@ -228,6 +235,7 @@ pub async fn finish_on(tx: &mut TenantTx, worker: &str, attempts: &[Attempt]) ->
     .bind(&runs)
     .bind(&started)
     .bind(worker)
+    .bind(&outputs)
     .fetch_all(tx.conn())
     .await?;
     Ok(finished)

@@ -20,6 +20,7 @@ pub mod campaigns;
 pub mod jobs;
 pub mod webhooks;
 pub mod structured;
+pub mod optimizations;
 pub mod orgs;
 pub mod plugins;
 pub mod providers;

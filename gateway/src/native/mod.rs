@@ -6,6 +6,7 @@ mod agent_runs;
 mod businesses;
 mod campaigns;
 mod openapi;
+mod optimizations;
 mod plugins;
 mod provisioning;
 mod providers;
@@ -66,6 +67,12 @@ pub async fn call(handler: Native, call: Call<'_>) -> Result<Reply, ApiError> {
         Native::GetProvider => providers::get(call).await,
         Native::ListProviders => providers::list(call).await,
         Native::DeleteProvider => providers::delete(call).await,
+        Native::ListOptimizations => optimizations::list(call).await,
+        Native::GetOptimization => optimizations::get(call).await,
+        Native::ApproveOptimization => optimizations::approve(call).await,
+        Native::RejectOptimization => optimizations::reject(call).await,
+        Native::RollbackOptimization => optimizations::rollback(call).await,
+        Native::RunOptimizer => optimizations::run(call).await,
         Native::OpenApi => openapi::serve(call).await,
         Native::Console => crate::console::handle(call).await,
         Native::GetSettings => settings::get(call).await,
