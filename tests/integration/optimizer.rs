@@ -427,3 +427,131 @@ async fn auto_mode_applies_through_the_same_path_races_have_one_winner_and_stale
     assert_eq!(transitions(&c).last().unwrap(), &("failed".to_string(), "system:sync".to_string()));
     assert_error(&send(&gw, "POST", &a.admin, &path(&doomed, "rollback"), None).await, 409, "CONFLICT");
 }
+
+/// Seed 000's monitoring queries (`docs/runbooks.md`, "The optimizer"): each must find nothing.
+async fn monitoring_violations(pool: &PgPool) -> (i64, i64, i64) {
+    let cross_tenant: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM agent_runs a1 JOIN agent_runs a2 \
+         ON a1.tenant_id <> a2.tenant_id AND a1.input->>'campaign_id' = a2.input->>'campaign_id'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let duplicates: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT tenant_id, props->>'idemKey' FROM crm_events WHERE props ? 'idemKey' \
+         GROUP BY 1, 2 HAVING count(*) > 1) d",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let unaudited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM campaign_optimizations o WHERE o.status IS DISTINCT FROM \
+         (SELECT t.to_status FROM optimization_transitions t WHERE t.tenant_id = o.tenant_id \
+          AND t.optimization_id = o.id ORDER BY t.id DESC LIMIT 1)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    (cross_tenant, duplicates, unaudited)
+}
+
+/// The whole loop with every piece shipped: a provider reply webhook (twice) runs the fail-soft
+/// chain, whose optimizer job asks the org's model (the fake, its key injected by the host);
+/// the proposal waits, an admin approves it, the provider gets it, the admin rolls it back; the
+/// run, the chain's steps and every transition are visible, and seed 000's monitoring queries
+/// find nothing.
+#[tokio::test]
+async fn a_reply_webhook_chains_to_the_model_whose_change_is_approved_at_the_provider_and_rolled_back() {
+    let fake = FakeSmartlead::start(KEY).await.unwrap();
+    fake.set_webhook_secret(Some(WEBHOOK_SECRET));
+    let chat = fake_providers::FakeChat::start("sk-fake-model-key-9Qw2").await.unwrap();
+    let db = TestDb::new().await;
+    let gw = start(&db).await;
+    let pool = db.owner_pool().await;
+    let (a, campaign, provider_id) = onboard(&gw, &fake, "Acme").await;
+    let (b, b_campaign, _) = onboard(&gw, &fake, "Beta").await;
+    let config = json!({ "credentials": { "api_key": chat.api_key() }, "base_url": chat.base_url() });
+    let r = send(&gw, "PUT", &gw.super_token, &format!("/v1/admin/orgs/{}/providers/openai", a.id), Some(config)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    // A lead, and step 1's sends and opens as the adapter recorded them.
+    let r = send(&gw, "POST", &a.admin, &format!("/v1/campaigns/{campaign}/leads"), Some(json!({ "leads": [{ "email": "lee@example.test" }] }))).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    low_open_rate(&pool, &a.id, &campaign).await;
+
+    // The lead replies; the provider delivers it twice.
+    let reply = fake_providers::smartlead::Event::reply(provider_id, "lee@example.test", "msg-flow-1", "Sounds good");
+    for _ in 0..2 {
+        let delivered = fake.deliver_to_registered(&reply, fake_providers::smartlead::Auth::Signature).await.unwrap();
+        assert!(!delivered.is_empty() && delivered.iter().all(|(_, d)| d.status == 200), "{delivered:?}");
+    }
+    // One CRM event, one run of each chain step, all finished: the optimizer's job is the
+    // chain's (trigger chain), and notify had no URL to call.
+    let steps = wait_for("chain jobs", &gw, || async {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT kind, status FROM jobs WHERE tenant_id = $1::uuid AND kind IN ('stats', 'optimizer', 'notify') ORDER BY kind",
+        )
+        .bind(&a.id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        (rows.len() == 3 && rows.iter().all(|(_, s)| s == "done" || s == "dead")).then_some(rows)
+    })
+    .await;
+    assert_eq!(
+        steps,
+        vec![("notify".into(), "done".into()), ("optimizer".into(), "done".into()), ("stats".into(), "done".into())],
+        "one job per step, each done"
+    );
+    let crm: i64 = sqlx::query_scalar("SELECT count(*) FROM crm_events WHERE tenant_id = $1::uuid AND type = 'email.replied'")
+        .bind(&a.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(crm, 1, "the same webhook twice is one event");
+
+    // The run is visible in agent_runs with its input and outcome; it asked the model.
+    let r = send(&gw, "GET", &a.member, "/v1/agent-runs?kind=optimizer", None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let runs = r.json["agent_runs"].as_array().unwrap().clone();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["status"], "succeeded");
+    assert_eq!(runs[0]["input"]["trigger"], "chain");
+    assert_eq!(runs[0]["input"]["campaign_id"], campaign);
+    assert_eq!(runs[0]["output"]["llm"], "used", "{}", runs[0]);
+    assert_eq!(runs[0]["output"]["proposed"], 1, "{}", runs[0]);
+    let calls = chat.calls();
+    assert_eq!(calls.len(), 1);
+    assert!(!String::from_utf8_lossy(&calls[0].body).contains("lee@example.test"), "the model never sees a lead");
+
+    // One change, from the model, waiting for a person (manual approval is the default).
+    let list = changes(&gw, &a, &format!("?campaign_id={campaign}")).await;
+    assert_eq!(list.len(), 1, "one webhook, one change: {list:?}");
+    let id = list[0]["optimization_id"].as_str().unwrap().to_string();
+    assert_eq!((list[0]["status"].as_str(), list[0]["source"].as_str()), (Some("proposed"), Some("llm")));
+    let item = &list[0]["changes"][0];
+    assert_eq!((item["previous_value"].as_str(), item["new_value"].as_str()), (Some(SUBJECT), Some("Model subject for step 1")));
+
+    // Another org sees none of it.
+    assert_error(&send(&gw, "GET", &b.member, &format!("/v1/optimizations/{id}"), None).await, 404, "NOT_FOUND");
+    assert_error(&send(&gw, "POST", &b.admin, &path(&id, "approve"), None).await, 404, "NOT_FOUND");
+    assert!(send(&gw, "GET", &b.member, "/v1/agent-runs?kind=optimizer", None).await.json["agent_runs"].as_array().unwrap().is_empty());
+    assert!(changes(&gw, &b, &format!("?campaign_id={campaign}")).await.is_empty());
+    assert!(changes(&gw, &b, &format!("?campaign_id={b_campaign}")).await.is_empty());
+
+    // Approved, it reaches the provider; rolled back, the provider has the old subject again.
+    assert_eq!(send(&gw, "POST", &a.admin, &path(&id, "approve"), None).await.status, 202);
+    assert_eq!(settled(&gw, &a, &id).await["status"], "applied");
+    assert_eq!(provider_subject(&fake, provider_id), "Model subject for step 1");
+    let r = send(&gw, "POST", &a.admin, &path(&id, "rollback"), None).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let back = r.json["optimization_id"].as_str().unwrap().to_string();
+    assert_eq!(settled(&gw, &a, &back).await["status"], "applied");
+    assert_eq!(provider_subject(&fake, provider_id), SUBJECT);
+    let original = change(&gw, &a, &id).await;
+    assert_eq!(original["status"], "rolled_back");
+    let states: Vec<String> = transitions(&original).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(states, ["proposed", "approved", "applying", "applied", "rolled_back"]);
+
+    assert_eq!(monitoring_violations(&pool).await, (0, 0, 0), "seed 000's monitoring queries");
+}
