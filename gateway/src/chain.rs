@@ -110,7 +110,7 @@ pub async fn enqueue(tx: &mut TenantTx, steps: &[ChainStep], event: &ChainEvent,
     let mut n = 0;
     for step in steps {
         if let Some(payload) = event.payload(*step) {
-            db::agent_runs::enqueue(tx, step.kind(), ref_id, &payload, STEP_MAX_ATTEMPTS, STEP_RETRY_BASE_MS).await?;
+            db::jobs::enqueue(tx, step.kind(), ref_id, &payload, STEP_MAX_ATTEMPTS, STEP_RETRY_BASE_MS).await?;
             n += 1;
         }
     }

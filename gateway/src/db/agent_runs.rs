@@ -1,11 +1,10 @@
-//! `agent_runs` as the API lists them, the chains' and scheduler's job inserts, and the
+//! `agent_runs` as the API lists them, and the
 //! outputs runners record beside an attempt (docs/optimizer.md, "Jobs and agent_runs").
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::webhooks::JOBS_CHANNEL;
 use super::TenantTx;
 use crate::error::Result;
 
@@ -37,25 +36,6 @@ pub async fn list(tx: &mut TenantTx, kind: Option<&str>, status: Option<&str>, j
     .bind(job)
     .bind(limit)
     .fetch_all(tx.conn())
-    .await?)
-}
-
-/// Enqueues a job of `kind` with `payload`; the workers wake when the transaction commits.
-pub async fn enqueue(tx: &mut TenantTx, kind: &str, ref_id: Option<Uuid>, payload: &Value, max_attempts: i32, retry_base_ms: i32) -> Result<Uuid> {
-    Ok(sqlx::query_scalar(
-        "WITH j AS ( \
-             INSERT INTO jobs (tenant_id, kind, ref_id, max_attempts, retry_base_ms, payload) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id) \
-         SELECT j.id FROM j, (SELECT pg_notify($7, '')) n",
-    )
-    .bind(tx.org())
-    .bind(kind)
-    .bind(ref_id)
-    .bind(max_attempts)
-    .bind(retry_base_ms)
-    .bind(payload)
-    .bind(JOBS_CHANNEL)
-    .fetch_one(tx.conn())
     .await?)
 }
 

@@ -6,7 +6,6 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::webhooks::JOBS_CHANNEL;
 use super::TenantTx;
 use crate::error::Result;
 
@@ -16,21 +15,7 @@ pub const SYNC_KIND: &str = "provider_sync";
 /// Enqueues a `provider_sync` job carrying `payload` and wakes the workers when the
 /// transaction commits (with the rows the job is about, or not at all).
 pub async fn enqueue_sync(tx: &mut TenantTx, ref_id: Option<Uuid>, payload: &Value, max_attempts: i32, retry_base_ms: i32) -> Result<Uuid> {
-    Ok(sqlx::query_scalar(
-        "WITH j AS ( \
-             INSERT INTO jobs (tenant_id, kind, ref_id, max_attempts, retry_base_ms, payload) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id) \
-         SELECT j.id FROM j, (SELECT pg_notify($7, '')) n",
-    )
-    .bind(tx.org())
-    .bind(SYNC_KIND)
-    .bind(ref_id)
-    .bind(max_attempts)
-    .bind(retry_base_ms)
-    .bind(payload)
-    .bind(JOBS_CHANNEL)
-    .fetch_one(tx.conn())
-    .await?)
+    super::jobs::enqueue(tx, SYNC_KIND, ref_id, payload, max_attempts, retry_base_ms).await
 }
 
 // Capabilities and provisioning.

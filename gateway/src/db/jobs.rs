@@ -181,6 +181,27 @@ pub struct Attempt {
     pub output: Option<serde_json::Value>,
 }
 
+/// Enqueues a job of `kind` carrying `payload` (every kind: webhook jobs have their own, with
+/// the event) and wakes the workers when the transaction commits, with the rows the job is
+/// about, or not at all.
+pub async fn enqueue(tx: &mut TenantTx, kind: &str, ref_id: Option<Uuid>, payload: &serde_json::Value, max_attempts: i32, retry_base_ms: i32) -> Result<Uuid> {
+    Ok(sqlx::query_scalar(
+        "WITH j AS ( \
+             INSERT INTO jobs (tenant_id, kind, ref_id, max_attempts, retry_base_ms, payload) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id) \
+         SELECT j.id FROM j, (SELECT pg_notify($7, '')) n",
+    )
+    .bind(tx.org())
+    .bind(kind)
+    .bind(ref_id)
+    .bind(max_attempts)
+    .bind(retry_base_ms)
+    .bind(payload)
+    .bind(super::webhooks::JOBS_CHANNEL)
+    .fetch_one(tx.conn())
+    .await?)
+}
+
 /// Records finished attempts of one org (an `agent_runs` row each) and moves their jobs on,
 /// in one transaction in the org's tenant context. Returns the jobs that were still ours;
 /// a job whose lease expired and was taken by another worker is left alone.

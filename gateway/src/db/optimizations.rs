@@ -10,7 +10,6 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::webhooks::JOBS_CHANNEL;
 use super::TenantTx;
 use crate::error::Result;
 
@@ -248,21 +247,7 @@ pub async fn sequence_sync(tx: &mut TenantTx, campaign: Uuid, version: i32) -> R
 
 /// Enqueues an `optimizer` job and wakes the workers when the transaction commits.
 pub async fn enqueue_run(tx: &mut TenantTx, campaign: Option<Uuid>, payload: &Value, max_attempts: i32, retry_base_ms: i32) -> Result<Uuid> {
-    Ok(sqlx::query_scalar(
-        "WITH j AS ( \
-             INSERT INTO jobs (tenant_id, kind, ref_id, max_attempts, retry_base_ms, payload) \
-             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id) \
-         SELECT j.id FROM j, (SELECT pg_notify($7, '')) n",
-    )
-    .bind(tx.org())
-    .bind(RUN_KIND)
-    .bind(campaign)
-    .bind(max_attempts)
-    .bind(retry_base_ms)
-    .bind(payload)
-    .bind(JOBS_CHANNEL)
-    .fetch_one(tx.conn())
-    .await?)
+    super::jobs::enqueue(tx, RUN_KIND, campaign, payload, max_attempts, retry_base_ms).await
 }
 
 /// Errors are stored within the column's 500-character bound.

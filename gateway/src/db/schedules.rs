@@ -161,7 +161,7 @@ async fn claim_slot(tx: &mut TenantTx, due: &Due, rules: &SlotRules<'_>) -> Resu
                 (run.outcome, run.run_id) = ("skipped", Some(id));
             }
             None => {
-                let job = super::agent_runs::enqueue(tx, &due.kind, None, &input, rules.max_attempts, rules.retry_base_ms).await?;
+                let job = super::jobs::enqueue(tx, &due.kind, None, &input, rules.max_attempts, rules.retry_base_ms).await?;
                 record(tx, due, "enqueued", None, Some(job), None).await?;
                 (run.outcome, run.job_id) = ("enqueued", Some(job));
             }
