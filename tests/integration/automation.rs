@@ -11,7 +11,7 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 
-use crate::harness::{assert_error, wait_for, Gateway, GatewayOptions, TestDb};
+use crate::harness::{assert_error, policies_with, repo_policies, wait_for, Gateway, GatewayOptions, TestDb};
 use crate::providers::{campaign, onboard, send, start, Fake};
 
 /// A tenant's webhook receiver on loopback: what it got, and the status it answers.
@@ -84,6 +84,11 @@ async fn settings_are_validated_and_the_notify_secret_is_shown_once() {
     let db = TestDb::new().await;
     let mut opts = GatewayOptions::new(&db);
     opts.extra_env.push(("GATEWAY_ALLOW_PRIVATE_PROVIDER_URLS".into(), "1".into()));
+    // The CRM route with the chain an operator opts into.
+    let crm = std::fs::read_to_string(repo_policies().join("crm.toml")).unwrap();
+    let crm = crm.replacen("idempotency = \"optional\"\n", "idempotency = \"optional\"\nchain = [\"notify\"]\n", 1);
+    assert!(crm.contains("chain = [\"notify\"]"));
+    opts.policies = policies_with("crm.toml", &crm);
     let gw = Gateway::start_with(opts).await;
     let org = gw.create_org("Acme", None).await;
     let (admin, _, _) = gw.create_token(&org, "admin", "admin@acme.test").await;
