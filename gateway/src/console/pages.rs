@@ -303,7 +303,7 @@ async fn jobs(call: &Call<'_>, session: &Session) -> Result<Markup, ApiError> {
 /// Changes the approval queue shows at most, across orgs: the page stays bounded.
 const MAX_PENDING_SHOWN: i64 = 200;
 /// Characters of a value or rationale shown inline; the rest is behind a disclosure.
-const INLINE_CHARS: usize = 160;
+const INLINE_CHARS: usize = 120;
 /// The statuses the queue counts per org over the last day.
 const COUNTED: [&str; 4] = ["proposed", "applied", "failed", "rolled_back"];
 
@@ -332,7 +332,7 @@ fn value_text(v: Option<&Value>) -> String {
 fn span(secs: i64) -> String {
     let secs = secs.max(0);
     match secs {
-        0..=59 => "under a minute".into(),
+        0..=59 => "<1 min".into(),
         60..=3599 => format!("{} min", secs / 60),
         3600..=172_799 => format!("{} h", secs / 3600),
         _ => format!("{} d", secs / 86_400),
@@ -439,13 +439,12 @@ async fn approvals(call: &Call<'_>, session: &Session) -> Result<Markup, ApiErro
                                     td.diff { (before_after(&c.changes)) }
                                     td.rationale { (long_text(&c.rationale)) }
                                     td { (c.source) }
-                                    td { time datetime=(c.created_at.to_rfc3339()) { (span((now - c.created_at).num_seconds())) } }
-                                    td { time datetime=(c.expires_at.to_rfc3339()) { "in " (span((c.expires_at - now).num_seconds())) } }
-                                    td.actions {
+                                    td { time datetime=(c.created_at.to_rfc3339()) title=(c.created_at.format("%Y-%m-%d %H:%M UTC")) { (span((now - c.created_at).num_seconds())) } }
+                                    td { time datetime=(c.expires_at.to_rfc3339()) title=(c.expires_at.format("%Y-%m-%d %H:%M UTC")) { "in " (span((c.expires_at - now).num_seconds())) } }
+                                    td { div.actions {
                                         a.button.approve href={ "/console/orgs/" (org) "/approvals/" (c.id) "/confirm?action=approve" } aria-label={ "Approve " (c.summary) } { "Approve…" }
-                                        " "
                                         a.button.reject href={ "/console/orgs/" (org) "/approvals/" (c.id) "/confirm?action=reject" } aria-label={ "Reject " (c.summary) } { "Reject…" }
-                                    }
+                                    } }
                                 }
                             }
                         }
@@ -463,7 +462,7 @@ async fn approvals(call: &Call<'_>, session: &Session) -> Result<Markup, ApiErro
                     @for (org, name, by) in &counts {
                         tr data-org=(org) {
                             td { a href={ "/console/orgs/" (org) } { (name) } }
-                            @for s in COUNTED { td.num class=(s) { (by.get(s).copied().unwrap_or(0)) } }
+                            @for s in COUNTED { td class={ "num " (s) } { (by.get(s).copied().unwrap_or(0)) } }
                         }
                     }
                 }
