@@ -1,6 +1,7 @@
 //! The operator console in a real browser: headless Chromium driven over WebDriver
 //! (chromedriver, started here on a free port). Sign in, orgs, a plugin rolled back, a dead
-//! letter replayed, counts that follow traffic, CSRF and session checks, cookie flags.
+//! letter replayed, counts that follow traffic, the optimizer's approval queue (reject and
+//! approve through the confirmation), CSRF and session checks, cookie flags.
 //! Screenshots are taken of every page; with `UPDATE_CONSOLE_SCREENSHOTS=1` they are written
 //! to `docs/console/` (what docs/operations.md shows), otherwise to the test's data dir.
 //!
@@ -297,6 +298,149 @@ async fn console_in_a_real_browser() {
     c.find(Locator::LinkText("Job queue")).await.unwrap().click().await.unwrap();
     text(c, "dl").await;
     shot(c, &shots, "jobs").await;
+
+    // The approval queue. Three proposed changes on one Acme campaign (stored as the
+    // optimizer stores them); approving one moves the campaign to version 2, so approving
+    // another computed on version 1 is refused as superseded, deterministically.
+    let owner = db.owner_pool().await;
+    let (campaign,): (String,) = sqlx::query_as(
+        "INSERT INTO campaigns (tenant_id, name, channel, provider, status, sequence_version) \
+         VALUES ($1::uuid, 'Spring <launch>', 'email', 'smartlead', 'active', 1) RETURNING id::text",
+    )
+    .bind(&acme)
+    .fetch_one(&owner)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO campaign_sequences (tenant_id, campaign_id, version, steps) VALUES ($1::uuid, $2::uuid, 1, \
+         '[{\"seq_number\": 1, \"subject\": \"Hello\", \"body\": \"Old body\", \"delay_days\": 1}]')",
+    )
+    .bind(&acme)
+    .bind(&campaign)
+    .execute(&owner)
+    .await
+    .unwrap();
+    let long_body = format!("Dear friend, {}the end", "a much clearer body. ".repeat(15));
+    let change = |kind: &'static str, field: &'static str, summary: &'static str, before: Value, after: Value| {
+        let (owner, acme, campaign) = (owner.clone(), acme.clone(), campaign.clone());
+        async move {
+            let changes = json!([{ "asset_type": "sequence_step", "asset_id": "1", "field": field, "previous_value": before,
+                                   "new_value": after, "auto_applied": false, "agent": "optimizer" }]);
+            sqlx::query_scalar::<_, String>(
+                "INSERT INTO campaign_optimizations (tenant_id, campaign_id, optimization_type, summary, rationale, changes, \
+                                                     source, agent, base_version, dedupe_key) \
+                 VALUES ($1::uuid, $2::uuid, $3, $4, 'Open rate is 4% over 200 sends.', $5, 'rules', 'optimizer', 1, $3) \
+                 RETURNING id::text",
+            )
+            .bind(&acme)
+            .bind(&campaign)
+            .bind(kind)
+            .bind(summary)
+            .bind(changes)
+            .fetch_one(&owner)
+            .await
+            .unwrap()
+        }
+    };
+    let delay = change("update_delay", "delay_days", "Wait two days", json!(1), json!(2)).await;
+    let body_change = change("update_body", "body", "Clearer body", json!("Old body"), json!(long_body)).await;
+    let subject = change("update_subject", "subject", "Friendlier subject", json!("Hello"), json!("Hi <there> & welcome")).await;
+    let super_admin = format!("super_admin:{}", {
+        let digest = gateway::auth::digest(&gw.super_token);
+        sqlx::query_scalar::<_, String>("SELECT id::text FROM api_tokens WHERE token_sha256 = $1").bind(&digest[..]).fetch_one(&owner).await.unwrap()
+    });
+    let review = |id: String| {
+        let owner = owner.clone();
+        async move {
+            let (status, error, reviewed_by, result_version): (String, Option<String>, Option<String>, Option<i32>) = sqlx::query_as(
+                "SELECT status, error, reviewed_by, result_version FROM campaign_optimizations WHERE id = $1::uuid",
+            )
+            .bind(&id)
+            .fetch_one(&owner)
+            .await
+            .unwrap();
+            let actors: Vec<(String, String)> = sqlx::query_as(
+                "SELECT to_status, actor FROM optimization_transitions WHERE optimization_id = $1::uuid ORDER BY id",
+            )
+            .bind(&id)
+            .fetch_all(&owner)
+            .await
+            .unwrap();
+            (status, error, reviewed_by, result_version, actors)
+        }
+    };
+
+    // The org page counts them and links to the queue filtered by the org.
+    c.goto(&format!("{base}/console/orgs/{acme}")).await.unwrap();
+    assert_eq!(text(c, "dd.pending").await, "3");
+    c.find(Locator::Css("dd.pending a")).await.unwrap().click().await.unwrap();
+    assert_eq!(path_of(c).await, "/console/approvals");
+    assert!(text(c, "h1").await.contains("Acme"));
+    // From the nav: every org, newest first, the values escaped, long text folded.
+    c.find(Locator::LinkText("Approval queue")).await.unwrap().click().await.unwrap();
+    let queue = format!("section[data-org='{acme}']");
+    let ids: Vec<String> = {
+        let mut v = Vec::new();
+        for e in c.find_all(Locator::Css(&format!("{queue} tr.change"))).await.unwrap() {
+            v.push(e.attr("data-change").await.unwrap().unwrap());
+        }
+        v
+    };
+    assert_eq!(ids, [subject.clone(), body_change.clone(), delay.clone()], "newest first");
+    let row = |id: &str| format!("tr[data-change='{id}']");
+    let subject_row = text(c, &row(&subject)).await;
+    assert!(subject_row.contains("Spring <launch>") && subject_row.contains("update_subject") && subject_row.contains("Friendlier subject"), "{subject_row}");
+    assert!(subject_row.contains("Before: Hello") && subject_row.contains("→ After: Hi <there> & welcome"), "{subject_row}");
+    assert!(subject_row.contains("Open rate is 4% over 200 sends.") && subject_row.contains("rules"), "{subject_row}");
+    let full = c.find(Locator::Css(&format!("{} td.diff .after details pre", row(&body_change)))).await.unwrap();
+    assert_eq!(full.prop("textContent").await.unwrap().as_deref(), Some(long_body.as_str()));
+    assert!(text(c, &format!("{} td.diff .after", row(&body_change))).await.contains("…"));
+    assert_eq!(text(c, &format!("table.recent tr[data-org='{acme}'] td.proposed")).await, "3");
+    shot(c, &shots, "approvals").await;
+    // On a phone the page does not scroll sideways: the table scrolls in its own box.
+    c.set_window_size(390, 844).await.unwrap();
+    c.refresh().await.unwrap();
+    text(c, &queue).await;
+    let wide = c.execute("return document.documentElement.scrollWidth <= window.innerWidth", vec![]).await.unwrap();
+    assert_eq!(wide, json!(true), "the approval queue overflows 390 px");
+    shot(c, &shots, "approvals-390").await;
+    c.set_window_size(1280, 900).await.unwrap();
+
+    // Reject, through the confirmation, with a reason: recorded as this super-admin.
+    c.find(Locator::Css(&format!("{} a.reject", row(&subject)))).await.unwrap().click().await.unwrap();
+    assert!(path_of(c).await.ends_with(&format!("/approvals/{subject}/confirm")));
+    assert_eq!(review(subject.clone()).await.0, "proposed", "the confirmation page changed nothing");
+    c.find(Locator::Id("reason")).await.unwrap().send_keys("Too playful for this audience").await.unwrap();
+    c.find(Locator::Css("main form button[type=submit]")).await.unwrap().click().await.unwrap();
+    assert!(text(c, ".notice.review").await.contains("“Friendlier subject” is rejected."));
+    let (status, error, reviewed_by, _, actors) = review(subject.clone()).await;
+    assert_eq!((status.as_str(), error.as_deref(), reviewed_by.as_deref()), ("rejected", Some("Too playful for this audience"), Some(super_admin.as_str())));
+    assert_eq!(actors.last().unwrap(), &("rejected".to_string(), super_admin.clone()));
+
+    // Approve: the tenant route's path (a new sequence version and its provider sync job).
+    c.find(Locator::Css(&format!("{} a.approve", row(&body_change)))).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("main form button[type=submit]")).await.unwrap().click().await.unwrap();
+    text(c, ".notice.review").await;
+    let (status, _, reviewed_by, result_version, actors) = review(body_change.clone()).await;
+    // The sync job may already have settled it (no smartlead account here: `failed`).
+    assert!(["applying", "applied", "failed"].contains(&status.as_str()), "{status}");
+    assert_eq!((reviewed_by.as_deref(), result_version), (Some(super_admin.as_str()), Some(2)));
+    assert!(actors.contains(&("approved".to_string(), super_admin.clone())) && actors.contains(&("applying".to_string(), super_admin.clone())), "{actors:?}");
+
+    // The last one was computed on version 1: a notice that it is superseded, not an error page.
+    c.find(Locator::Css(&format!("{} a.approve", row(&delay)))).await.unwrap().click().await.unwrap();
+    c.find(Locator::Css("main form button[type=submit]")).await.unwrap().click().await.unwrap();
+    let notice = text(c, ".notice.review").await;
+    assert!(notice.starts_with("Not done:") && notice.contains("is superseded") && notice.contains("version 2"), "{notice}");
+    assert_eq!(path_of(c).await, "/console/approvals");
+    let (status, _, _, _, actors) = review(delay.clone()).await;
+    assert_eq!(status, "superseded");
+    assert_eq!(actors.last().unwrap(), &("superseded".to_string(), super_admin.clone()));
+    assert!(c.find(Locator::Css(&queue)).await.is_err(), "the queue still lists Acme");
+    // A change no longer proposed has nothing left to confirm.
+    c.goto(&format!("{base}/console/orgs/{acme}/approvals/{subject}/confirm?action=approve")).await.unwrap();
+    assert!(text(c, "main .notice").await.contains("nothing to review"));
+    assert!(c.find(Locator::Css("main form")).await.is_err());
 
     // A form with a wrong CSRF token is refused, and nothing happens.
     c.goto(&format!("{base}/console/orgs/{tiny}")).await.unwrap();

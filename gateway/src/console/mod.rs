@@ -361,8 +361,55 @@ async fn post(call: &Call<'_>, id: &str, sid: &str, form: &Form) -> Result<Reply
             tracing::info!(org_id = %org, event_id = %event, "webhook_event_replayed");
             back_to(format!("/console/orgs/{org}?replayed={event}"))
         }
+        "console.approval_approve" | "console.approval_reject" => review(call, id == "console.approval_approve", form).await,
         _ => Err(ApiError::not_found()),
     }
+}
+
+/// Approves or rejects a proposed change inside its org, through `crate::optimizer` (the
+/// tenant routes' path), as `super_admin:<token id>`. A refusal (expired, superseded, no longer
+/// proposed) keeps what it records and returns to the queue with a notice, not an error page.
+async fn review(call: &Call<'_>, approve: bool, form: &Form) -> Result<Reply, ApiError> {
+    let state = call.state;
+    let org = uuid(call, "org_id")?;
+    let change = uuid(call, "optimization_id")?;
+    let reason = match form.get("reason").map(|r| r.replace("\r\n", "\n")) {
+        Some(r) if !r.trim().is_empty() => {
+            let r = r.trim().to_string();
+            if r.chars().count() > 500 || r.chars().any(|c| c.is_control() && c != '\n') {
+                return Err(ApiError::invalid("reason", "must be at most 500 characters, without control characters"));
+            }
+            Some(r)
+        }
+        _ => None,
+    };
+    let actor = format!("super_admin:{}", call.caller.token_id);
+    let mut tx = crate::db::begin_tenant(&state.pool, org, Role::SuperAdmin.into()).await?;
+    let done = if approve {
+        crate::optimizer::approve(&mut tx, &crate::optimizer::Retries::of(state), change, &actor).await
+    } else {
+        crate::optimizer::reject(&mut tx, change, &actor, reason.as_deref()).await
+    };
+    let outcome = match done {
+        Ok(_) => {
+            tx.commit().await?;
+            "done"
+        }
+        Err(refused @ crate::optimizer::Refused::Conflict { .. }) => {
+            if refused.commit() {
+                tx.commit().await?;
+            } else {
+                let _ = tx.rollback().await;
+            }
+            "refused"
+        }
+        Err(refused) => {
+            let _ = tx.rollback().await;
+            return Err(refused.into_api());
+        }
+    };
+    tracing::info!(org_id = %org, optimization_id = %change, approve, outcome, "console_change_reviewed");
+    back_to(format!("/console/approvals?{outcome}={org}:{change}"))
 }
 
 fn uuid(call: &Call<'_>, name: &str) -> Result<Uuid, ApiError> {

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use maud::{html, Markup, DOCTYPE};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::Session;
@@ -30,6 +32,7 @@ fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                             a href="/console/orgs" { "Orgs" }
                             a href="/console/plugins" { "Plugins" }
                             a href="/console/jobs" { "Job queue" }
+                            a href="/console/approvals" { "Approval queue" }
                             form method="post" action="/console/sign-out" {
                                 input type="hidden" name="csrf" value=(s.csrf);
                                 button type="submit" { "Sign out" }
@@ -68,6 +71,8 @@ pub async fn get(call: &Call<'_>, id: &str, session: &Session) -> Result<Markup,
         "console.plugins" => plugins(call, session).await,
         "console.plugin_confirm" => confirm(call, session).await,
         "console.jobs" => jobs(call, session).await,
+        "console.approvals" => approvals(call, session).await,
+        "console.approval_confirm" => approval_confirm(call, session).await,
         _ => Err(ApiError::not_found()),
     }
 }
@@ -106,6 +111,7 @@ async fn org(call: &Call<'_>, session: &Session) -> Result<Markup, ApiError> {
     let tokens = db::tokens::list_for_org(&state.pool, id).await?;
     let mut tx = db::begin_tenant(&state.pool, id, Role::SuperAdmin.into()).await?;
     let events = db::webhooks::list_events(&mut tx, None, 50).await?;
+    let pending = db::optimizations::pending_count(&mut tx).await?;
     tx.commit().await?;
     let dead = events.iter().filter(|e| e.status.as_deref() == Some("dead")).count();
     let c = state.console.hourly.last_hour(id);
@@ -119,6 +125,7 @@ async fn org(call: &Call<'_>, session: &Session) -> Result<Markup, ApiError> {
             dt { "Rate-limited requests (1 h)" } dd.limited { (c.rate_limited) }
             dt { "Plugin failures (1 h)" } dd.failures { (c.plugin_failures) }
             dt { "Dead letters (of the last 50 events)" } dd.dead { (dead) }
+            dt { "Changes awaiting approval" } dd.pending { a href={ "/console/approvals?org=" (id) } { (pending) } }
         }
         h2 { "Tokens" }
         div.scroll {
@@ -290,5 +297,224 @@ async fn jobs(call: &Call<'_>, session: &Session) -> Result<Markup, ApiError> {
             }
         }
         @if per_org.is_empty() { p { "The queue is empty." } }
+    }))
+}
+
+/// Changes the approval queue shows at most, across orgs: the page stays bounded.
+const MAX_PENDING_SHOWN: i64 = 200;
+/// Characters of a value or rationale shown inline; the rest is behind a disclosure.
+const INLINE_CHARS: usize = 120;
+/// The statuses the queue counts per org over the last day.
+const COUNTED: [&str; 4] = ["proposed", "applied", "failed", "rolled_back"];
+
+/// Text that may be long: its start inline, the whole in a `<details>`.
+fn long_text(text: &str) -> Markup {
+    if text.chars().count() <= INLINE_CHARS {
+        return html! { (text) };
+    }
+    let start: String = text.chars().take(INLINE_CHARS).collect();
+    html! {
+        (start) "…"
+        details { summary { "Full text" } pre { (text) } }
+    }
+}
+
+/// A change's value as text: strings as they are, other JSON as JSON.
+fn value_text(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) => "(none)".into(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// "5 min", "3 h", "2 d".
+fn span(secs: i64) -> String {
+    let secs = secs.max(0);
+    match secs {
+        0..=59 => "<1 min".into(),
+        60..=3599 => format!("{} min", secs / 60),
+        3600..=172_799 => format!("{} h", secs / 3600),
+        _ => format!("{} d", secs / 86_400),
+    }
+}
+
+/// The before → after of a change's first (only) item.
+fn before_after(changes: &Value) -> Markup {
+    let c = changes.get(0);
+    let field = c.and_then(|c| c.get("field")).and_then(Value::as_str).unwrap_or("?");
+    let asset = match (c.and_then(|c| c.get("asset_type")).and_then(Value::as_str), c.and_then(|c| c.get("asset_id")).and_then(Value::as_str)) {
+        (Some("sequence_step"), Some(step)) => format!("step {step}, {field}"),
+        _ => field.to_string(),
+    };
+    html! {
+        div.asset { (asset) }
+        div.before { span.label { "Before: " } (long_text(&value_text(c.and_then(|c| c.get("previous_value"))))) }
+        div.after { span.label { "→ After: " } (long_text(&value_text(c.and_then(|c| c.get("new_value"))))) }
+    }
+}
+
+/// `<org>:<change>` from a notice's query parameter.
+fn org_change(v: &str) -> Option<(Uuid, Uuid)> {
+    let (o, c) = v.split_once(':')?;
+    Some((Uuid::parse_str(o).ok()?, Uuid::parse_str(c).ok()?))
+}
+
+/// The notice after a review: what the change is now, read back from its org.
+async fn review_notice(call: &Call<'_>) -> Result<Option<Markup>, ApiError> {
+    let (refused, value) = match (call.query_param("done"), call.query_param("refused")) {
+        (Some(v), _) => (false, v),
+        (None, Some(v)) => (true, v),
+        _ => return Ok(None),
+    };
+    let Some((org, id)) = org_change(value) else { return Ok(None) };
+    let mut tx = db::begin_tenant(&call.state.pool, org, Role::SuperAdmin.into()).await?;
+    let change = db::optimizations::get(&mut tx, id, false).await?;
+    tx.commit().await?;
+    let Some(c) = change else { return Ok(None) };
+    Ok(Some(html! {
+        p.notice.review role="status" data-status=(c.status) {
+            @if refused { "Not done: " }
+            "“" (c.summary) "” is " strong { (c.status) } "."
+            @if let Some(e) = &c.error { " " (e) }
+        }
+    }))
+}
+
+async fn approvals(call: &Call<'_>, session: &Session) -> Result<Markup, ApiError> {
+    let state = call.state;
+    let only = match call.query_param("org") {
+        None | Some("") => None,
+        Some(o) => Some(Uuid::parse_str(o).map_err(|_| ApiError::invalid("org", "must be a UUID"))?),
+    };
+    let notice = review_notice(call).await?;
+    let orgs = db::orgs::list(&state.pool).await?;
+    let mut sections = Vec::new();
+    let mut counts: Vec<(Uuid, String, BTreeMap<String, i64>)> = Vec::new();
+    let mut left = MAX_PENDING_SHOWN;
+    let mut capped = false;
+    for (org, name, _) in orgs.iter().filter(|(o, _, _)| only.is_none_or(|x| x == *o)) {
+        let mut tx = db::begin_tenant(&state.pool, *org, Role::SuperAdmin.into()).await?;
+        // One more than fits tells whether the cap hides some.
+        let mut rows = if left > 0 { db::optimizations::pending(&mut tx, left + 1).await? } else { Vec::new() };
+        capped |= rows.len() as i64 > left || (left == 0 && db::optimizations::pending_count(&mut tx).await? > 0);
+        let recent = db::optimizations::recent_counts(&mut tx, 24).await?;
+        tx.commit().await?;
+        rows.truncate(left as usize);
+        left -= rows.len() as i64;
+        if !rows.is_empty() {
+            sections.push((*org, name.clone(), rows));
+        }
+        if recent.iter().any(|(s, n)| COUNTED.contains(&s.as_str()) && *n > 0) {
+            counts.push((*org, name.clone(), recent.into_iter().collect()));
+        }
+    }
+    sections.sort_by_key(|(_, _, rows)| std::cmp::Reverse(rows.first().map(|r| r.change.created_at)));
+    let now: DateTime<Utc> = Utc::now();
+    let title = match only.and_then(|o| orgs.iter().find(|(x, _, _)| *x == o)) {
+        Some((_, name, _)) => format!("Approval queue: {name}"),
+        None => "Approval queue".to_string(),
+    };
+    Ok(layout(&title, Some(session), html! {
+        @if let Some(n) = notice { (n) }
+        p.hint {
+            "The optimizer's changes waiting for a person (proposed, not expired), newest first. "
+            "Approving or rejecting here is what the org's admin does with "
+            code { "POST /v1/optimizations/{id}/approve" } " or " code { "/reject" } ", recorded as you."
+        }
+        @if only.is_some() { p { a href="/console/approvals" { "All orgs" } } }
+        @if capped { p.notice role="status" { "Showing the newest " (MAX_PENDING_SHOWN) " changes only." } }
+        @for (org, name, rows) in &sections {
+            section.org-queue data-org=(org) {
+                h2 { a href={ "/console/orgs/" (org) } { (name) } " " span.hint { "(" (rows.len()) ")" } }
+                div.scroll {
+                    table {
+                        thead { tr { th { "Campaign" } th { "Change" } th { "Before → after" } th { "Rationale" } th { "Source" } th { "Age" } th { "Expires" } th { "Review" } } }
+                        tbody {
+                            @for r in rows {
+                                @let c = &r.change;
+                                tr.change data-change=(c.id) {
+                                    td { (r.campaign_name) }
+                                    td { strong { (c.optimization_type) } br; (c.summary) }
+                                    td.diff { (before_after(&c.changes)) }
+                                    td.rationale { (long_text(&c.rationale)) }
+                                    td { (c.source) }
+                                    td { time datetime=(c.created_at.to_rfc3339()) title=(c.created_at.format("%Y-%m-%d %H:%M UTC")) { (span((now - c.created_at).num_seconds())) } }
+                                    td { time datetime=(c.expires_at.to_rfc3339()) title=(c.expires_at.format("%Y-%m-%d %H:%M UTC")) { "in " (span((c.expires_at - now).num_seconds())) } }
+                                    td { div.actions {
+                                        a.button.approve href={ "/console/orgs/" (org) "/approvals/" (c.id) "/confirm?action=approve" } aria-label={ "Approve " (c.summary) } { "Approve…" }
+                                        a.button.reject href={ "/console/orgs/" (org) "/approvals/" (c.id) "/confirm?action=reject" } aria-label={ "Reject " (c.summary) } { "Reject…" }
+                                    } }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if sections.is_empty() { p.empty { "No changes are waiting for approval." } }
+        h2 { "The last 24 hours" }
+        p.hint { "Changes per org by the state they entered in the last 24 hours." }
+        div.scroll {
+            table.recent {
+                thead { tr { th { "Org" } @for s in COUNTED { th { (s) } } } }
+                tbody {
+                    @for (org, name, by) in &counts {
+                        tr data-org=(org) {
+                            td { a href={ "/console/orgs/" (org) } { (name) } }
+                            @for s in COUNTED { td class={ "num " (s) } { (by.get(s).copied().unwrap_or(0)) } }
+                        }
+                    }
+                }
+            }
+        }
+        @if counts.is_empty() { p { "No changes in the last 24 hours." } }
+    }))
+}
+
+/// The confirmation step before approving or rejecting a change.
+async fn approval_confirm(call: &Call<'_>, session: &Session) -> Result<Markup, ApiError> {
+    let state = call.state;
+    let org = super::uuid(call, "org_id")?;
+    let id = super::uuid(call, "optimization_id")?;
+    let approve = match call.query_param("action") {
+        Some("approve") => true,
+        Some("reject") => false,
+        _ => return Err(ApiError::invalid("action", "must be approve or reject")),
+    };
+    let (_, name, _) = db::orgs::list(&state.pool).await?.into_iter().find(|(o, _, _)| *o == org).ok_or_else(ApiError::not_found)?;
+    let mut tx = db::begin_tenant(&state.pool, org, Role::SuperAdmin.into()).await?;
+    let c = db::optimizations::get(&mut tx, id, false).await?.ok_or_else(ApiError::not_found)?;
+    let campaign = db::campaigns::campaign(&mut tx, c.campaign_id, false).await?;
+    tx.commit().await?;
+    let what = if approve { "Approve" } else { "Reject" };
+    let open = c.status == "proposed" && !c.expired;
+    Ok(layout(&format!("{what} this change?"), Some(session), html! {
+        dl {
+            dt { "Org" } dd { a href={ "/console/orgs/" (org) } { (name) } }
+            dt { "Campaign" } dd { (campaign.map(|c| c.name).unwrap_or_default()) }
+            dt { "Change" } dd { (c.optimization_type) ": " (c.summary) }
+            dt { "Source" } dd { (c.source) }
+            dt { "Status" } dd.status { (c.status) @if c.expired && c.status == "proposed" { " (expired)" } }
+        }
+        div.diff { (before_after(&c.changes)) }
+        h2 { "Rationale" }
+        p { (long_text(&c.rationale)) }
+        @if open {
+            @if approve {
+                p { "Approving applies it now: a new sequence version (or the campaign's status) is written and sent to the provider. Your token is recorded as the reviewer." }
+            }
+            form.stack method="post" action={ "/console/orgs/" (org) "/approvals/" (c.id) "/" (if approve { "approve" } else { "reject" }) } {
+                input type="hidden" name="csrf" value=(session.csrf);
+                @if !approve {
+                    label for="reason" { "Reason (optional, kept with the change)" }
+                    textarea #reason name="reason" maxlength="500" rows="3" {}
+                }
+                button type="submit" { (what) }
+            }
+        } @else {
+            p.notice role="status" { "This change is " (c.status) @if c.expired && c.status == "proposed" { " and expired" } ": there is nothing to review." }
+        }
+        p { a href={ "/console/approvals?org=" (org) } { "Back to the queue" } }
     }))
 }

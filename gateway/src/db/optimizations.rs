@@ -127,6 +127,51 @@ pub async fn list(tx: &mut TenantTx, status: Option<&str>, campaign: Option<Uuid
     .await?)
 }
 
+/// A `proposed` change still open to review, with its campaign's name (the console's queue).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PendingRow {
+    #[sqlx(flatten)]
+    pub change: OptimizationRow,
+    pub campaign_name: String,
+}
+
+/// The `proposed`, unexpired changes of this org, newest first, at most `limit`.
+pub async fn pending(tx: &mut TenantTx, limit: i64) -> Result<Vec<PendingRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {ROW}, c.name AS campaign_name FROM campaign_optimizations o \
+         JOIN campaigns c ON c.tenant_id = o.tenant_id AND c.id = o.campaign_id \
+         WHERE o.tenant_id = $1 AND o.status = 'proposed' AND o.expires_at > now() \
+         ORDER BY o.created_at DESC, o.id LIMIT $2"
+    ))
+    .bind(tx.org())
+    .bind(limit)
+    .fetch_all(tx.conn())
+    .await?)
+}
+
+/// How many `proposed`, unexpired changes this org has.
+pub async fn pending_count(tx: &mut TenantTx) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM campaign_optimizations WHERE tenant_id = $1 AND status = 'proposed' AND expires_at > now()",
+    )
+    .bind(tx.org())
+    .fetch_one(tx.conn())
+    .await?)
+}
+
+/// Changes per status among those that entered their current state (`updated_at`) in the
+/// last `hours` hours.
+pub async fn recent_counts(tx: &mut TenantTx, hours: i32) -> Result<Vec<(String, i64)>> {
+    Ok(sqlx::query_as(
+        "SELECT status, count(*) FROM campaign_optimizations \
+         WHERE tenant_id = $1 AND updated_at > now() - make_interval(hours => $2) GROUP BY status",
+    )
+    .bind(tx.org())
+    .bind(hours)
+    .fetch_all(tx.conn())
+    .await?)
+}
+
 /// A change of this org; `lock` holds its row until commit (approve, reject and rollback
 /// serialise on it).
 pub async fn get(tx: &mut TenantTx, id: Uuid, lock: bool) -> Result<Option<OptimizationRow>> {
