@@ -565,6 +565,10 @@ async fn check(
     if previous == new_value {
         return Ok(Err("new_value is the current value".into()));
     }
+    // A person said no to exactly this (rejected it, or rolled it back): not proposed again.
+    if store::turned_down(tx, cid, asset_type, &asset_id, field, &new_value).await? {
+        return Ok(Err("this change was rejected or rolled back before".into()));
+    }
     let Some(summary) = bounded_text(p.get("summary"), 500) else { return Ok(Err("summary must be 1 to 500 characters".into())) };
     let Some(rationale) = bounded_text(p.get("rationale"), 4000) else { return Ok(Err("rationale must be 1 to 4000 characters".into())) };
     let source = match text(p, "source") {

@@ -277,7 +277,13 @@ async fn manual_mode_queues_an_approval_applies_it_at_the_provider_and_a_rollbac
         assert_error(&send(&gw, "POST", &a.admin, &path(target, "rollback"), None).await, 409, "CONFLICT");
     }
 
+    // What was rolled back is not proposed again on the restored version.
+    let out = run(&gw, &pool, &a, &campaign).await;
+    assert_eq!(out["proposed"], 0, "{out}");
+    assert_eq!(out["dropped"][0]["reason"], "this change was rejected or rolled back before", "{out}");
+
     // A proposal nobody reviewed in time expires when someone tries: 409, and it stays expired.
+    save_sequence(&gw, &a, &campaign, "Hello again", 4).await;
     let out = run(&gw, &pool, &a, &campaign).await;
     assert_eq!(out["proposed"], 1, "{out}");
     let late = changes(&gw, &a, "?status=proposed").await[0]["optimization_id"].as_str().unwrap().to_string();
@@ -287,7 +293,7 @@ async fn manual_mode_queues_an_approval_applies_it_at_the_provider_and_a_rollbac
     assert_eq!(c["status"], "expired", "{c}");
     assert_eq!(transitions(&c).last().unwrap(), &("expired".to_string(), user.clone()));
     assert_error(&send(&gw, "POST", &a.admin, &path(&late, "approve"), None).await, 409, "CONFLICT");
-    assert_eq!(wait_sequence(&gw, &a, &campaign, 3).await["steps"][0]["subject"], SUBJECT, "nothing was applied");
+    assert_eq!(wait_sequence(&gw, &a, &campaign, 4).await["steps"][0]["subject"], "Hello again", "nothing was applied");
 
     // The database refuses an illegal transition whoever asks, even raw SQL as gateway_app.
     let mut tx = pool.begin().await.unwrap();
@@ -376,19 +382,21 @@ async fn auto_mode_applies_through_the_same_path_races_have_one_winner_and_stale
     assert_eq!(settled(&gw, &a, rb["optimization_id"].as_str().unwrap()).await["status"], "applied");
     assert_eq!(provider_subject(&fake, provider_id), SUBJECT);
 
-    // Manual mode again: a proposal on version 3; the campaign changes (version 4) before it
-    // is approved: 409 and it is superseded, for good.
+    // Manual mode again: a proposal on version 4 (a new subject, since the rolled-back one is
+    // not proposed again); the campaign changes (version 5) before it is approved: 409 and it
+    // is superseded, for good.
+    save_sequence(&gw, &a, &campaign, "Hello again", 4).await;
     let out = run(&gw, &pool, &a, &campaign).await;
     assert_eq!(out["proposed"], 1, "{out}");
     let stale = changes(&gw, &a, "?status=proposed").await;
     assert_eq!(stale.len(), 1);
     let stale = stale[0]["optimization_id"].as_str().unwrap().to_string();
-    save_sequence(&gw, &a, &campaign, "Edited by hand", 4).await;
+    save_sequence(&gw, &a, &campaign, "Edited by hand", 5).await;
     assert_error(&send(&gw, "POST", &a.admin, &path(&stale, "approve"), None).await, 409, "CONFLICT");
     let c = change(&gw, &a, &stale).await;
     assert_eq!(c["status"], "superseded", "{c}");
     assert_eq!(transitions(&c).last().unwrap().0, "superseded");
-    assert_eq!(wait_sequence(&gw, &a, &campaign, 4).await["steps"][0]["subject"], "Edited by hand", "nothing was applied");
+    assert_eq!(wait_sequence(&gw, &a, &campaign, 5).await["steps"][0]["subject"], "Edited by hand", "nothing was applied");
     assert_error(&send(&gw, "POST", &a.admin, &path(&stale, "reject"), None).await, 409, "CONFLICT");
 
     // Approve and reject of one proposal at once: exactly one wins, and the state says which.
@@ -552,6 +560,12 @@ async fn a_reply_webhook_chains_to_the_model_whose_change_is_approved_at_the_pro
     assert_eq!(original["status"], "rolled_back");
     let states: Vec<String> = transitions(&original).into_iter().map(|(s, _)| s).collect();
     assert_eq!(states, ["proposed", "approved", "applying", "applied", "rolled_back"]);
+
+    // Asked again, the model proposes the same subject: what a person rolled back is not
+    // proposed again.
+    let out = run(&gw, &pool, &a, &campaign).await;
+    assert_eq!(out["proposed"], 0, "{out}");
+    assert_eq!(out["dropped"][0]["reason"], "this change was rejected or rolled back before", "{out}");
 
     assert_eq!(monitoring_violations(&pool).await, (0, 0, 0), "seed 000's monitoring queries");
 }

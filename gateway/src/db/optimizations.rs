@@ -295,6 +295,21 @@ pub async fn enqueue_run(tx: &mut TenantTx, campaign: Option<Uuid>, payload: &Va
     super::jobs::enqueue(tx, RUN_KIND, campaign, payload, max_attempts, retry_base_ms).await
 }
 
+/// Whether a change of the campaign that set this asset's field to `new_value` was rejected
+/// or rolled back: what a person turned down is not proposed again.
+pub async fn turned_down(tx: &mut TenantTx, campaign: Uuid, asset_type: &str, asset_id: &str, field: &str, new_value: &Value) -> Result<bool> {
+    let item = serde_json::json!([{ "asset_type": asset_type, "asset_id": asset_id, "field": field, "new_value": new_value }]);
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM campaign_optimizations WHERE tenant_id = $1 AND campaign_id = $2 \
+                        AND status IN ('rejected', 'rolled_back') AND changes @> $3)",
+    )
+    .bind(tx.org())
+    .bind(campaign)
+    .bind(item)
+    .fetch_one(tx.conn())
+    .await?)
+}
+
 /// Errors are stored within the column's 500-character bound.
 fn bounded(text: &str) -> String {
     text.chars().take(500).collect()
