@@ -23,12 +23,13 @@ async fn begin(call: &Call<'_>) -> Result<TenantTx, ApiError> {
     Ok(db::begin_tenant(&call.state.pool, org(call)?, call.caller.role.into()).await?)
 }
 
-/// Who the audit trail records for this caller: their user, else their role (a super-admin
-/// acting in an org).
+/// Who the audit trail records for this caller: their user, else their role and token (a
+/// super-admin acting in an org).
 fn actor(call: &Call<'_>) -> String {
+    // A super-admin acting in an org has no user: its token names it, as in the console.
     match call.caller.user {
         Some(u) => format!("user:{u}"),
-        None => format!("role:{}", call.caller.role.as_str()),
+        None => format!("{}:{}", call.caller.role.as_str(), call.caller.token_id),
     }
 }
 
