@@ -110,7 +110,15 @@ pub async fn enqueue(tx: &mut TenantTx, steps: &[ChainStep], event: &ChainEvent,
     let mut n = 0;
     for step in steps {
         if let Some(payload) = event.payload(*step) {
-            db::jobs::enqueue(tx, step.kind(), ref_id, &payload, STEP_MAX_ATTEMPTS, STEP_RETRY_BASE_MS).await?;
+            match step {
+                // Runs coalesce: one waiting run per campaign covers every reply until it starts.
+                ChainStep::Optimizer => {
+                    db::optimizations::enqueue_run(tx, ref_id, &payload, STEP_MAX_ATTEMPTS, STEP_RETRY_BASE_MS).await?;
+                }
+                _ => {
+                    db::jobs::enqueue(tx, step.kind(), ref_id, &payload, STEP_MAX_ATTEMPTS, STEP_RETRY_BASE_MS).await?;
+                }
+            }
             n += 1;
         }
     }

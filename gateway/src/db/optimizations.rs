@@ -290,9 +290,28 @@ pub async fn sequence_sync(tx: &mut TenantTx, campaign: Uuid, version: i32) -> R
     .await?)
 }
 
-/// Enqueues an `optimizer` job and wakes the workers when the transaction commits.
+/// Enqueues an `optimizer` job and wakes the workers when the transaction commits; or, when a
+/// run over the same campaign (or over all of them) is already waiting and not yet started,
+/// returns that one: a burst of replies or clicks is one run, not one model call each.
 pub async fn enqueue_run(tx: &mut TenantTx, campaign: Option<Uuid>, payload: &Value, max_attempts: i32, retry_base_ms: i32) -> Result<Uuid> {
+    if let Some(waiting) = waiting_run(tx, payload.get("campaign_id").and_then(Value::as_str)).await? {
+        return Ok(waiting);
+    }
     super::jobs::enqueue(tx, RUN_KIND, campaign, payload, max_attempts, retry_base_ms).await
+}
+
+/// An `optimizer` job of this org over `campaign` (its payload's `campaign_id`, `None`: all)
+/// that no worker has started yet.
+async fn waiting_run(tx: &mut TenantTx, campaign: Option<&str>) -> Result<Option<Uuid>> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE tenant_id = $1 AND kind = $2 AND status = 'pending' AND attempts = 0 \
+           AND payload->>'campaign_id' IS NOT DISTINCT FROM $3 ORDER BY created_at LIMIT 1",
+    )
+    .bind(tx.org())
+    .bind(RUN_KIND)
+    .bind(campaign)
+    .fetch_optional(tx.conn())
+    .await?)
 }
 
 /// Whether a change of the campaign that set this asset's field to `new_value` was rejected
