@@ -44,8 +44,8 @@ impl fmt::Display for Error {
         match self {
             Error::NotWasm => f.write_str("not a WebAssembly binary"),
             Error::Malformed { offset } => write!(f, "malformed WebAssembly binary (section at byte {offset})"),
-            Error::Duplicate => write!(f, "more than one `{SECTION}` section"),
-            Error::TooLarge => write!(f, "`{SECTION}` section too large"),
+            Error::Duplicate => f.write_str("more than one custom section of that name"),
+            Error::TooLarge => f.write_str("custom section too large"),
         }
     }
 }
@@ -81,12 +81,12 @@ fn sections(bytes: &[u8]) -> Result<Vec<Section>, Error> {
     Ok(out)
 }
 
-/// Whether `contents` (of a section with id 0) is a custom section named [`SECTION`]; if so,
+/// Whether `contents` (of a section with id 0) is a custom section named `section`; if so,
 /// where its payload starts within `contents`.
-fn ours(contents: &[u8]) -> Option<usize> {
+fn ours(contents: &[u8], section: &str) -> Option<usize> {
     let (len, leb_len) = read_leb_u32(contents)?;
     let name = contents.get(leb_len..)?.get(..len as usize)?;
-    (name == SECTION.as_bytes()).then_some(leb_len + name.len())
+    (name == section.as_bytes()).then_some(leb_len + name.len())
 }
 
 /// The payload of `bytes`' [`SECTION`] custom section: `Ok(None)` when there is none,
@@ -95,13 +95,18 @@ fn ours(contents: &[u8]) -> Option<usize> {
 /// Only the section layout is checked, not the rest of WebAssembly: compile the bytes to
 /// know they are a valid component.
 pub fn extract(bytes: &[u8]) -> Result<Option<&[u8]>, Error> {
+    extract_named(bytes, SECTION)
+}
+
+/// [`extract`] for the custom section named `section` (e.g. `gateway:manifest`).
+pub fn extract_named<'a>(bytes: &'a [u8], section: &str) -> Result<Option<&'a [u8]>, Error> {
     let mut found = None;
     for s in sections(bytes)? {
         if s.id != 0 {
             continue;
         }
         let contents = &bytes[s.contents];
-        if let Some(payload) = ours(contents) {
+        if let Some(payload) = ours(contents, section) {
             if found.is_some() {
                 return Err(Error::Duplicate);
             }
@@ -115,17 +120,22 @@ pub fn extract(bytes: &[u8]) -> Result<Option<&[u8]>, Error> {
 /// and the new one appended at the end. Every other section is kept exactly as it was, so
 /// embedding the same payload again gives the same bytes.
 pub fn embed(bytes: &[u8], payload: &[u8]) -> Result<Vec<u8>, Error> {
+    embed_named(bytes, SECTION, payload)
+}
+
+/// [`embed`] for the custom section named `section`.
+pub fn embed_named(bytes: &[u8], section: &str, payload: &[u8]) -> Result<Vec<u8>, Error> {
     let sections = sections(bytes)?;
-    let mut contents = Vec::with_capacity(5 + SECTION.len() + payload.len());
-    push_leb_u32(&mut contents, SECTION.len() as u32);
-    contents.extend_from_slice(SECTION.as_bytes());
+    let mut contents = Vec::with_capacity(5 + section.len() + payload.len());
+    push_leb_u32(&mut contents, section.len() as u32);
+    contents.extend_from_slice(section.as_bytes());
     contents.extend_from_slice(payload);
     let size = u32::try_from(contents.len()).map_err(|_| Error::TooLarge)?;
 
     let mut out = Vec::with_capacity(bytes.len() + 6 + contents.len());
     out.extend_from_slice(&bytes[..PREAMBLE]);
     for s in sections {
-        if s.id == 0 && ours(&bytes[s.contents.clone()]).is_some() {
+        if s.id == 0 && ours(&bytes[s.contents.clone()], section).is_some() {
             continue;
         }
         out.extend_from_slice(&bytes[s.whole]);
@@ -309,7 +319,18 @@ mod tests {
 
     #[test]
     fn errors_read_well() {
-        assert_eq!(Error::Duplicate.to_string(), "more than one `gateway:fixtures` section");
+        assert_eq!(Error::Duplicate.to_string(), "more than one custom section of that name");
         assert_eq!(Error::NotWasm.to_string(), "not a WebAssembly binary");
+    }
+
+    #[test]
+    fn named_sections_live_side_by_side() {
+        let with = embed(EMPTY_COMPONENT, b"[]").unwrap();
+        let both = embed_named(&with, "gateway:manifest", b"[plugin]").unwrap();
+        assert_eq!(extract(&both).unwrap(), Some(&b"[]"[..]));
+        assert_eq!(extract_named(&both, "gateway:manifest").unwrap(), Some(&b"[plugin]"[..]));
+        let again = embed_named(&both, "gateway:manifest", b"x").unwrap();
+        assert_eq!(extract_named(&again, "gateway:manifest").unwrap(), Some(&b"x"[..]));
+        assert_eq!(extract(&again).unwrap(), Some(&b"[]"[..]));
     }
 }

@@ -7,6 +7,7 @@
 //! `NOTIFY gateway_plugins` and a periodic re-check.
 
 pub mod fixtures;
+pub mod manifest;
 
 use std::sync::Arc;
 
