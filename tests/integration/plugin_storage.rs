@@ -273,3 +273,60 @@ async fn a_second_replica_serves_owned_tables_created_by_another() {
     .await;
     assert_eq!(got["results"][0]["ok"]["rows"], json!([["n1"]]));
 }
+
+const NOTES_POLICY: &str = r#"
+[plugins.notes]
+file = "notes.wasm"
+
+[[route]]
+id = "notes_add"
+method = "POST"
+path = "/v1/storage-test/notes"
+target = "plugin:notes"
+roles = ["member", "admin"]
+
+[[route]]
+id = "notes_list"
+method = "GET"
+path = "/v1/storage-test/notes"
+target = "plugin:notes"
+roles = ["member", "admin"]
+"#;
+
+/// The `notes` plugin (plugins/notes), built with its `plugin.toml` embedded by
+/// `cargo xtask plugins`: pushed and activated, it stores and reads notes in two orgs.
+#[tokio::test]
+async fn the_notes_plugin_keeps_each_orgs_notes_apart() {
+    let db = TestDb::new().await;
+    let mut opts = GatewayOptions::new(&db);
+    opts.policies = policies_with("storage_test.toml", NOTES_POLICY);
+    let gw = Gateway::start_with(opts).await;
+    let (org_a, org_b) = (gw.create_org("A", Some("unmetered")).await, gw.create_org("B", Some("unmetered")).await);
+    let (ta, _, _) = gw.create_token(&org_a, "member", "a@a.test").await;
+    let (tb, _, _) = gw.create_token(&org_b, "member", "b@b.test").await;
+
+    let bytes = std::fs::read(plugin_dir().join("notes.wasm")).unwrap();
+    let r = gw
+        .req("PUT", "/v1/admin/plugins/notes?activate=true")
+        .token(&gw.super_token)
+        .header("content-type", "application/wasm")
+        .body(bytes)
+        .send()
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = gw.req("GET", "/v1/admin/plugins").token(&gw.super_token).send().await;
+    assert_eq!(r.json["plugins"][0]["storage"], json!(["notes"]), "{}", r.text);
+
+    for (token, title) in [(&ta, "groceries"), (&ta, "ideas"), (&tb, "groceries")] {
+        let r = gw.req("POST", "/v1/storage-test/notes").token(token).json(&json!({ "title": title, "body": "x" })).send().await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        assert_eq!(r.json["title"], title);
+    }
+    let r = gw.req("POST", "/v1/storage-test/notes").token(&ta).json(&json!({ "title": "ideas" })).send().await;
+    assert_error(&r, 409, "NOTE_EXISTS");
+    let titles = |r: &crate::harness::Resp| r.json["notes"].as_array().unwrap().iter().map(|n| n["title"].clone()).collect::<Vec<_>>();
+    let r = gw.req("GET", "/v1/storage-test/notes").token(&ta).send().await;
+    assert_eq!(titles(&r), [json!("groceries"), json!("ideas")], "{}", r.text);
+    let r = gw.req("GET", "/v1/storage-test/notes").token(&tb).send().await;
+    assert_eq!(titles(&r), [json!("groceries")], "{}", r.text);
+}
