@@ -135,13 +135,14 @@ pub struct ApiError {
     pub details: Option<Value>,
     /// Top-level members of the error body beside the envelope's own (e.g. `missing` of
     /// `PLUGIN_GRANTS_MISSING`); never one of `error`, `error_code`, `request_id`, `details`.
-    pub fields: Vec<(&'static str, Value)>,
+    /// Boxed: errors travel in every `Result` of the request path, and are rarely this.
+    pub fields: Option<Box<serde_json::Map<String, Value>>>,
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl ApiError {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        ApiError { code, custom_code: None, message: message.into(), details: None, fields: Vec::new(), headers: Vec::new() }
+        ApiError { code, custom_code: None, message: message.into(), details: None, fields: None, headers: Vec::new() }
     }
     pub fn with_code(mut self, code: String) -> Self {
         self.custom_code = Some(code);
@@ -156,7 +157,7 @@ impl ApiError {
         self
     }
     pub fn with_field(mut self, name: &'static str, value: Value) -> Self {
-        self.fields.push((name, value));
+        self.fields.get_or_insert_with(Default::default).insert(name.to_string(), value);
         self
     }
     pub fn not_found() -> Self {

@@ -39,8 +39,11 @@ impl Routing {
 /// while both the schema and the route's policy grants are the same.
 pub struct SchemaView {
     pub schema: Arc<Schema>,
-    resolved: std::sync::Mutex<HashMap<(Arc<str>, String), (Arc<Grants>, Arc<Grants>)>>,
+    resolved: std::sync::Mutex<HashMap<(Arc<str>, String), Resolved>>,
 }
+
+/// A route's policy grants (to tell they are still the same) and what they resolved to.
+type Resolved = (Arc<Grants>, Arc<Grants>);
 
 impl SchemaView {
     fn new(schema: Arc<Schema>) -> SchemaView {

@@ -12,8 +12,10 @@ use crate::db::plugin_storage::{default_literal, physical, MAX_IDENTIFIER};
 /// column sets.
 #[derive(Debug, Default)]
 pub struct Declared {
-    tables: BTreeMap<String, (BTreeMap<String, Column>, Vec<Vec<String>>)>,
+    tables: BTreeMap<String, (Columns, Vec<Vec<String>>)>,
 }
+
+type Columns = BTreeMap<String, Column>;
 
 impl Declared {
     pub fn add(&mut self, storage: &[OwnedTable]) {
