@@ -81,6 +81,7 @@ error_codes! {
     PluginTimeout = "PLUGIN_TIMEOUT",
     PluginResourceExhausted = "PLUGIN_RESOURCE_EXHAUSTED",
     PluginRejected = "PLUGIN_REJECTED",
+    PluginGrantsMissing = "PLUGIN_GRANTS_MISSING",
     InvalidSignature = "INVALID_SIGNATURE",
     StaleWebhook = "STALE_WEBHOOK",
     MalformedRequest = "MALFORMED_REQUEST",
@@ -113,7 +114,7 @@ impl Code {
             Code::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::Conflict => StatusCode::CONFLICT,
-            Code::Unprocessable | Code::PluginRejected => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::Unprocessable | Code::PluginRejected | Code::PluginGrantsMissing => StatusCode::UNPROCESSABLE_ENTITY,
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Code::PluginFailed | Code::PluginResourceExhausted => StatusCode::BAD_GATEWAY,
@@ -132,12 +133,16 @@ pub struct ApiError {
     pub custom_code: Option<String>,
     pub message: String,
     pub details: Option<Value>,
+    /// Top-level members of the error body beside the envelope's own (e.g. `missing` of
+    /// `PLUGIN_GRANTS_MISSING`); never one of `error`, `error_code`, `request_id`, `details`.
+    /// Boxed: errors travel in every `Result` of the request path, and are rarely this.
+    pub fields: Option<Box<serde_json::Map<String, Value>>>,
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 impl ApiError {
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        ApiError { code, custom_code: None, message: message.into(), details: None, headers: Vec::new() }
+        ApiError { code, custom_code: None, message: message.into(), details: None, fields: None, headers: Vec::new() }
     }
     pub fn with_code(mut self, code: String) -> Self {
         self.custom_code = Some(code);
@@ -149,6 +154,10 @@ impl ApiError {
     }
     pub fn with_details(mut self, details: Value) -> Self {
         self.details = Some(details);
+        self
+    }
+    pub fn with_field(mut self, name: &'static str, value: Value) -> Self {
+        self.fields.get_or_insert_with(Default::default).insert(name.to_string(), value);
         self
     }
     pub fn not_found() -> Self {

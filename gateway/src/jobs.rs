@@ -102,6 +102,7 @@ pub(crate) async fn invoke_route(
         return Err(format!("route {:?} does not target a plugin", route.id));
     };
     let plugin = state.plugin(name).ok_or_else(|| format!("plugin {name:?} is not loaded"))?;
+    let (schema, grants) = state.plugin_grants(route, name);
     let started = std::time::Instant::now();
     let outcome = state
         .runtime
@@ -109,10 +110,10 @@ pub(crate) async fn invoke_route(
             &plugin,
             crate::plugin::Invocation {
                 label: &route.id,
-                grants: route.grants.clone(),
+                grants,
                 sandbox: route.sandbox,
                 pool,
-                schema: state.schema.clone(),
+                schema,
                 org,
                 user: None,
                 role: crate::role::Role::Member,

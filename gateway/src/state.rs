@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use crate::auth::Directory;
 use crate::db::structured::Schema;
+use crate::plugin::grants::{Access, Grants};
 use crate::plugin::{LoadedPlugin, Runtime};
 use crate::policy::PolicySet;
 use crate::ratelimit::RateLimits;
@@ -34,6 +35,54 @@ impl Routing {
     }
 }
 
+/// A schema and the plugin routes' grants resolved against it, built on first use and kept
+/// while both the schema and the route's policy grants are the same.
+pub struct SchemaView {
+    pub schema: Arc<Schema>,
+    resolved: std::sync::Mutex<HashMap<(Arc<str>, String), Resolved>>,
+}
+
+/// A route's policy grants (to tell they are still the same) and what they resolved to.
+type Resolved = (Arc<Grants>, Arc<Grants>);
+
+impl SchemaView {
+    fn new(schema: Arc<Schema>) -> SchemaView {
+        SchemaView { schema, resolved: Default::default() }
+    }
+
+    fn grants(&self, route: &crate::policy::Route, plugin: &str) -> Arc<Grants> {
+        let policy = &route.grants;
+        let owned = self.schema.owned.get(plugin);
+        if owned.is_none() && !policy.tables.keys().any(|t| t.contains('.')) {
+            return policy.clone();
+        }
+        let key = (route.id.clone(), plugin.to_string());
+        let mut resolved = self.resolved.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((from, to)) = resolved.get(&key) {
+            if Arc::ptr_eq(from, policy) {
+                return to.clone();
+            }
+        }
+        let mut g = Grants::clone(policy);
+        for name in policy.tables.keys().filter(|t| t.contains('.')) {
+            if let Some(physical) = self.schema.owned_table(plugin, name) {
+                g.physical.insert(name.clone(), physical.to_string());
+            }
+        }
+        // The plugin's own tables, by short name, whatever the route lists.
+        for (short, physical) in owned.into_iter().flatten() {
+            g.tables.insert(short.clone(), Access::Write);
+            g.physical.insert(short.clone(), physical.clone());
+        }
+        let g = Arc::new(g);
+        if resolved.len() > 4096 {
+            resolved.clear();
+        }
+        resolved.insert(key, (policy.clone(), g.clone()));
+        g
+    }
+}
+
 pub struct AppState {
     pub pool: PgPool,
     /// Plugin invocations' own connections: plugins can never take the ones authentication
@@ -45,8 +94,9 @@ pub struct AppState {
     pub strangers: crate::auth::Strangers,
     pub directory: Directory,
     pub runtime: Arc<Runtime>,
-    /// Tenant tables and their columns, as plugins may address them.
-    pub schema: Arc<Schema>,
+    /// Tenant tables and their columns, as plugins may address them; replaced when plugin
+    /// activations create tables (`registry::sync`).
+    schema: RwLock<Arc<SchemaView>>,
     routing: RwLock<Arc<Routing>>,
     plugins: RwLock<Arc<HashMap<String, Arc<LoadedPlugin>>>>,
     /// Serialises registry syncs (see `registry::sync`).
@@ -98,7 +148,7 @@ impl AppState {
             pool,
             directory: Directory::default(),
             runtime,
-            schema,
+            schema: RwLock::new(Arc::new(SchemaView::new(schema))),
             routing: RwLock::new(Arc::new(Routing::new(policies))),
             plugins: RwLock::new(Arc::new(plugins)),
             plugin_sync: tokio::sync::Mutex::new(()),
@@ -132,6 +182,24 @@ impl AppState {
     /// The active version of a plugin; a request keeps the version it started with.
     pub fn plugin(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
         self.plugins.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    /// The live schema; an invocation keeps the one it started with.
+    pub fn schema(&self) -> Arc<Schema> {
+        self.schema.read().unwrap_or_else(|p| p.into_inner()).schema.clone()
+    }
+
+    /// Replaces the live schema (after plugin-owned tables were created).
+    pub fn set_schema(&self, schema: Schema) {
+        *self.schema.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(SchemaView::new(Arc::new(schema)));
+    }
+
+    /// The schema and grants an invocation of `plugin` through `route` runs with: the route's
+    /// grants plus the plugin's own tables (write, by short name) and the physical tables of
+    /// the `<plugin>.<table>` names it grants (docs/plugin-manifest.md).
+    pub fn plugin_grants(&self, route: &crate::policy::Route, plugin: &str) -> (Arc<Schema>, Arc<Grants>) {
+        let view = self.schema.read().unwrap_or_else(|p| p.into_inner()).clone();
+        (view.schema.clone(), view.grants(route, plugin))
     }
 
     /// Sets the public URL from the bound address unless `GATEWAY_PUBLIC_URL` set it.

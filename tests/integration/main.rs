@@ -22,6 +22,7 @@ mod optimizer;
 mod optimizer_llm;
 mod limits;
 mod outbound;
+mod plugin_storage;
 mod provider_webhooks;
 mod providers;
 mod registry;

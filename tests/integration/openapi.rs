@@ -12,9 +12,9 @@ use gateway::policy::PolicySet;
 
 use crate::harness::{policies_with, repo_policies, Gateway, GatewayOptions, Resp, TestDb};
 
-/// Plugins that exist only as test fixtures (never in the shipped policies): their codes are
-/// not part of the contract.
-const FIXTURE_PLUGINS: &[&str] = &["contract-probe", "hostile", "hostile-sockets", "provider-stub"];
+/// Plugins that exist only as test fixtures or samples (never in the shipped policies, like
+/// `notes`, the plugin-owned storage sample): their codes are not part of the contract.
+const FIXTURE_PLUGINS: &[&str] = &["contract-probe", "hostile", "hostile-sockets", "provider-stub", "notes"];
 
 fn shipped_document() -> Value {
     let set = PolicySet::load(&repo_policies()).expect("shipped policies load");

@@ -99,6 +99,28 @@ fn plugins() {
         .arg(root().join("plugins/target"));
     run(c);
     embed_fixtures();
+    embed_manifests();
+}
+
+/// Puts each plugin's `plugin.toml` into its component as the `gateway:manifest` custom
+/// section (docs/plugin-manifest.md), as `embed_fixtures` does fixtures.
+fn embed_manifests() {
+    let out_dir = root().join("plugins/target/wasm32-wasip2/release");
+    let Ok(dirs) = std::fs::read_dir(root().join("plugins")) else { return };
+    for dir in dirs.flatten() {
+        let Ok(toml) = std::fs::read(dir.path().join("plugin.toml")) else { continue };
+        let wasm = out_dir.join(format!("{}.wasm", dir.file_name().to_string_lossy().replace('-', "_")));
+        let fail = |e: String| -> ! {
+            eprintln!("xtask: {}: {e}", wasm.display());
+            exit(1)
+        };
+        let bytes = std::fs::read(&wasm).unwrap_or_else(|e| fail(e.to_string()));
+        let out = fixture_section::embed_named(&bytes, "gateway:manifest", &toml).unwrap_or_else(|e| fail(e.to_string()));
+        if out != bytes {
+            let tmp = wasm.with_extension("wasm.tmp");
+            std::fs::write(&tmp, out).and_then(|_| std::fs::rename(&tmp, &wasm)).expect("writing the component");
+        }
+    }
 }
 
 /// Puts each plugin's `fixtures.json` into its component as the `gateway:fixtures` custom

@@ -345,7 +345,7 @@ async fn post(call: &Call<'_>, id: &str, sid: &str, form: &Form) -> Result<Reply
                 .and_then(|v| v.parse::<i32>().ok())
                 .filter(|v| *v > 0)
                 .ok_or_else(|| ApiError::invalid("version", "must be a positive integer"))?;
-            let (from, to) = crate::registry::activate(&state.pool, name, version, actor).await?;
+            let (from, to) = crate::registry::activate(&state.pool, &state.routing().policies, name, version, actor).await?;
             crate::registry::sync(state, Some(name)).await?;
             back_to(format!("/console/plugins?done={name}:{}:{to}", from.unwrap_or(0)))
         }

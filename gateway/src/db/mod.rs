@@ -23,6 +23,7 @@ pub mod structured;
 pub mod optimizations;
 pub mod orgs;
 pub mod plugins;
+pub mod plugin_storage;
 pub mod providers;
 pub mod schedules;
 mod scope;

@@ -53,6 +53,9 @@ pub struct Schema {
     /// Names of the constraints (and unique indexes) of tenant tables that span tenants: the
     /// ones that make their columns [`Column::db_assigned`]. Never reported to a plugin.
     pub global_constraints: HashSet<String>,
+    /// Plugin-owned tables (`db::plugin_storage`): plugin name → its short table name → the
+    /// physical table. Plugins reach them only through `Grants::physical`.
+    pub owned: HashMap<String, HashMap<String, String>>,
 }
 
 /// Unique and exclusion indexes (which back primary-key, unique and exclusion constraints,
@@ -118,7 +121,20 @@ impl Schema {
             }
             global_constraints.insert(constraint);
         }
-        Ok(Schema { tables, global_constraints })
+        let mut owned: HashMap<String, HashMap<String, String>> = HashMap::new();
+        for t in tables.keys() {
+            if let Some((plugin, short)) = super::plugin_storage::split_physical(t) {
+                owned.entry(plugin).or_default().insert(short, t.clone());
+            }
+        }
+        Ok(Schema { tables, global_constraints, owned })
+    }
+
+    /// The physical table a grant or short name stands for, for a route of `plugin`: the
+    /// plugin's own table `short`, or another plugin's `owner.table`.
+    pub fn owned_table(&self, plugin: &str, name: &str) -> Option<&str> {
+        let (owner, short) = name.split_once('.').unwrap_or((plugin, name));
+        self.owned.get(owner)?.get(short).map(String::as_str)
     }
 
     pub fn has_table(&self, t: &str) -> bool {

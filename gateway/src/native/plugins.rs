@@ -23,7 +23,7 @@ pub async fn upload(call: Call<'_>) -> Result<Reply, ApiError> {
     let up = registry::upload(&call.state.pool, &call.state.runtime, name, call.body.to_vec(), actor).await?;
     let mut active = false;
     if query_flag(&call, "activate") {
-        registry::activate(&call.state.pool, name, up.version, actor).await?;
+        registry::activate(&call.state.pool, &call.state.routing().policies, name, up.version, actor).await?;
         registry::sync(call.state, Some(name)).await?;
         active = true;
     }
@@ -43,7 +43,7 @@ pub async fn activate(call: Call<'_>) -> Result<Reply, ApiError> {
     let name = name(&call)?;
     let Activate { version } = parse(&call).map_err(|_| ApiError::invalid("version", "must be a positive integer"))?;
     let version = version.filter(|v| (1..=i32::MAX as i64).contains(v)).ok_or_else(|| ApiError::invalid("version", "must be a positive integer"))? as i32;
-    let (from, to) = registry::activate(&call.state.pool, name, version, Some(call.caller.token_id)).await?;
+    let (from, to) = registry::activate(&call.state.pool, &call.state.routing().policies, name, version, Some(call.caller.token_id)).await?;
     // This replica serves the new version from the next request on.
     registry::sync(call.state, Some(name)).await?;
     Ok(Reply::json(StatusCode::OK, json!({ "name": name, "from": from, "to": to })))

@@ -128,12 +128,13 @@ async fn plugin(name: &str, call: Call<'_>) -> Result<Reply, ApiError> {
         headers,
         body: call.body.to_vec(),
     };
+    let (schema, grants) = call.state.plugin_grants(call.route, name);
     let inv = crate::plugin::Invocation {
         label: &call.route.id,
-        grants: call.route.grants.clone(),
+        grants,
         sandbox: call.route.sandbox,
         pool: &call.state.plugin_pool,
-        schema: call.state.schema.clone(),
+        schema,
         org,
         user: call.caller.user,
         role: call.caller.role,

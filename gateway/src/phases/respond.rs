@@ -28,6 +28,9 @@ pub fn error_json(e: &ApiError, request_id: &str) -> serde_json::Value {
     if let Some(d) = &e.details {
         v["details"] = d.clone();
     }
+    for (name, value) in e.fields.iter().flat_map(|f| f.iter()) {
+        v[name.as_str()] = value.clone();
+    }
     v
 }
 

@@ -22,6 +22,10 @@ pub enum Access {
 pub struct Grants {
     /// Tenant tables by name; anything else is `not-granted`.
     pub tables: HashMap<String, Access>,
+    /// Names in `tables` that are not physical tables: a plugin's own tables by their short
+    /// name, another plugin's as `owner.table` (plugin-owned storage), each to its physical
+    /// table. Filled per plugin by the host from the live schema, never by policies.
+    pub physical: HashMap<String, String>,
     /// Outbound destinations; anything else is `not-allowed`. The most specific match decides
     /// (`host_pattern::most_specific`), and no two name the same destinations.
     pub hosts: Vec<HostPattern>,
@@ -71,6 +75,7 @@ impl Default for Grants {
     fn default() -> Grants {
         Grants {
             tables: HashMap::new(),
+            physical: HashMap::new(),
             hosts: Vec::new(),
             locks: false,
             http_timeout: Duration::from_millis(5_000),

@@ -481,12 +481,24 @@ fn access(r: &RouteSpec) -> Result<(), String> {
     Ok(())
 }
 
+fn valid_plugin_name(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 /// `[route.grants]`, with defaults for what is not written.
 fn grants(g: GrantsSpec) -> Result<Grants, String> {
     let hosts = host_patterns(&g.hosts)?;
     for t in g.tables.keys() {
-        if !valid_identifier(t) {
-            return Err(format!("grant names table {t:?}, which is not a plain identifier"));
+        // Another plugin's table is granted as `<plugin>.<table>`; plugin-owned tables are
+        // never named by their physical `plg_` name (docs/plugin-manifest.md).
+        let ok = match t.split_once('.') {
+            Some((plugin, table)) => valid_plugin_name(plugin) && valid_identifier(table) && !table.contains("__"),
+            None => valid_identifier(t) && !t.starts_with(crate::db::plugin_storage::PREFIX),
+        };
+        if !ok {
+            return Err(format!(
+                "grant names table {t:?}, which is neither a plain identifier nor a plugin's table as \"<plugin>.<table>\" (plugin-owned tables are never named by their `plg_` table)"
+            ));
         }
     }
     let d = Grants::default();
@@ -498,6 +510,7 @@ fn grants(g: GrantsSpec) -> Result<Grants, String> {
     Ok(Grants {
         credentials,
         tables: g.tables,
+        physical: HashMap::new(),
         hosts,
         locks: g.locks,
         http_timeout: http_timeout_ms.map(Duration::from_millis).unwrap_or(d.http_timeout),

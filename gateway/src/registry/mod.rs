@@ -8,6 +8,8 @@
 
 pub mod fixtures;
 pub mod manifest;
+pub mod needs;
+pub mod storage;
 
 use std::sync::Arc;
 
@@ -18,6 +20,7 @@ use uuid::Uuid;
 use crate::db;
 use crate::error::{ApiError, Code};
 use crate::plugin::{LoadedPlugin, Runtime, WIT_VERSIONS};
+use crate::policy::PolicySet;
 use crate::state::AppState;
 
 /// Names as in policies: lower-case letters, digits and `-`.
@@ -78,9 +81,17 @@ pub async fn upload(pool: &PgPool, runtime: &Arc<Runtime>, name: &str, bytes: Ve
             })?;
         tracing::info!(plugin = name, fixtures = passed, elapsed_ms = started.elapsed().as_millis() as u64, "plugin_fixtures_passed");
     }
+    let manifest = manifest::Manifest::from_component(&bytes).map_err(|e| reject("component rejected", e.to_string()))?;
     let mut tx = pool.begin().await?;
     db::plugins::lock_name(&mut *tx, name).await?;
+    if let Some(m) = &manifest {
+        check_manifest(&mut tx, name, m).await.map_err(|reason| reject("manifest rejected", reason))?;
+    }
     let version = db::plugins::insert_version(&mut *tx, name, &loaded.sha256, &bytes, WIT_VERSIONS[0], actor).await?;
+    if let Some(m) = &manifest {
+        let json = serde_json::to_value(m).map_err(|e| crate::Error::Plugin { plugin: name.into(), reason: e.to_string() })?;
+        db::plugin_storage::set_manifest(&mut *tx, name, version, &json).await?;
+    }
     db::plugins::audit(&mut *tx, actor, "upload", name, None, Some(version)).await?;
     tx.commit().await?;
     tracing::info!(plugin = name, version, sha256 = %loaded.sha256, actor = ?actor, "plugin_uploaded");
@@ -88,8 +99,42 @@ pub async fn upload(pool: &PgPool, runtime: &Arc<Runtime>, name: &str, bytes: Ve
     Ok(Uploaded { name: name.to_string(), version, sha256: loaded.sha256.clone() })
 }
 
-/// Makes `version` the active one; returns `(from, to)`.
-pub async fn activate(pool: &PgPool, name: &str, version: i32, actor: Option<Uuid>) -> Result<(Option<i32>, i32), ApiError> {
+/// A manifest on its own terms and against the plugin's earlier versions (upload, under the
+/// name's lock): the name it gives, owned tables' names, and storage that only grows.
+async fn check_manifest(tx: &mut sqlx::PgConnection, name: &str, m: &manifest::Manifest) -> Result<(), String> {
+    if let Some(n) = m.plugin.name.as_deref().filter(|n| *n != name) {
+        return Err(format!("plugin.name is {n:?}, but the version is uploaded as {name:?}"));
+    }
+    let unavailable = |_| "the registry could not read the earlier versions".to_string();
+    for t in &m.storage {
+        // A short name that is also a gateway table would make a grant of it ambiguous.
+        if db::plugin_storage::table_exists(&mut *tx, &t.name).await.map_err(unavailable)? {
+            return Err(format!("storage table `{}`: a gateway table has that name", t.name));
+        }
+    }
+    let mut before = storage::Declared::default();
+    for (_, json) in db::plugin_storage::manifests(&mut *tx, name).await.map_err(unavailable)? {
+        if let Ok(old) = serde_json::from_value::<manifest::Manifest>(json) {
+            before.add(&old.storage);
+        }
+    }
+    storage::check(name, &m.storage, &before)
+}
+
+/// The manifest stored with a version, if it shipped one.
+async fn stored_manifest(tx: &mut sqlx::PgConnection, name: &str, version: i32) -> Result<Option<manifest::Manifest>, ApiError> {
+    let Some(json) = db::plugin_storage::manifest(&mut *tx, name, version).await? else { return Ok(None) };
+    serde_json::from_value(json).map(Some).map_err(|e| {
+        tracing::error!(plugin = name, version, error = %e, "stored plugin manifest unreadable");
+        ApiError::new(Code::Internal, "internal error")
+    })
+}
+
+/// Makes `version` the active one; returns `(from, to)`. A version with a manifest must have
+/// its needs covered by every route of `policies` that serves it (else 422
+/// `PLUGIN_GRANTS_MISSING` naming each missing grant, and nothing changes), and its owned
+/// tables are created or brought forward in the same transaction as the switch.
+pub async fn activate(pool: &PgPool, policies: &PolicySet, name: &str, version: i32, actor: Option<Uuid>) -> Result<(Option<i32>, i32), ApiError> {
     check_name(name)?;
     let mut tx = pool.begin().await?;
     db::plugins::lock_name(&mut *tx, name).await?;
@@ -99,6 +144,23 @@ pub async fn activate(pool: &PgPool, name: &str, version: i32, actor: Option<Uui
     let current = db::plugins::active(&mut *tx, name).await?.map(|(v, _)| v);
     if current == Some(version) {
         return Ok((current, version));
+    }
+    if let Some(m) = stored_manifest(&mut tx, name, version).await? {
+        let missing = needs::missing(name, &m.needs, policies);
+        if !missing.is_empty() {
+            tracing::warn!(plugin = name, version, missing = missing.len(), "plugin_grants_missing");
+            return Err(ApiError::new(Code::PluginGrantsMissing, format!("{name} version {version} needs grants its routes do not give"))
+                .with_field("missing", json!(missing)));
+        }
+        for t in &m.storage {
+            if let Err(reason) = db::plugin_storage::create_owned(&mut tx, name, t).await? {
+                tracing::warn!(plugin = name, version, reason = %reason, "plugin_storage_refused");
+                return Err(ApiError::new(Code::PluginRejected, reason));
+            }
+        }
+        if !m.storage.is_empty() {
+            tracing::info!(plugin = name, version, tables = m.storage.len(), "plugin_storage_ready");
+        }
     }
     db::plugins::set_active(&mut *tx, name, version, current, actor).await?;
     db::plugins::audit(&mut *tx, actor, "activate", name, current, Some(version)).await?;
@@ -125,10 +187,18 @@ pub async fn rollback(pool: &PgPool, name: &str, actor: Option<Uuid>) -> Result<
 
 pub async fn list(pool: &PgPool) -> Result<serde_json::Value, ApiError> {
     let rows = db::plugins::list(pool).await?;
-    Ok(json!({ "plugins": rows.iter().map(|r| json!({
-        "name": r.name, "version": r.version, "sha256": r.sha256, "wit_world": r.wit_world,
-        "uploaded_by": r.uploaded_by, "uploaded_at": r.uploaded_at, "active": r.active,
-    })).collect::<Vec<_>>() }))
+    let mut manifests = db::plugin_storage::all_manifests(pool).await?;
+    Ok(json!({ "plugins": rows.iter().map(|r| {
+        let mut v = json!({
+            "name": r.name, "version": r.version, "sha256": r.sha256, "wit_world": r.wit_world,
+            "uploaded_by": r.uploaded_by, "uploaded_at": r.uploaded_at, "active": r.active,
+        });
+        if let Some(m) = manifests.remove(&(r.name.clone(), r.version)) {
+            v["needs"] = m.get("needs").cloned().unwrap_or_default();
+            v["storage"] = json!(m.get("storage").and_then(|s| s.as_array()).map(|a| a.iter().filter_map(|t| t.get("name").cloned()).collect::<Vec<_>>()).unwrap_or_default());
+        }
+        v
+    }).collect::<Vec<_>>() }))
 }
 
 /// Brings this replica's loaded plugins in line with the active versions in the database
@@ -138,6 +208,7 @@ pub async fn sync(state: &AppState, only: Option<&str>) -> crate::Result<()> {
     // One sync at a time, each reading the database afresh under the lock: a slow sync that
     // read an older activation can never swap in after a newer one.
     let _serial = state.plugin_sync.lock().await;
+    let mut swapped = false;
     for (name, version, sha) in db::plugins::all_active(&state.pool).await? {
         if only.is_some_and(|o| o != name) {
             continue;
@@ -151,6 +222,12 @@ pub async fn sync(state: &AppState, only: Option<&str>) -> crate::Result<()> {
             Ok(loaded) => {
                 let loaded = Arc::new(loaded);
                 keep(&state.runtime, loaded.clone()).await;
+                if !swapped {
+                    // An activation may have created owned tables: the schema the new version
+                    // runs against is read before it serves.
+                    swapped = true;
+                    refresh_schema(state).await?;
+                }
                 state.set_plugin(&name, loaded);
                 tracing::info!(plugin = %name, version, "plugin_swapped");
                 state.metrics.plugin_activation(&name, "swapped");
@@ -161,5 +238,13 @@ pub async fn sync(state: &AppState, only: Option<&str>) -> crate::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Reads the live schema again (plugin-owned tables appear when a version declaring them is
+/// activated, on whichever replica).
+async fn refresh_schema(state: &AppState) -> crate::Result<()> {
+    let schema = db::structured::Schema::load(&state.pool).await?;
+    state.set_schema(schema);
     Ok(())
 }

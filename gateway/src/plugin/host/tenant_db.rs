@@ -58,6 +58,15 @@ impl DbState {
         }
     }
 
+    /// Points a query at the physical table its (granted) name stands for: a plugin-owned
+    /// table's short or `owner.table` name (`Grants::physical`); other names are physical.
+    /// Returns the name the plugin used, to put back in errors.
+    fn resolve(&self, table: &mut String) -> Option<(String, String)> {
+        let physical = self.grants.physical.get(table.as_str())?.clone();
+        let used = std::mem::replace(table, physical.clone());
+        Some((physical, used))
+    }
+
     async fn run(&mut self, st: Result<sql::Statement, DbError>) -> Result<Rows, DbError> {
         let st = st?;
         let tx = self.transaction().await?;
@@ -124,8 +133,10 @@ impl DbState {
     async fn select_inner(&mut self, q: SelectQuery) -> Result<Rows, DbError> {
         let need = if q.for_update { Access::Write } else { Access::Read };
         self.check_grant(&q.table, need)?;
+        let mut q = q;
+        let alias = self.resolve(&mut q.table);
         let cap = self.grants.db_max_rows;
-        let rows = self.run(sql::select(&self.schema, self.tenant, &q, cap)).await?;
+        let rows = self.run(sql::select(&self.schema, self.tenant, &q, cap)).await.map_err(|e| renamed(e, &alias))?;
         if rows.rows.len() > cap as usize {
             return Err(DbError::TooManyRows(cap));
         }
@@ -137,20 +148,26 @@ impl DbState {
         if q.rows.len() > self.grants.db_max_rows as usize {
             return Err(DbError::TooManyRows(self.grants.db_max_rows));
         }
+        let mut q = q;
+        let alias = self.resolve(&mut q.table);
         let st = sql::insert(&self.schema, self.tenant, &q);
-        self.run(st).await
+        self.run(st).await.map_err(|e| renamed(e, &alias))
     }
 
     async fn update_inner(&mut self, q: UpdateQuery) -> Result<Rows, DbError> {
         self.check_grant(&q.table, Access::Write)?;
+        let mut q = q;
+        let alias = self.resolve(&mut q.table);
         let st = sql::update(&self.schema, self.tenant, &q);
-        self.capped(st).await
+        self.capped(st).await.map_err(|e| renamed(e, &alias))
     }
 
     async fn delete_inner(&mut self, q: DeleteQuery) -> Result<Rows, DbError> {
         self.check_grant(&q.table, Access::Write)?;
+        let mut q = q;
+        let alias = self.resolve(&mut q.table);
         let st = sql::delete(&self.schema, self.tenant, &q);
-        self.capped(st).await
+        self.capped(st).await.map_err(|e| renamed(e, &alias))
     }
 
     async fn try_lock_inner(&mut self, key: String) -> Result<bool, DbError> {
@@ -179,6 +196,21 @@ impl DbState {
             Ok(()) => Ok(()),
             Err(e) => Err(self.failed(&e)),
         }
+    }
+}
+
+/// An error about a plugin-owned table, in the name the plugin used for it (its physical
+/// name is the host's business).
+fn renamed(e: DbError, alias: &Option<(String, String)>) -> DbError {
+    let Some((physical, used)) = alias else { return e };
+    let fix = |s: String| s.replace(physical.as_str(), used);
+    match e {
+        DbError::UnknownTable(s) => DbError::UnknownTable(fix(s)),
+        DbError::UnknownColumn(s) => DbError::UnknownColumn(fix(s)),
+        DbError::Invalid(s) => DbError::Invalid(fix(s)),
+        DbError::UniqueViolation(s) => DbError::UniqueViolation(fix(s)),
+        DbError::ConstraintViolation(s) => DbError::ConstraintViolation(fix(s)),
+        other => other,
     }
 }
 
