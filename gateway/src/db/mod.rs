@@ -26,6 +26,7 @@ pub mod plugins;
 pub mod providers;
 pub mod schedules;
 mod scope;
+pub mod seed;
 pub mod settings;
 pub mod stats;
 pub mod tokens;
