@@ -542,6 +542,7 @@ async fn check(
             None => None,
         };
         let ran = fx::run_all(&runtime, &loaded, &nowhere, &list, db.as_ref()).await;
+        drop(db);
         if let Some(t) = throwaway {
             t.remove().await;
         }
