@@ -502,6 +502,77 @@ mod tests {
     }
 
     #[test]
+    fn requests_carry_route_params_query_role_and_org() {
+        let f: Vec<Fixture> = serde_json::from_str(
+            r#"[{"name": "n", "request": {"method": "GET", "route": "/v1/notes/{id}/x/{part}", "path": "/v1/notes/7/x/a",
+                  "params": {"part": "b"}, "query": "q=1", "role": "admin", "org": "acme"},
+                 "expect": {"status": 200}}]"#,
+        )
+        .unwrap();
+        let r = request_of(&f[0].request).unwrap();
+        assert_eq!(r.params, vec![("id".to_string(), "7".to_string()), ("part".to_string(), "b".to_string())]);
+        assert_eq!(r.query, "q=1");
+        let (org, role) = caller(&f[0].request).unwrap();
+        assert_eq!(role, Role::Admin);
+        assert_eq!(org, org_id("acme"));
+        assert_ne!(org_id("acme"), org_id("other"));
+        assert_eq!(org_id("00000000-0000-0000-0000-0000000000aa").to_string(), "00000000-0000-0000-0000-0000000000aa");
+        assert!(!f[0].needs_database());
+        let mut bad = f[0].request.role.clone();
+        bad.replace("owner".into());
+        let req = FixtureRequest { role: bad, ..serde_json::from_str(r#"{}"#).unwrap() };
+        assert!(caller(&req).unwrap_err().contains("owner"));
+        let req = FixtureRequest { route: Some("/v1/notes/{id}".into()), path: "/v1/other/1".into(), ..serde_json::from_str("{}").unwrap() };
+        assert!(request_of(&req).unwrap_err().contains("does not match"));
+    }
+
+    #[test]
+    fn params_follow_the_route_pattern() {
+        assert_eq!(params_from("/v1/a/{id}", "/v1/a/1"), Some(vec![("id".into(), "1".into())]));
+        assert_eq!(params_from("/v1/a/{id}", "/v1/a"), None);
+        assert_eq!(params_from("/v1/a/{id}", "/v1/b/1"), None);
+        assert_eq!(params_from("/v1/a", "/v1/a"), Some(vec![]));
+    }
+
+    #[test]
+    fn seeds_make_database_fixtures_in_either_form() {
+        let f: Vec<Fixture> = serde_json::from_str(
+            r#"[{"name": "a", "seed": {}, "request": {}, "expect": {"status": 200}},
+                {"name": "b", "seed": {"t2": [{"x": 1}], "t1": [{"y": 2}, {}]}, "request": {}, "expect": {"status": 200}},
+                {"name": "c", "seed": [{"t2": [{"x": 1}]}, {"t1": [{"y": 2}]}], "request": {}, "expect": {"status": 200}}]"#,
+        )
+        .unwrap();
+        assert!(f.iter().all(Fixture::needs_database));
+        let tables = |f: &Fixture| f.seed.as_ref().unwrap().rows().into_iter().map(|(t, _)| t.to_string()).collect::<Vec<_>>();
+        assert!(tables(&f[0]).is_empty());
+        assert_eq!(tables(&f[1]), ["t1", "t1", "t2"]);
+        assert_eq!(tables(&f[2]), ["t2", "t1"]);
+    }
+
+    #[test]
+    fn grants_come_from_every_need_of_the_manifest() {
+        let m = super::super::manifest::Manifest::parse(
+            "[plugin]\nversion = \"1.0.0\"\n[needs]\ntables = { a = \"read\", b = \"write\" }\nhosts = [\"https://api.example.com\"]\n\
+             [needs.routes.r]\ntables = { a = \"write\" }\nlocks = true\n",
+        )
+        .unwrap();
+        let g = grants_from(&m.needs).unwrap();
+        assert_eq!(g.tables.get("a"), Some(&crate::plugin::grants::Access::Write));
+        assert_eq!(g.tables.get("b"), Some(&crate::plugin::grants::Access::Write));
+        assert_eq!(g.hosts.len(), 1);
+        assert!(g.locks);
+    }
+
+    #[test]
+    fn a_body_mismatch_shows_expected_and_actual() {
+        let f: Vec<Fixture> = serde_json::from_str(r#"[{"name": "n", "request": {}, "expect": {"status": 200, "body": {"a": [{"b": 1}]}}}]"#).unwrap();
+        let e = compare(&f[0], &Observed { status: 200, body: serde_json::json!({"a": [{"b": 2}]}) }).unwrap_err();
+        assert!(e.contains("at `/a/0/b`: expected 1, got 2"), "{e}");
+        let e = compare(&f[0], &Observed { status: 404, body: serde_json::json!({}) }).unwrap_err();
+        assert!(e.contains("expected status 200, got 404"), "{e}");
+    }
+
+    #[test]
     fn body_is_matched_as_a_subset() {
         let got = serde_json::json!({"a": 1, "b": {"c": [1, 2], "d": "x"}});
         assert_eq!(mismatch(&serde_json::json!({"b": {"d": "x"}}), &got, String::new()), None);

@@ -131,6 +131,6 @@ mod tests {
         let fixtures: Vec<crate::registry::fixtures::Fixture> = serde_json::from_str(get("fixtures.json")).unwrap();
         assert!(fixtures.iter().any(|f| f.needs_database()) && fixtures.iter().any(|f| !f.needs_database()));
         assert!(!files.iter().any(|(_, t)| t.contains("@NAME@") || t.contains("@LIB@")));
-        assert!(files("Bad").is_err() && files("1x").is_err());
+        assert!(super::files("Bad").is_err() && super::files("1x").is_err());
     }
 }
