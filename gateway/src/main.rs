@@ -354,6 +354,10 @@ async fn plugin(config: &Config, cmd: PluginCmd, url: Option<String>, token: Opt
     let body: serde_json::Value =
         serde_json::from_slice(&resp.into_body().collect().await?.to_bytes()).unwrap_or(serde_json::Value::Null);
     if !status.is_success() {
+        // An activation refused for missing grants names each one (docs/plugin-manifest.md).
+        for m in body["missing"].as_array().into_iter().flatten() {
+            eprintln!("missing: {m}");
+        }
         anyhow::bail!("{} ({}, HTTP {})", body["error"].as_str().unwrap_or("request failed"), body["error_code"].as_str().unwrap_or("-"), status.as_u16());
     }
     if json {
