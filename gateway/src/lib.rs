@@ -72,6 +72,7 @@ pub mod scheduler;
 pub mod server;
 pub mod startup;
 pub mod state;
+pub mod template;
 pub mod jobs;
 pub mod webhooks;
 

@@ -16,6 +16,9 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the largest variant (`plugin check`'s options) costs
+// nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway (configured by GATEWAY_* and DATABASE_URL).
@@ -59,9 +62,14 @@ enum PluginCmd {
         #[arg(long)]
         activate: bool,
         /// Embed these contract fixtures (JSON) in the component before uploading it; the
-        /// gateway runs them and refuses the upload if one fails.
+        /// gateway runs them and refuses the upload if one fails. Default: `fixtures.json`
+        /// beside the `plugin.toml` found for the component, when the component has none.
         #[arg(long)]
         fixtures: Option<std::path::PathBuf>,
+        /// Embed this manifest (`plugin.toml`) as the `gateway:manifest` section. Default: the
+        /// first `plugin.toml` in the component's directory or one of its four parents.
+        #[arg(long)]
+        manifest: Option<std::path::PathBuf>,
     },
     /// List every version, which is active, who uploaded it and when.
     List,
@@ -69,23 +77,58 @@ enum PluginCmd {
     Activate { name: String, version: i32 },
     /// Go back to the previously active version of NAME.
     Rollback { name: String },
-    /// Check a component locally, without a gateway or database: it must be a component of
-    /// the handler world that imports nothing else and compiles; then one request is run in
-    /// a sandbox with default limits and no grants, and the outcome is printed. When the
-    /// component ships contract fixtures (or `--fixtures` names some), they are run instead,
-    /// exactly as an upload runs them.
+    /// Check a component locally, without a gateway: it must be a component of the handler
+    /// world that imports nothing else and compiles. Then its contract fixtures run (those it
+    /// ships, `--fixtures`, or `fixtures.json` beside its `plugin.toml`): plain ones in the
+    /// no-grant sandbox exactly as an upload runs them, database ones (with `seed`) against a
+    /// throwaway embedded PostgreSQL with the grants the manifest declares. Without fixtures
+    /// (or with `--no-fixtures`), the one request the options describe is run and printed.
     Check {
         file: std::path::PathBuf,
         #[arg(long)]
         fixtures: Option<std::path::PathBuf>,
+        /// The manifest to embed and take grants from (default: as for `push`).
+        #[arg(long)]
+        manifest: Option<std::path::PathBuf>,
+        /// Run the request below even when there are fixtures.
+        #[arg(long)]
+        no_fixtures: bool,
         #[arg(long, default_value = "POST")]
         method: String,
         #[arg(long, default_value = "/")]
         path: String,
+        /// The route's path pattern (`/v1/notes/{id}`): path parameters are taken from --path.
+        #[arg(long)]
+        route: Option<String>,
+        /// A path parameter, NAME=VALUE (repeatable; over what --route takes).
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// The query string, without `?`.
+        #[arg(long, default_value = "")]
+        query: String,
+        /// A request header, NAME: VALUE (repeatable).
+        #[arg(long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
+        /// The caller's role: member, admin or super_admin.
+        #[arg(long, default_value = "member")]
+        role: String,
+        /// The caller's org: a UUID or a label (as in fixtures).
+        #[arg(long)]
+        org: Option<String>,
         /// Request body (JSON).
         #[arg(long, default_value = "{}")]
         body: String,
     },
+    /// Write a new plugin crate (SDK, contract, manifest, fixtures, README) that builds out of
+    /// this repository with `cargo build --release --target wasm32-wasip2`.
+    New {
+        name: String,
+        /// Where to write it (default: ./NAME); must not exist or be empty.
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
+    /// Print the WIT contract this gateway serves.
+    Wit,
 }
 
 #[derive(Subcommand)]
@@ -189,8 +232,14 @@ async fn run() -> ExitCode {
         Command::Serve { watch } => gateway::serve(Config { watch, ..config }).await.map_err(anyhow::Error::from),
         Command::Org(cmd) => admin(config, |db, policies| Box::pin(org(cmd, db, policies))).await,
         Command::Token(cmd) => admin(config, |db, _| Box::pin(token(cmd, db))).await,
-        Command::Plugin { cmd: PluginCmd::Check { file, fixtures, method, path, body }, .. } => {
-            check(file, fixtures, method, path, body).await
+        Command::Plugin { cmd: PluginCmd::Check { file, fixtures, manifest, no_fixtures, method, path, route, params, query, headers, role, org, body }, .. } => {
+            let one = OneRequest { method, path, route, params, query, headers, role, org, body };
+            check(file, fixtures, manifest, no_fixtures, one).await
+        }
+        Command::Plugin { cmd: PluginCmd::New { name, dir }, .. } => new_plugin(&name, dir),
+        Command::Plugin { cmd: PluginCmd::Wit, .. } => {
+            print!("{}", gateway::template::WIT);
+            Ok(())
         }
         Command::Plugin { cmd, url, token, json } => plugin(&config, cmd, url, token, json).await,
     };
@@ -281,8 +330,8 @@ async fn plugin(config: &Config, cmd: PluginCmd, url: Option<String>, token: Opt
             .to_string(),
     };
     let (method, path, body, ctype) = match &cmd {
-        PluginCmd::Push { file, name, activate, fixtures } => {
-            let bytes = read_component(file, fixtures.as_deref())?;
+        PluginCmd::Push { file, name, activate, fixtures, manifest } => {
+            let bytes = read_component(file, fixtures.as_deref(), manifest.as_deref())?.bytes;
             let q = if *activate { "?activate=true" } else { "" };
             ("PUT", format!("/v1/admin/plugins/{name}{q}"), bytes, "application/wasm")
         }
@@ -294,7 +343,7 @@ async fn plugin(config: &Config, cmd: PluginCmd, url: Option<String>, token: Opt
             "application/json",
         ),
         PluginCmd::Rollback { name } => ("POST", format!("/v1/admin/plugins/{name}/rollback"), Vec::new(), "application/json"),
-        PluginCmd::Check { .. } => unreachable!("handled locally by `check`"),
+        PluginCmd::Check { .. } | PluginCmd::New { .. } | PluginCmd::Wit => unreachable!("handled locally"),
     };
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     let req = http::Request::builder()
@@ -308,6 +357,10 @@ async fn plugin(config: &Config, cmd: PluginCmd, url: Option<String>, token: Opt
     let body: serde_json::Value =
         serde_json::from_slice(&resp.into_body().collect().await?.to_bytes()).unwrap_or(serde_json::Value::Null);
     if !status.is_success() {
+        // An activation refused for missing grants names each one (docs/plugin-manifest.md).
+        for m in body["missing"].as_array().into_iter().flatten() {
+            eprintln!("missing: {m}");
+        }
         anyhow::bail!("{} ({}, HTTP {})", body["error"].as_str().unwrap_or("request failed"), body["error_code"].as_str().unwrap_or("-"), status.as_u16());
     }
     if json {
@@ -333,20 +386,131 @@ async fn plugin(config: &Config, cmd: PluginCmd, url: Option<String>, token: Opt
         PluginCmd::Activate { .. } | PluginCmd::Rollback { .. } => {
             println!("{}: {} -> {}", body["name"].as_str().unwrap_or(""), body["from"], body["to"])
         }
-        PluginCmd::Check { .. } => {}
+        PluginCmd::Check { .. } | PluginCmd::New { .. } | PluginCmd::Wit => {}
     }
     Ok(())
 }
 
-/// Reads a component, embedding the fixtures file when one is given.
-fn read_component(file: &std::path::Path, fixtures: Option<&std::path::Path>) -> anyhow::Result<Vec<u8>> {
-    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    match fixtures {
-        None => Ok(bytes),
-        Some(f) => {
-            let json = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-            Ok(gateway::registry::fixtures::embed(&bytes, &json).with_context(|| format!("embedding {}", f.display()))?)
+
+/// A component as it will be uploaded or checked, with what was embedded and from where.
+struct Component {
+    bytes: Vec<u8>,
+    manifest: Option<gateway::registry::manifest::Manifest>,
+    /// Files embedded, for the report.
+    embedded: Vec<String>,
+}
+
+/// The first `plugin.toml` in `file`'s directory or one of its four parents (a crate's
+/// `target/wasm32-wasip2/release/x.wasm` finds the crate's).
+fn find_manifest(file: &std::path::Path) -> Option<std::path::PathBuf> {
+    let dir = std::fs::canonicalize(file).ok()?.parent()?.to_path_buf();
+    dir.ancestors().take(5).map(|d| d.join("plugin.toml")).find(|p| p.is_file())
+}
+
+/// Reads a component and embeds what goes with it: the manifest (`--manifest`, else the
+/// `plugin.toml` found for it) and the fixtures (`--fixtures`, else, when the component
+/// ships none, `fixtures.json` beside that manifest).
+fn read_component(file: &std::path::Path, fixtures: Option<&std::path::Path>, manifest: Option<&std::path::Path>) -> anyhow::Result<Component> {
+    use gateway::registry::{fixtures as fx, manifest as mf};
+    let mut bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let mut embedded = Vec::new();
+    let manifest_path = manifest.map(std::path::Path::to_path_buf).or_else(|| find_manifest(file));
+    let fixtures_path = match fixtures {
+        Some(f) => Some(f.to_path_buf()),
+        None => match (&manifest_path, fx::extract(&bytes)) {
+            (Some(m), Ok(None)) => Some(m.with_file_name("fixtures.json")).filter(|p| p.is_file()),
+            _ => None,
+        },
+    };
+    if let Some(f) = &fixtures_path {
+        let json = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+        bytes = fx::embed(&bytes, &json).with_context(|| format!("embedding {}", f.display()))?;
+        embedded.push(f.display().to_string());
+    }
+    let manifest = match &manifest_path {
+        Some(m) => {
+            let text = std::fs::read_to_string(m).with_context(|| format!("reading {}", m.display()))?;
+            let parsed = mf::Manifest::parse(&text).with_context(|| format!("{}", m.display()))?;
+            bytes = fixture_section::embed_named(&bytes, mf::SECTION, text.as_bytes())
+                .map_err(|e| anyhow::anyhow!("embedding {}: {e}", m.display()))?;
+            embedded.push(m.display().to_string());
+            Some(parsed)
         }
+        None => mf::Manifest::from_component(&bytes).ok().flatten(),
+    };
+    Ok(Component { bytes, manifest, embedded })
+}
+
+/// The request `gateway plugin check` runs when there are no fixtures to run.
+struct OneRequest {
+    method: String,
+    path: String,
+    route: Option<String>,
+    params: Vec<String>,
+    query: String,
+    headers: Vec<String>,
+    role: String,
+    org: Option<String>,
+    body: String,
+}
+
+impl OneRequest {
+    /// As a fixture's request, so both take the same path through `registry::fixtures`.
+    fn fixture_request(self) -> anyhow::Result<gateway::registry::fixtures::FixtureRequest> {
+        let params = self
+            .params
+            .iter()
+            .map(|p| p.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).with_context(|| format!("--param {p}: expected NAME=VALUE")))
+            .collect::<anyhow::Result<_>>()?;
+        let mut headers: std::collections::BTreeMap<String, String> = self
+            .headers
+            .iter()
+            .map(|h| h.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())).with_context(|| format!("--header {h}: expected NAME: VALUE")))
+            .collect::<anyhow::Result<_>>()?;
+        headers.entry("content-type".into()).or_insert_with(|| "application/json".into());
+        Ok(gateway::registry::fixtures::FixtureRequest {
+            method: self.method,
+            path: self.path,
+            route: self.route,
+            params,
+            query: self.query,
+            headers,
+            role: Some(self.role),
+            org: self.org,
+            body: None,
+            raw_body: Some(self.body),
+        })
+    }
+}
+
+/// A throwaway embedded PostgreSQL for database fixtures: fsync off, the gateway's
+/// migrations applied, removed (directory and all) by [`Throwaway::remove`].
+struct Throwaway {
+    cluster: gateway::embedded::Cluster,
+    dir: std::path::PathBuf,
+    pool: sqlx::PgPool,
+}
+
+impl Throwaway {
+    async fn start() -> anyhow::Result<Throwaway> {
+        // Short: the server's unix socket lives inside.
+        let dir = std::env::temp_dir().join(format!("gwcheck-{}-{}", std::process::id(), &Uuid::new_v4().simple().to_string()[..8]));
+        let cluster = gateway::embedded::Cluster::start(&dir, gateway::embedded::ClusterOptions { unsafe_no_fsync: true })
+            .await
+            .context("starting a throwaway PostgreSQL for the database fixtures")?;
+        let pool = gateway::db::connect(cluster.connect_options(), 4).await?;
+        if let Err(e) = gateway::db::migrate(&pool).await {
+            let t = Throwaway { cluster, dir, pool };
+            t.remove().await;
+            return Err(e).context("migrating the throwaway database");
+        }
+        Ok(Throwaway { cluster, dir, pool })
+    }
+
+    async fn remove(self) {
+        self.pool.close().await;
+        self.cluster.stop().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -354,42 +518,74 @@ fn read_component(file: &std::path::Path, fixtures: Option<&std::path::Path>) ->
 async fn check(
     file: std::path::PathBuf,
     fixtures: Option<std::path::PathBuf>,
-    method: String,
-    path: String,
-    body: String,
+    manifest: Option<std::path::PathBuf>,
+    no_fixtures: bool,
+    one: OneRequest,
 ) -> anyhow::Result<()> {
     use gateway::registry::fixtures as fx;
-    let bytes = read_component(&file, fixtures.as_deref())?;
+    let component = read_component(&file, fixtures.as_deref(), manifest.as_deref())?;
+    let bytes = &component.bytes;
     let addresses = gateway::plugin::host::addr::AddressPolicy::from_host()?;
     let runtime = gateway::plugin::Runtime::new(None, gateway::plugin::tls_config(None)?, addresses)?;
-    let loaded = std::sync::Arc::new(runtime.load("check", "check", &bytes).map_err(|e| anyhow::anyhow!("rejected: {e}"))?);
-    // No grants: tenant-db and outbound-http calls are refused before touching anything, so
-    // no database is needed.
-    let pool = sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://check@127.0.0.1:1/none")?;
-    if let Some(list) = fx::extract(&bytes).map_err(|e| anyhow::anyhow!("rejected: {e}"))? {
-        let n = list.len();
-        let report = match fx::run(runtime.clone(), loaded.clone(), pool.clone(), list).await {
-            Ok(n) => json!({ "component": "ok", "sha256": loaded.sha256, "fixtures": n, "fixtures_passed": true }),
-            Err(reason) => json!({ "component": "ok", "sha256": loaded.sha256, "fixtures": n,
-                "fixtures_passed": false, "error": reason }),
+    let loaded = std::sync::Arc::new(runtime.load("check", "check", bytes).map_err(|e| anyhow::anyhow!("rejected: {e}"))?);
+    // Plain fixtures have no grants: tenant-db and outbound-http calls are refused before
+    // touching anything, so this pool is never connected.
+    let nowhere = sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://check@127.0.0.1:1/none")?;
+    let label = component.manifest.as_ref().map(|m| m.plugin.version.clone());
+    let list = if no_fixtures { None } else { fx::extract(bytes).map_err(|e| anyhow::anyhow!("rejected: {e}"))? };
+    if let Some(list) = list {
+        let needs_db = list.iter().any(fx::Fixture::needs_database);
+        let grants = match &component.manifest {
+            Some(m) => fx::grants_from(&m.needs).map_err(|e| anyhow::anyhow!("plugin.toml: {e}"))?,
+            None => Default::default(),
         };
+        let throwaway = if needs_db { Some(Throwaway::start().await?) } else { None };
+        let db = match &throwaway {
+            Some(t) => Some(fx::FixtureDb {
+                pool: t.pool.clone(),
+                schema: std::sync::Arc::new(gateway::db::structured::Schema::load(&t.pool).await?),
+                grants: std::sync::Arc::new(grants),
+            }),
+            None => None,
+        };
+        let ran = fx::run_all(&runtime, &loaded, &nowhere, &list, db.as_ref()).await;
+        drop(db);
+        if let Some(t) = throwaway {
+            t.remove().await;
+        }
+        let failed = ran.iter().filter(|r| r.outcome == "failed").count();
+        for r in &ran {
+            let mark = match r.outcome { "passed" => "ok  ", "failed" => "FAIL", _ => "skip" };
+            eprintln!("{mark} {}{}", r.name, if r.database { " (database)" } else { "" });
+            if let Some(e) = &r.error {
+                eprintln!("     {e}");
+            }
+        }
+        let report = json!({ "component": "ok", "sha256": loaded.sha256, "manifest": label, "embedded": component.embedded,
+            "fixtures": ran.len(), "fixtures_passed": failed == 0, "results": ran });
         println!("{report}");
-        if report["fixtures_passed"] != true {
-            anyhow::bail!("a contract fixture failed: an upload of this component would be refused");
+        if failed > 0 {
+            anyhow::bail!("{failed} of {} contract fixtures failed", ran.len());
         }
         return Ok(());
     }
-    let request = gateway::plugin::bindings::types::Request {
-        method,
-        path,
-        params: vec![],
-        query: String::new(),
-        headers: vec![gateway::plugin::bindings::types::Header { name: "content-type".into(), value: "application/json".into() }],
-        body: body.into_bytes(),
-    };
+    let request = one.fixture_request()?;
+    let (org, role) = fx::caller(&request).map_err(|e| anyhow::anyhow!(e))?;
+    let request = fx::request_of(&request).map_err(|e| anyhow::anyhow!(e))?;
     let started = std::time::Instant::now();
-    let seen = fx::run_one(&runtime, &loaded, &pool, request).await;
+    let caller = fx::Caller { org, role, ..fx::Caller::sandboxed() };
+    let seen = fx::run_as(&runtime, &loaded, &nowhere, request, caller).await;
     let ms = started.elapsed().as_secs_f64() * 1000.0;
-    println!("{}", json!({ "component": "ok", "sha256": loaded.sha256, "status": seen.status, "body": seen.body, "ms": ms }));
+    println!("{}", json!({ "component": "ok", "sha256": loaded.sha256, "manifest": label, "status": seen.status, "body": seen.body, "ms": ms }));
+    Ok(())
+}
+
+/// `gateway plugin new`.
+fn new_plugin(name: &str, dir: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let dir = dir.unwrap_or_else(|| std::path::PathBuf::from(name));
+    let files = gateway::template::write(name, &dir)?;
+    println!("wrote {} ({} files): a plugin crate for {}", dir.display(), files.len(), gateway::plugin::WIT_VERSIONS[0]);
+    println!("next: cd {} && rustup target add wasm32-wasip2 && cargo build --release --target wasm32-wasip2", dir.display());
+    println!("then: gateway plugin check target/wasm32-wasip2/release/{}.wasm (README.md has the whole loop)", name.replace('-', "_"));
     Ok(())
 }

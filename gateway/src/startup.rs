@@ -316,7 +316,11 @@ async fn load_plugin_files(
         let path = config.plugin_dir.join(&d.file);
         let bytes = std::fs::read(&path).map_err(|e| Error::Policy {
             file: d.source.clone(),
-            reason: format!("plugin {:?}: cannot read {}: {e} (build plugins with `cargo xtask plugins`)", d.name, path.display()),
+            reason: format!(
+                "plugin {:?}: cannot read {}: {e} (`file` is relative to GATEWAY_PLUGIN_DIR, or absolute: point it at the built component)",
+                d.name,
+                path.display()
+            ),
         })?;
         let started = std::time::Instant::now();
         let sha = plugin::digest(&bytes);

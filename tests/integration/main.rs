@@ -3,6 +3,7 @@
 mod harness;
 
 mod adapters;
+mod author_loop;
 mod automation;
 mod bad_input;
 mod campaigns;

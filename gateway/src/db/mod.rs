@@ -27,6 +27,7 @@ pub mod plugin_storage;
 pub mod providers;
 pub mod schedules;
 mod scope;
+pub mod seed;
 pub mod settings;
 pub mod stats;
 pub mod tokens;

@@ -135,6 +135,34 @@ pub trait Filtered: Sized {
     fn where_not_null(self, column: &str) -> Self {
         self.filter(col(column), Comparison::IsNotNull, Value::Null)
     }
+    /// `column = value` when there is a value, nothing otherwise: optional query parameters
+    /// (`?status=open`) become filters without an `if` per parameter.
+    fn eq_opt(self, column: &str, value: Option<Value>) -> Self {
+        match value {
+            Some(v) => self.eq(column, v),
+            None => self,
+        }
+    }
+    /// `from <= column < until`, each side only when given (a half-open range, the usual
+    /// shape of a time window or a page of ids).
+    fn between(self, column: &str, from: Option<Value>, until: Option<Value>) -> Self {
+        let q = match from {
+            Some(v) => self.ge(column, v),
+            None => self,
+        };
+        match until {
+            Some(v) => q.lt(column, v),
+            None => q,
+        }
+    }
+    /// Applies `f` only when `cond` holds: `.when(only_open, |q| q.where_null("closed_at"))`.
+    fn when(self, cond: bool, f: impl FnOnce(Self) -> Self) -> Self {
+        if cond {
+            f(self)
+        } else {
+            self
+        }
+    }
 }
 
 pub struct Select(SelectQuery);
@@ -178,6 +206,16 @@ impl Select {
         raw::select(&self.0)
     }
     /// The first row, if any.
+    /// Every matching row deserialized into `T` (a `#[derive(Deserialize)]` struct whose
+    /// fields are the selected columns; see [`Row::parse`]). A database error converts as
+    /// `?` on [`DbError`] does; a row that does not fit `T` is a 502 naming the field.
+    pub fn fetch_as<T: serde::de::DeserializeOwned>(self) -> Result<Vec<T>, HandlerError> {
+        Row::all(self.fetch()?).iter().map(Row::parse).collect()
+    }
+    /// The first matching row as `T`, or `None` ([`Select::fetch_as`]).
+    pub fn fetch_one_as<T: serde::de::DeserializeOwned>(self) -> Result<Option<T>, HandlerError> {
+        self.fetch_one()?.as_ref().map(Row::parse).transpose()
+    }
     pub fn fetch_one(self) -> Result<Option<Row>, DbError> {
         Ok(Row::first(self.limit(1).fetch()?))
     }
@@ -311,6 +349,13 @@ impl Row {
     /// An integer column; see [`Value::as_int`].
     pub fn int(&self, column: &str) -> Option<i64> {
         self.get(column)?.as_int()
+    }
+    /// The row as `T` (a `#[derive(Deserialize)]` struct), through [`Row::to_json`]: text,
+    /// UUID and timestamp columns as `String`, integers as `i64`/`i32`, JSON columns as any
+    /// deserializable type, `NULL` as `Option::None`. A mismatch is a 502 `PLUGIN_FAILED`
+    /// naming the field: the plugin's own type disagrees with its table.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, HandlerError> {
+        serde_json::from_value(self.to_json()).map_err(|e| crate::failed(&format!("row does not fit its type: {e}")))
     }
     /// The row as a JSON object (JSON columns embedded as documents).
     pub fn to_json(&self) -> serde_json::Value {

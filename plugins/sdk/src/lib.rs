@@ -78,6 +78,21 @@ impl Request {
         self.query_pairs().into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
     }
 
+    /// A path parameter that must be a UUID: 404 `NOT_FOUND` when it is not one (no row can
+    /// have that id), so it is never bound as one (a malformed UUID is a database error).
+    pub fn uuid_param(&self, name: &str) -> Result<&str, HandlerError> {
+        self.param(name).filter(|v| encoding::is_uuid(v)).ok_or_else(not_found)
+    }
+
+    /// A query parameter parsed as `T` (a number, usually), `default` when absent, a 400 for
+    /// this field when it does not parse or `ok` refuses it.
+    pub fn query_as<T: std::str::FromStr>(&self, name: &str, default: T, ok: impl Fn(&T) -> bool, problem: &str) -> Result<T, HandlerError> {
+        match self.query_param(name) {
+            None => Ok(default),
+            Some(s) => s.parse::<T>().ok().filter(|v| ok(v)).ok_or_else(|| invalid_field(name, problem)),
+        }
+    }
+
     /// The body as JSON (the gateway has already checked it parses, for JSON routes).
     pub fn json_value(&self) -> Result<serde_json::Value, HandlerError> {
         if self.body.is_empty() {
@@ -140,6 +155,97 @@ pub fn invalid(message: &str) -> HandlerError {
 /// 400 `VALIDATION_FAILED` with a `details` document.
 pub fn invalid_with(message: &str, details: serde_json::Value) -> HandlerError {
     HandlerError::Invalid(problem(None, message, Some(details)))
+}
+
+/// 400 `VALIDATION_FAILED` for one field: `details` is `[{"field", "problem"}]`, the shape
+/// [`Problems`] builds for several.
+pub fn invalid_field(field: &str, problem: &str) -> HandlerError {
+    invalid_with("request failed validation", serde_json::json!([{ "field": field, "problem": problem }]))
+}
+
+/// Every validation problem of a request, reported at once: 400 `VALIDATION_FAILED` with
+/// `details: [{"field", "problem"}, …]` in the order found.
+///
+/// ```ignore
+/// let mut p = sdk::Problems::new();
+/// let title = p.text(&body, "title", 1..=200);
+/// p.check(limit <= 100, "limit", "must be at most 100");
+/// p.finish()?; // Err(400) when any problem was found
+/// ```
+#[derive(Debug, Default)]
+pub struct Problems(Vec<(String, String)>);
+
+impl Problems {
+    pub fn new() -> Problems {
+        Problems::default()
+    }
+    /// Records a problem with `field`.
+    pub fn add(&mut self, field: &str, problem: &str) {
+        self.0.push((field.to_string(), problem.to_string()));
+    }
+    /// Records `problem` unless `ok`; returns `ok`.
+    pub fn check(&mut self, ok: bool, field: &str, problem: &str) -> bool {
+        if !ok {
+            self.add(field, problem);
+        }
+        ok
+    }
+    /// `body[field]` as trimmed text whose length (in characters) is within `len`; records a
+    /// problem (missing, not text, too short or too long) and returns `None` otherwise.
+    pub fn text(&mut self, body: &serde_json::Value, field: &str, len: std::ops::RangeInclusive<usize>) -> Option<String> {
+        match body.get(field) {
+            None | Some(serde_json::Value::Null) => {
+                self.add(field, "is required");
+                None
+            }
+            Some(serde_json::Value::String(s)) => {
+                let t = s.trim();
+                let n = t.chars().count();
+                if n < *len.start() {
+                    self.add(field, if *len.start() <= 1 { "must not be empty".to_string() } else { format!("must be at least {} characters", len.start()) }.as_str());
+                    None
+                } else if n > *len.end() {
+                    self.add(field, &format!("must be at most {} characters", len.end()));
+                    None
+                } else {
+                    Some(t.to_string())
+                }
+            }
+            Some(_) => {
+                self.add(field, "must be text");
+                None
+            }
+        }
+    }
+    /// A UUID in text form (`value` from a path or query parameter or a body field), or a
+    /// problem. Check a UUID before binding it: a malformed one is a database error, which
+    /// aborts the invocation.
+    pub fn uuid<'a>(&mut self, value: Option<&'a str>, field: &str) -> Option<&'a str> {
+        match value {
+            Some(v) if encoding::is_uuid(v) => Some(v),
+            Some(_) => {
+                self.add(field, "must be a UUID");
+                None
+            }
+            None => {
+                self.add(field, "is required");
+                None
+            }
+        }
+    }
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// `Ok(())` when nothing was recorded, else the 400 with every problem.
+    pub fn finish(self) -> Result<(), HandlerError> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let details: Vec<serde_json::Value> =
+            self.0.into_iter().map(|(field, problem)| serde_json::json!({ "field": field, "problem": problem })).collect();
+        Err(invalid_with("request failed validation", serde_json::Value::Array(details)))
+    }
 }
 
 /// 403 with a specific code, e.g. `UNAUTHORIZED_BUSINESS`.
