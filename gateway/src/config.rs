@@ -369,6 +369,29 @@ mod tests {
     }
 
     #[test]
+    fn idempotency_outlives_the_history_and_provider_retries() {
+        let c = |pairs: &[(&str, &str)]| {
+            let env: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            Config::from_lookup(|k| env.get(k).cloned())
+        };
+        let d = c(&[]).unwrap();
+        assert_eq!((d.retention_days, d.idempotency_days), (30, 45));
+        // A longer retention lengthens the default window with it.
+        let d = c(&[("GATEWAY_RETENTION_DAYS", "90")]).unwrap();
+        assert_eq!((d.retention_days, d.idempotency_days), (90, 90));
+        let d = c(&[("GATEWAY_RETENTION_DAYS", "3"), ("GATEWAY_IDEMPOTENCY_DAYS", "7")]).unwrap();
+        assert_eq!((d.retention_days, d.idempotency_days), (3, 7));
+        for bad in [
+            vec![("GATEWAY_IDEMPOTENCY_DAYS", "6")],
+            vec![("GATEWAY_RETENTION_DAYS", "30"), ("GATEWAY_IDEMPOTENCY_DAYS", "20")],
+            vec![("GATEWAY_RETENTION_DAYS", "0")],
+            vec![("GATEWAY_RETENTION_DAYS", "x")],
+        ] {
+            assert!(matches!(c(&bad), Err(Error::Config(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn outbound_loopback_switch_is_off_unless_set_exactly() {
         let c = |v: Option<&str>| {
             Config::from_lookup(|k| (k == "GATEWAY_OUTBOUND_ALLOW_LOOPBACK").then(|| v.map(str::to_string)).flatten())
