@@ -8,8 +8,9 @@
 //!   sqlx tasks on the same database. Prints `events/s p50_ms p99_ms 0`.
 //! - `enqueue DATABASE_URL ORG_ID ENDPOINT_ID COUNT`: COUNT events and jobs in one
 //!   transaction (for the queue benchmark), then a notification.
-//! - `drain DATABASE_URL TIMEOUT_SECS`: waits until no job is pending or processing, then prints
-//!   `jobs jobs/s` measured between the first and last finished job.
+//! - `drain DATABASE_URL TIMEOUT_SECS [SINCE]`: waits until no job is pending or processing, then
+//!   prints `jobs jobs/s dead` measured between the first and last finished job (of the jobs
+//!   created at or after SINCE, an RFC 3339 time, when given).
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -156,12 +157,19 @@ async fn drain(a: &[String]) -> anyhow::Result<()> {
         anyhow::ensure!(Instant::now() < deadline, "{left} jobs still queued after {timeout}s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Jobs created since SINCE only (bench/history.sh: not the history it filled in).
+    let since = a.get(4).map(String::as_str).unwrap_or("-infinity");
     let (n, secs): (i64, f64) = sqlx::query_as(
-        "SELECT count(*), EXTRACT(EPOCH FROM max(finished_at) - min(finished_at))::float8 FROM jobs WHERE status = 'done'",
+        "SELECT count(*), EXTRACT(EPOCH FROM max(finished_at) - min(finished_at))::float8 FROM jobs \
+         WHERE status = 'done' AND created_at >= $1::timestamptz",
     )
+    .bind(since)
     .fetch_one(&pool)
     .await?;
-    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'dead'").fetch_one(&pool).await?;
+    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE status = 'dead' AND created_at >= $1::timestamptz")
+        .bind(since)
+        .fetch_one(&pool)
+        .await?;
     println!("{n} {:.0} {dead}", n as f64 / secs.max(0.001));
     Ok(())
 }

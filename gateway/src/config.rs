@@ -60,6 +60,12 @@ pub struct Config {
     /// `GATEWAY_JOB_DB_CONNECTIONS`, default 8: the job workers' own pool, apart from the
     /// requests' (`GATEWAY_DB_MAX_CONNECTIONS`).
     pub job_db_connections: u32,
+    /// `GATEWAY_RETENTION_DAYS`, default 30 (1–3650): days of history kept (`webhook_events`,
+    /// finished `jobs`, `agent_runs`, `crm_outbox`, `schedule_runs`); older days are dropped.
+    pub retention_days: u32,
+    /// `GATEWAY_IDEMPOTENCY_DAYS`, default 45 (at least 7 and at least the retention): days a
+    /// webhook event key is remembered, so a provider's late retry is still a duplicate.
+    pub idempotency_days: u32,
     /// `GATEWAY_PLUGIN_DB_CONNECTIONS`, default 16: plugin invocations' own pool, apart from
     /// the one authentication and native routes use.
     pub plugin_db_connections: u32,
@@ -123,6 +129,8 @@ struct FileConfig {
     job_org_concurrency: Option<u32>,
     job_lease_secs: Option<u32>,
     job_db_connections: Option<u32>,
+    retention_days: Option<u32>,
+    idempotency_days: Option<u32>,
     plugin_db_connections: Option<u32>,
     plugin_db_connections_per_org: Option<u32>,
     plugin_instances_per_org: Option<u32>,
@@ -273,6 +281,17 @@ impl Config {
             job_org_concurrency: number(&env, "GATEWAY_JOB_ORG_CONCURRENCY", file.job_org_concurrency, 8)?.max(1),
             job_lease_secs: number(&env, "GATEWAY_JOB_LEASE_SECS", file.job_lease_secs, 60)?.max(1),
             job_db_connections: number(&env, "GATEWAY_JOB_DB_CONNECTIONS", file.job_db_connections, 8)?.max(1),
+            retention_days: bounded(&env, "GATEWAY_RETENTION_DAYS", file.retention_days, 30, 1..=3650)?,
+            idempotency_days: {
+                let retention = bounded(&env, "GATEWAY_RETENTION_DAYS", file.retention_days, 30, 1..=3650)?;
+                let days = bounded(&env, "GATEWAY_IDEMPOTENCY_DAYS", file.idempotency_days, 45.max(retention), 7..=3650)?;
+                if days < retention {
+                    return Err(Error::Config(format!(
+                        "GATEWAY_IDEMPOTENCY_DAYS {days}: must be at least GATEWAY_RETENTION_DAYS ({retention})"
+                    )));
+                }
+                days
+            },
             plugin_db_connections: number(&env, "GATEWAY_PLUGIN_DB_CONNECTIONS", file.plugin_db_connections, 16)?.max(1),
             plugin_db_connections_per_org: number(
                 &env,
@@ -347,6 +366,29 @@ mod tests {
         assert_eq!(c.policies, PathBuf::from("/p"));
         assert_eq!(c.data_dir, PathBuf::from(".gateway"));
         assert!(c.database_url.is_none());
+    }
+
+    #[test]
+    fn idempotency_outlives_the_history_and_provider_retries() {
+        let c = |pairs: &[(&str, &str)]| {
+            let env: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            Config::from_lookup(|k| env.get(k).cloned())
+        };
+        let d = c(&[]).unwrap();
+        assert_eq!((d.retention_days, d.idempotency_days), (30, 45));
+        // A longer retention lengthens the default window with it.
+        let d = c(&[("GATEWAY_RETENTION_DAYS", "90")]).unwrap();
+        assert_eq!((d.retention_days, d.idempotency_days), (90, 90));
+        let d = c(&[("GATEWAY_RETENTION_DAYS", "3"), ("GATEWAY_IDEMPOTENCY_DAYS", "7")]).unwrap();
+        assert_eq!((d.retention_days, d.idempotency_days), (3, 7));
+        for bad in [
+            vec![("GATEWAY_IDEMPOTENCY_DAYS", "6")],
+            vec![("GATEWAY_RETENTION_DAYS", "30"), ("GATEWAY_IDEMPOTENCY_DAYS", "20")],
+            vec![("GATEWAY_RETENTION_DAYS", "0")],
+            vec![("GATEWAY_RETENTION_DAYS", "x")],
+        ] {
+            assert!(matches!(c(&bad), Err(Error::Config(_))), "{bad:?}");
+        }
     }
 
     #[test]

@@ -34,6 +34,7 @@
 //! - [`providers`]: orgs' provider credentials: base-URL rules, sealing, the cache the plugin
 //!   host injects them from.
 //! - [`jobs`]: the job queue's workers (webhook processing through adapter plugins).
+//! - [`history`]: the history tables' partitions ahead and retention, in the background.
 //! - [`provider_sync`]: the campaigns API's provider calls, run as jobs through adapter plugins.
 //! - [`optimizer`]: the optimizer's changes (approve, reject, rollback) and its `optimizer` jobs.
 //! - [`ops`]: administrative operations shared by HTTP and the CLI.
@@ -53,6 +54,7 @@ pub mod db;
 pub mod embedded;
 pub mod error;
 pub mod health;
+pub mod history;
 pub mod logging;
 pub mod metrics;
 pub mod native;

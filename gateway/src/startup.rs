@@ -128,6 +128,10 @@ pub async fn serve(config: Config) -> Result<()> {
     let watcher = config.watch.then(|| tokio::spawn(watch(config.clone(), state.clone())));
     let listener_task = tokio::spawn(listen_invalidations(state.clone()));
     let scheduler = crate::scheduler::Scheduler::start(state.clone(), replica.clone(), config.scheduler);
+    let upkeep = crate::history::Upkeep::start(
+        state.pool.clone(),
+        crate::db::history::Retention { history_days: config.retention_days, idempotency_days: config.idempotency_days },
+    );
     let workers = jobs::Workers::start(
         state.clone(),
         jobs::Settings {
@@ -153,6 +157,7 @@ pub async fn serve(config: Config) -> Result<()> {
     if let Some(w) = workers {
         w.stop(Duration::from_secs(10)).await;
     }
+    upkeep.stop().await;
     sweeper.abort();
     resync.abort();
     if let Some(w) = watcher {

@@ -14,6 +14,7 @@ mod contract_wit;
 mod credentials;
 mod crm;
 mod faults;
+mod history;
 mod hostile_clients;
 mod lifecycle;
 mod metrics;

@@ -11,6 +11,11 @@
 //!
 //! Finishing attempts runs in the jobs' tenant context, several attempts of one org per
 //! transaction.
+//!
+//! `jobs` is partitioned by `finished_at` (migration 0008): a live job has none and lives in
+//! the default partition, so every statement about live jobs says `finished_at IS NULL`, and
+//! reads that one partition however long the history. Finishing a job moves it into its day.
+//! A webhook job's `created_at` is its event's `received_at`, the event's partition key.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -78,32 +83,34 @@ struct ClaimRow {
 pub async fn claim(conn: &mut ClaimConnection, worker: &str, batch: i64, org_cap: i64, lease_secs: f64) -> Result<Vec<ClaimedJob>> {
     let rows: Vec<ClaimRow> = sqlx::query_as(
         "WITH RECURSIVE orgs(t) AS ( \
-             (SELECT tenant_id FROM jobs WHERE status IN ('pending', 'processing') AND run_at <= now() \
+             (SELECT tenant_id FROM jobs WHERE finished_at IS NULL AND status IN ('pending', 'processing') AND run_at <= now() \
               ORDER BY tenant_id LIMIT 1) \
              UNION ALL \
              SELECT (SELECT j.tenant_id FROM jobs j \
-                     WHERE j.status IN ('pending', 'processing') AND j.run_at <= now() AND j.tenant_id > o.t \
+                     WHERE j.finished_at IS NULL AND j.status IN ('pending', 'processing') AND j.run_at <= now() AND j.tenant_id > o.t \
                      ORDER BY j.tenant_id LIMIT 1) \
              FROM orgs o WHERE o.t IS NOT NULL), \
          chosen AS (SELECT t FROM orgs WHERE t IS NOT NULL ORDER BY random() LIMIT $1), \
          picked AS ( \
              SELECT c.id FROM chosen o CROSS JOIN LATERAL ( \
                  SELECT j.id FROM jobs j \
-                 WHERE j.tenant_id = o.t AND j.status IN ('pending', 'processing') AND j.run_at <= now() \
+                 WHERE j.finished_at IS NULL AND j.tenant_id = o.t AND j.status IN ('pending', 'processing') AND j.run_at <= now() \
                  ORDER BY j.run_at \
                  LIMIT GREATEST(0, $2 - (SELECT count(*) FROM jobs r \
-                                          WHERE r.tenant_id = o.t AND r.status = 'processing' AND r.run_at > now())) \
+                                          WHERE r.finished_at IS NULL AND r.tenant_id = o.t AND r.status = 'processing' \
+                                            AND r.run_at > now())) \
                  FOR UPDATE SKIP LOCKED) c \
              LIMIT $1), \
          u AS ( \
              UPDATE jobs SET status = 'processing', attempts = jobs.attempts + 1, \
                     run_at = now() + make_interval(secs => $3), locked_by = $4, updated_at = now() \
-             FROM picked WHERE jobs.id = picked.id \
+             FROM picked WHERE jobs.finished_at IS NULL AND jobs.id = picked.id \
              RETURNING jobs.id, jobs.tenant_id, jobs.kind, jobs.ref_id, jobs.attempts, jobs.max_attempts, jobs.retry_base_ms, \
-                       jobs.payload) \
+                       jobs.payload, jobs.created_at) \
          SELECT u.*, e.provider AS event_provider, e.event_key, e.event_type, e.body AS event_body, \
                 e.content_type AS event_content_type \
-         FROM u LEFT JOIN webhook_events e ON u.kind = 'webhook' AND e.tenant_id = u.tenant_id AND e.id = u.ref_id",
+         FROM u LEFT JOIN webhook_events e ON u.kind = 'webhook' AND e.tenant_id = u.tenant_id AND e.id = u.ref_id \
+              AND e.received_at = u.created_at",
     )
     .bind(batch)
     .bind(org_cap)
@@ -143,7 +150,7 @@ pub async fn heartbeat(conn: &mut ClaimConnection, worker: &str, replica_prefix:
              DELETE FROM job_workers WHERE id <> $1 \
                  AND (starts_with(id, $2) OR heartbeat_at < now() - interval '1 hour')) \
          UPDATE jobs j SET run_at = now(), updated_at = now() \
-         WHERE j.status = 'processing' AND j.run_at > now() AND j.locked_by <> $1 \
+         WHERE j.finished_at IS NULL AND j.status = 'processing' AND j.run_at > now() AND j.locked_by <> $1 \
            AND (starts_with(j.locked_by, $2) \
                 OR NOT EXISTS (SELECT 1 FROM job_workers w \
                                WHERE w.id = j.locked_by AND w.heartbeat_at > now() - make_interval(secs => $3)))",
@@ -235,7 +242,8 @@ pub async fn finish_on(tx: &mut TenantTx, worker: &str, attempts: &[Attempt]) ->
                     locked_by = NULL, last_run_id = i.run_id, updated_at = now(), \
                     finished_at = CASE WHEN i.status IN ('done', 'dead') THEN now() END \
              FROM input i \
-             WHERE j.tenant_id = $1 AND j.id = i.id AND j.status = 'processing' AND j.attempts = i.attempt \
+             WHERE j.finished_at IS NULL AND j.tenant_id = $1 AND j.id = i.id AND j.status = 'processing' \
+               AND j.attempts = i.attempt \
                AND j.locked_by = $9 \
              RETURNING j.id, j.kind, j.ref_id, j.payload, i.attempt, i.status, i.error, i.run_id, i.started, i.output), \
          r AS ( \
@@ -266,8 +274,11 @@ pub async fn finish_on(tx: &mut TenantTx, worker: &str, attempts: &[Attempt]) ->
 pub async fn depth(pool: &PgPool) -> Result<Vec<(Uuid, String, i64)>> {
     let mut tx = crate::db::begin_platform(pool).await?;
     let rows = sqlx::query_as(
-        "SELECT tenant_id, status, count(*) FROM jobs WHERE status IN ('pending', 'processing', 'dead') \
-         GROUP BY 1, 2 ORDER BY 1, 2",
+        "SELECT tenant_id, status, n FROM ( \
+             SELECT tenant_id, status, count(*) AS n FROM jobs WHERE finished_at IS NULL GROUP BY 1, 2 \
+             UNION ALL \
+             SELECT tenant_id, status, count(*) FROM jobs WHERE status = 'dead' GROUP BY 1, 2) d \
+         ORDER BY 1, 2",
     )
     .fetch_all(tx.conn())
     .await?;
@@ -279,7 +290,7 @@ pub async fn depth(pool: &PgPool) -> Result<Vec<(Uuid, String, i64)>> {
 pub async fn oldest_pending_secs(pool: &PgPool) -> Result<Option<f64>> {
     let mut tx = crate::db::begin_platform(pool).await?;
     let age: Option<f64> = sqlx::query_scalar(
-        "SELECT extract(epoch FROM now() - min(created_at))::float8 FROM jobs WHERE status = 'pending'",
+        "SELECT extract(epoch FROM now() - min(created_at))::float8 FROM jobs WHERE finished_at IS NULL AND status = 'pending'",
     )
     .fetch_one(tx.conn())
     .await?;

@@ -15,6 +15,7 @@
 //! Queries on tenant tables also filter by `tenant_id` themselves: RLS is defence in depth.
 
 pub mod agent_runs;
+pub mod history;
 pub mod businesses;
 pub mod campaigns;
 pub mod jobs;

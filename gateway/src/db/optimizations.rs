@@ -304,7 +304,7 @@ pub async fn enqueue_run(tx: &mut TenantTx, campaign: Option<Uuid>, payload: &Va
 /// that no worker has started yet.
 async fn waiting_run(tx: &mut TenantTx, campaign: Option<&str>) -> Result<Option<Uuid>> {
     Ok(sqlx::query_scalar(
-        "SELECT id FROM jobs WHERE tenant_id = $1 AND kind = $2 AND status = 'pending' AND attempts = 0 \
+        "SELECT id FROM jobs WHERE finished_at IS NULL AND tenant_id = $1 AND kind = $2 AND status = 'pending' AND attempts = 0 \
            AND payload->>'campaign_id' IS NOT DISTINCT FROM $3 ORDER BY created_at LIMIT 1",
     )
     .bind(tx.org())

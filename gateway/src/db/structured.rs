@@ -47,6 +47,7 @@ pub struct Column {
 }
 
 /// Tenant tables (those with a `tenant_id` column) and their columns, read at start-up.
+/// Partitions are not tables here: rows are reached through their parent (migration 0008).
 #[derive(Debug, Default, Clone)]
 pub struct Schema {
     pub tables: HashMap<String, HashMap<String, Column>>,
@@ -93,6 +94,8 @@ impl Schema {
              FROM information_schema.columns c \
              JOIN information_schema.tables t ON t.table_schema = c.table_schema AND t.table_name = c.table_name \
              WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE' \
+               AND NOT EXISTS (SELECT 1 FROM pg_class p JOIN pg_namespace pn ON pn.oid = p.relnamespace AND pn.nspname = 'public' \
+                               WHERE p.relname = c.table_name AND p.relispartition) \
                AND EXISTS (SELECT 1 FROM information_schema.columns k WHERE k.table_schema = 'public' \
                            AND k.table_name = c.table_name AND k.column_name = 'tenant_id')",
         )

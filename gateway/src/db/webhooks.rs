@@ -134,7 +134,10 @@ pub async fn resolve(pool: &PgPool, id: Uuid) -> Result<Option<Resolved>> {
 }
 
 /// Stores an event and its job in one statement (and wakes the workers); `None` when the
-/// event key was seen before: nothing is written then.
+/// event key was seen before: nothing is written then. The key is recorded in
+/// `webhook_event_keys` (migration 0008), which outlives the event itself: a provider's retry
+/// after the event has left the history is still a duplicate. The job's `created_at` is the
+/// event's `received_at`, its partition key, so the job's claim finds it in one partition.
 #[allow(clippy::too_many_arguments)]
 pub async fn store_event(
     tx: &mut TenantTx,
@@ -148,13 +151,16 @@ pub async fn store_event(
     retry_base_ms: i32,
 ) -> Result<Option<Uuid>> {
     Ok(sqlx::query_scalar(
-        "WITH e AS ( \
-             INSERT INTO webhook_events (tenant_id, endpoint_id, provider, event_key, event_type, body, content_type) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT ON CONSTRAINT webhook_events_key_unique DO NOTHING RETURNING id), \
+        "WITH k AS ( \
+             INSERT INTO webhook_event_keys (tenant_id, endpoint_id, event_key, event_id) \
+             VALUES ($1, $2, $4, gen_random_uuid()) \
+             ON CONFLICT ON CONSTRAINT webhook_event_keys_pkey DO NOTHING RETURNING event_id, received_at), \
+         e AS ( \
+             INSERT INTO webhook_events (id, tenant_id, endpoint_id, provider, event_key, event_type, body, content_type, received_at) \
+             SELECT k.event_id, $1, $2, $3, $4, $5, $6, $7, k.received_at FROM k RETURNING id, received_at), \
          j AS ( \
-             INSERT INTO jobs (tenant_id, kind, ref_id, max_attempts, retry_base_ms) \
-             SELECT $1, 'webhook', id, $8, $9 FROM e RETURNING id) \
+             INSERT INTO jobs (tenant_id, kind, ref_id, max_attempts, retry_base_ms, created_at) \
+             SELECT $1, 'webhook', id, $8, $9, received_at FROM e RETURNING id) \
          SELECT e.id FROM e, (SELECT pg_notify($10, '') FROM j) n",
     )
     .bind(tx.org())
