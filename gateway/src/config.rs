@@ -101,6 +101,10 @@ pub struct Config {
     /// [/prefix]`, no query): provisioning registers `<it>/v1/webhooks/{endpoint_id}`. Unset:
     /// `http://<the bound listen address>`.
     pub public_url: Option<String>,
+    /// `GATEWAY_RATELIMIT_STORE`: `auto` (default: the shared store in the database while more
+    /// than one replica is live, per process when alone), `postgres` (always shared) or
+    /// `local` (per process, as before: N replicas admit N × each limit).
+    pub ratelimit_store: crate::ratelimit::fleet::StoreSetting,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -133,6 +137,7 @@ struct FileConfig {
     metrics_listen: Option<String>,
     metrics_per_org: Option<bool>,
     public_url: Option<String>,
+    ratelimit_store: Option<String>,
 }
 
 fn number<T: std::str::FromStr>(env: &impl Fn(&str) -> Option<String>, key: &str, file: Option<T>, default: T) -> Result<T> {
@@ -230,7 +235,10 @@ impl Config {
             Some(u) => Some(public_url(&u)?),
             None => None,
         };
+        let ratelimit_store = crate::ratelimit::fleet::StoreSetting::parse(env("GATEWAY_RATELIMIT_STORE").or(file.ratelimit_store).as_deref())
+            .map_err(Error::Config)?;
         Ok(Config {
+            ratelimit_store,
             public_url,
             listen,
             metrics_listen,

@@ -23,8 +23,8 @@ pub struct Routing {
 }
 
 impl Routing {
-    pub fn new(policies: PolicySet) -> Routing {
-        let limits = RateLimits::new(&policies);
+    pub fn new(policies: PolicySet, fleet: Arc<crate::ratelimit::Fleet>) -> Routing {
+        let limits = RateLimits::with_fleet(&policies, fleet);
         Routing { policies, limits, openapi: std::sync::OnceLock::new() }
     }
 
@@ -41,6 +41,8 @@ pub struct AppState {
     pub plugin_pool: PgPool,
     /// Per-org plugin concurrency and CPU budgets.
     pub admission: crate::admission::Admission,
+    /// The rate-limit store the replicas share, and how many replicas are live.
+    pub fleet: Arc<crate::ratelimit::Fleet>,
     /// Client addresses that keep presenting unknown credentials.
     pub strangers: crate::auth::Strangers,
     pub directory: Directory,
@@ -90,6 +92,7 @@ impl AppState {
             &runtime.addresses,
             config.allow_private_provider_urls,
         ));
+        let fleet = Arc::new(crate::ratelimit::Fleet::new(config.ratelimit_store, &pool, metrics.clone()));
         AppState {
             plugin_pool,
             metrics,
@@ -99,7 +102,8 @@ impl AppState {
             directory: Directory::default(),
             runtime,
             schema,
-            routing: RwLock::new(Arc::new(Routing::new(policies))),
+            routing: RwLock::new(Arc::new(Routing::new(policies, fleet.clone()))),
+            fleet,
             plugins: RwLock::new(Arc::new(plugins)),
             plugin_sync: tokio::sync::Mutex::new(()),
             providers,
@@ -115,7 +119,7 @@ impl AppState {
     /// Replaces policies (and their rate limiters) and the plugin set together; requests in
     /// flight keep what they started with.
     pub fn replace(&self, policies: PolicySet, plugins: HashMap<String, Arc<LoadedPlugin>>) {
-        let routing = Arc::new(Routing::new(policies));
+        let routing = Arc::new(Routing::new(policies, self.fleet.clone()));
         *self.routing.write().unwrap_or_else(|p| p.into_inner()) = routing;
         *self.plugins.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(plugins);
     }

@@ -24,6 +24,7 @@ pub mod optimizations;
 pub mod orgs;
 pub mod plugins;
 pub mod providers;
+pub mod ratelimit;
 pub mod schedules;
 mod scope;
 pub mod settings;
