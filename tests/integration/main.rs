@@ -26,4 +26,5 @@ mod provider_webhooks;
 mod providers;
 mod registry;
 mod rls;
+mod shared_limits;
 mod webhooks;
