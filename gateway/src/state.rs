@@ -92,7 +92,7 @@ impl AppState {
             &runtime.addresses,
             config.allow_private_provider_urls,
         ));
-        let fleet = Arc::new(crate::ratelimit::Fleet::new(config.ratelimit_store, &pool, metrics.clone()));
+        let fleet = Arc::new(crate::ratelimit::Fleet::new(config.ratelimit_store, config.ratelimit_url.as_deref(), &pool, metrics.clone()));
         AppState {
             plugin_pool,
             metrics,

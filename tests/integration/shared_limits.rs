@@ -1,10 +1,10 @@
 //! Rate limits shared by replicas on one database (docs/scaling.md, "Shared limits"): three
 //! gateways, one standard-plan user (20/s, burst 20) calling all of them; the store made
-//! unreachable (each replica falls back to its share) and back.
+//! unreachable (each replica falls back to its share) and back; the same on Redis.
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{wait_for, Gateway, GatewayOptions, Resp, TestDb};
+use crate::harness::{wait_for, Gateway, GatewayOptions, RedisServer, Resp, TestDb};
 
 /// What one limit allows over `secs`: burst + rate × t.
 fn allowed(burst: f64, rate: f64, secs: f64) -> f64 {
@@ -120,4 +120,48 @@ async fn an_unreachable_store_leaves_each_replica_its_share_and_sharing_comes_ba
     let (token, _, _) = gws[0].create_token(&org, "member", "b@outage.test").await;
     let (admitted, secs, _) = hammer(&[&gws[2]], &token, Duration::from_secs(3)).await;
     assert_within("one replica with the store back", admitted, allowed(20.0, 20.0, secs));
+}
+
+#[tokio::test]
+async fn on_redis_three_replicas_hold_one_limit_and_a_dead_redis_leaves_each_its_share() {
+    let mut redis = RedisServer::start().await;
+    let db = TestDb::new().await;
+    let url = redis.url();
+    let gws = replicas(&db, 3, &[("GATEWAY_RATELIMIT_URL", &url)]).await;
+    let org = gws[0].create_org("Redis", Some("standard")).await;
+    let (token, _, _) = gws[0].create_token(&org, "member", "a@redis.test").await;
+    let all: Vec<&Gateway> = gws.iter().collect();
+    let (admitted, secs, refusal) = hammer(&all, &token, Duration::from_secs(4)).await;
+    assert_within("three replicas on Redis, one user", admitted, allowed(20.0, 20.0, secs));
+    let r = refusal.expect("the user was never refused");
+    assert_eq!(r.header("ratelimit-policy"), Some("\"user\";q=20;w=1"));
+    assert_eq!(r.header("retry-after"), Some("1"));
+    // Nothing went through the database's store.
+    let owner = db.owner_pool().await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM ratelimit_gcra").fetch_one(&owner).await.unwrap();
+    assert_eq!(rows, 0);
+
+    redis.kill().await;
+    let (probe, _, _) = gws[0].create_token(&org, "member", "probe@redis.test").await;
+    for gw in &gws {
+        wait_for("Redis counted as down", gw, || async {
+            gw.req("GET", "/v1/whoami").token(&probe).send().await;
+            (gauge(&gw.scrape().await, "gateway_ratelimit_store_up") == Some(0.0)).then_some(())
+        })
+        .await;
+    }
+    let (token, _, _) = gws[0].create_token(&org, "member", "b@redis.test").await;
+    let (admitted, secs, _) = hammer(&[&gws[0]], &token, Duration::from_secs(3)).await;
+    assert_within("one replica's share without Redis", admitted, allowed(7.0, 20.0 / 3.0, secs));
+
+    redis.restart().await;
+    for gw in &gws {
+        wait_for("Redis counted as up again", gw, || async {
+            (gauge(&gw.scrape().await, "gateway_ratelimit_store_up") == Some(1.0)).then_some(())
+        })
+        .await;
+    }
+    let (token, _, _) = gws[0].create_token(&org, "member", "c@redis.test").await;
+    let (admitted, secs, _) = hammer(&[&gws[1]], &token, Duration::from_secs(3)).await;
+    assert_within("one replica with Redis back", admitted, allowed(20.0, 20.0, secs));
 }

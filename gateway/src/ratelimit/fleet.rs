@@ -1,6 +1,7 @@
 //! What the replicas of one deployment share for their limits: a store that holds each
-//! bucket's GCRA state for all of them (PostgreSQL's `ratelimit_gcra`, migration 0011), and a
-//! heartbeat that says how many replicas are live.
+//! bucket's GCRA state for all of them (PostgreSQL's `ratelimit_gcra`, migration 0011, or Redis
+//! with a Lua script when `GATEWAY_RATELIMIT_URL` is set), and a heartbeat in the database that
+//! says how many replicas are live.
 //!
 //! Requests never wait on the store in the common case: a replica leases a few tokens of a
 //! bucket at a time (see `Bucket::check_shared`) and spends them locally. When the store
@@ -39,25 +40,109 @@ pub enum StoreSetting {
     /// The default: the shared store while more than one replica is live, else exactly the
     /// local limiter.
     Auto,
-    /// Always the shared store, even alone.
+    /// Always the database's store, even alone.
     Postgres,
+    /// Always Redis (`GATEWAY_RATELIMIT_URL`), even alone.
+    Redis,
 }
 
 impl StoreSetting {
-    pub fn parse(v: Option<&str>) -> Result<StoreSetting, String> {
+    /// `GATEWAY_RATELIMIT_STORE`, knowing whether `GATEWAY_RATELIMIT_URL` is set.
+    pub fn parse(v: Option<&str>, has_url: bool) -> Result<StoreSetting, String> {
         match v {
             None | Some("auto") => Ok(StoreSetting::Auto),
             Some("local") => Ok(StoreSetting::Local),
             Some("postgres") => Ok(StoreSetting::Postgres),
-            Some(v) => Err(format!("GATEWAY_RATELIMIT_STORE {v:?}: use local, auto or postgres")),
+            Some("redis") if has_url => Ok(StoreSetting::Redis),
+            Some("redis") => Err("GATEWAY_RATELIMIT_STORE=redis needs GATEWAY_RATELIMIT_URL=redis://host:port/db".into()),
+            Some(v) => Err(format!("GATEWAY_RATELIMIT_STORE {v:?}: use local, auto, postgres or redis")),
         }
     }
 }
 
+/// Where shared buckets live.
+enum Store {
+    /// The store's own small pool (its statements time out on the server too).
+    Postgres(PgPool),
+    /// A multiplexed connection that reconnects by itself.
+    Redis(redis::aio::ConnectionManager),
+}
+
+/// GCRA lease in Redis, with the server's `TIME` as the only clock (see
+/// `db::ratelimit::lease` for the same in SQL). Floats go back as strings: Lua numbers would be
+/// truncated to integers.
+const LEASE_LUA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local interval, tolerance, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local g = math.floor((now + tolerance - tat) / interval + 1e-6)
+if g > want then g = want end
+if g < 0 then g = 0 end
+tat = tat + g * interval
+if g > 0 then
+  redis.call('SET', KEYS[1], string.format('%.6f', tat), 'PX', math.ceil((tat - now) * 1000) + 1000)
+end
+return {g, string.format('%.6f', tat), string.format('%.6f', now)}
+"#;
+
+fn redis_script() -> &'static redis::Script {
+    static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| redis::Script::new(LEASE_LUA))
+}
+
+impl Store {
+    async fn lease(&self, key: &str, interval: f64, tolerance: f64, want: u32) -> Result<Lease, String> {
+        match self {
+            Store::Postgres(pool) => store::lease(pool, key, interval, tolerance, want).await.map_err(|e| crate::error::loggable(&e)),
+            Store::Redis(conn) => {
+                let mut conn = conn.clone();
+                let (granted, tat, now): (u32, String, String) = redis_script()
+                    .key(format!("gw:rl:{key}"))
+                    .arg(interval)
+                    .arg(tolerance)
+                    .arg(want)
+                    .invoke_async(&mut conn)
+                    .await
+                    // The kind only: a Redis error's text may quote the URL.
+                    .map_err(|e| format!("redis: {:?}", e.kind()))?;
+                let num = |s: &str| s.parse::<f64>().map_err(|_| "redis: the lease script answered something else".to_string());
+                Ok(Lease { granted, tat: num(&tat)?, now: num(&now)? })
+            }
+        }
+    }
+}
+
+fn postgres_store(pool: &PgPool) -> PgPool {
+    let options = PgConnectOptions::clone(&pool.connect_options()).options([("statement_timeout", STORE_STATEMENT_TIMEOUT_MS.to_string())]);
+    PgPoolOptions::new()
+        .max_connections(8)
+        .min_connections(0)
+        .acquire_timeout(STORE_TIMEOUT)
+        .idle_timeout(Duration::from_secs(300))
+        .connect_lazy_with(options)
+}
+
+/// Connects lazily: a Redis that is down at start-up is an outage like any other.
+fn redis_store(url: &str) -> Option<Store> {
+    let client = redis::Client::open(url).ok()?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(STORE_TIMEOUT))
+        .set_response_timeout(Some(STORE_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_secs(1));
+    redis::aio::ConnectionManager::new_lazy_with_config(client, config).ok().map(Store::Redis)
+}
+
+/// Whether `url` is a URL the Redis store can use (checked at start-up).
+pub fn valid_redis_url(url: &str) -> bool {
+    redis::Client::open(url).is_ok()
+}
+
 pub struct Fleet {
     setting: StoreSetting,
-    /// The store's own small pool (its statements time out on the server too).
-    pool: Option<PgPool>,
+    store: Option<Store>,
     up: AtomicBool,
     replicas: AtomicU32,
     metrics: Option<Arc<Metrics>>,
@@ -66,23 +151,18 @@ pub struct Fleet {
 impl Fleet {
     /// Per-process limits only (unit tests, and `GATEWAY_RATELIMIT_STORE=local`).
     pub fn local() -> Fleet {
-        Fleet { setting: StoreSetting::Local, pool: None, up: AtomicBool::new(false), replicas: AtomicU32::new(1), metrics: None }
+        Fleet { setting: StoreSetting::Local, store: None, up: AtomicBool::new(false), replicas: AtomicU32::new(1), metrics: None }
     }
 
-    /// A fleet on the database of `pool`, as `setting` says.
-    pub fn new(setting: StoreSetting, pool: &PgPool, metrics: Arc<Metrics>) -> Fleet {
-        let pool = (setting != StoreSetting::Local).then(|| {
-            let options = PgConnectOptions::clone(&pool.connect_options())
-                .options([("statement_timeout", STORE_STATEMENT_TIMEOUT_MS.to_string())]);
-            PgPoolOptions::new()
-                .max_connections(8)
-                .min_connections(0)
-                .acquire_timeout(STORE_TIMEOUT)
-                .idle_timeout(Duration::from_secs(300))
-                .connect_lazy_with(options)
-        });
-        metrics.ratelimit_store_up(pool.is_some());
-        Fleet { setting, pool, up: AtomicBool::new(true), replicas: AtomicU32::new(1), metrics: Some(metrics) }
+    /// A fleet on the database of `pool` (or on Redis at `redis_url`), as `setting` says.
+    pub fn new(setting: StoreSetting, redis_url: Option<&str>, pool: &PgPool, metrics: Arc<Metrics>) -> Fleet {
+        let store = match (setting, redis_url) {
+            (StoreSetting::Local, _) => None,
+            (StoreSetting::Auto | StoreSetting::Redis, Some(url)) => redis_store(url),
+            _ => Some(Store::Postgres(postgres_store(pool))),
+        };
+        metrics.ratelimit_store_up(store.is_some());
+        Fleet { setting, store, up: AtomicBool::new(true), replicas: AtomicU32::new(1), metrics: Some(metrics) }
     }
 
     pub fn setting(&self) -> StoreSetting {
@@ -94,7 +174,7 @@ impl Fleet {
         match self.setting {
             StoreSetting::Local => false,
             StoreSetting::Auto => self.replicas.load(Ordering::Relaxed) > 1 && self.up.load(Ordering::Relaxed),
-            StoreSetting::Postgres => self.up.load(Ordering::Relaxed),
+            StoreSetting::Postgres | StoreSetting::Redis => self.up.load(Ordering::Relaxed),
         }
     }
 
@@ -115,11 +195,11 @@ impl Fleet {
     /// Leases up to `want` tokens of the shared bucket `key`; `None` when the store did not
     /// answer (the caller counts locally instead).
     pub async fn lease(&self, key: &str, interval: f64, tolerance: f64, want: u32) -> Option<Lease> {
-        let pool = self.pool.as_ref()?;
-        match tokio::time::timeout(STORE_TIMEOUT, store::lease(pool, key, interval, tolerance, want)).await {
+        let store = self.store.as_ref()?;
+        match tokio::time::timeout(STORE_TIMEOUT, store.lease(key, interval, tolerance, want)).await {
             Ok(Ok(l)) => Some(l),
             Ok(Err(e)) => {
-                self.failed(&crate::error::loggable(&e));
+                self.failed(&e);
                 None
             }
             Err(_) => {
@@ -174,18 +254,19 @@ impl Fleet {
                 Ok(Err(e)) => tracing::debug!(error = %crate::error::loggable(&e), "replica heartbeat failed"),
                 Err(_) => tracing::debug!("replica heartbeat timed out"),
             }
-            let Some(pool) = &self.pool else { continue };
+            let Some(store) = &self.store else { continue };
             if !self.up.load(Ordering::Relaxed) {
                 // A lease of nothing takes the same row lock and path as a real one.
                 let probe = format!("probe/{replica}");
-                if let Ok(Ok(_)) = tokio::time::timeout(STORE_TIMEOUT, store::lease(pool, &probe, 1.0, 1.0, 0)).await {
+                if let Ok(Ok(_)) = tokio::time::timeout(STORE_TIMEOUT, store.lease(&probe, 1.0, 1.0, 0)).await {
                     self.up.store(true, Ordering::Relaxed);
                     tracing::info!("shared rate-limit store reachable again: limits are shared across replicas");
                     if let Some(m) = &self.metrics {
                         m.ratelimit_store_up(true);
                     }
                 }
-            } else if beats % SWEEP_EVERY == 0 {
+            } else if let (true, Store::Postgres(pool)) = (beats % SWEEP_EVERY == 0, store) {
+                // Redis keys expire by themselves.
                 if let Err(e) = store::sweep(pool).await {
                     tracing::debug!(error = %crate::error::loggable(&e), "sweeping the rate-limit store failed");
                 }
