@@ -188,6 +188,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn each_replica_admits_its_share_of_the_caps() {
+        let a = Admission::new(1000);
+        a.set_share(3);
+        let lim = PluginLimits { concurrency: Some(4), cpu_ms_per_s: Some(300) };
+        let org = Uuid::new_v4();
+        let short = Duration::from_millis(20);
+        // ⌈4 / 3⌉ = 2 at once on this replica.
+        let (_p1, p2) = (a.admit(org, lim).await.unwrap(), a.admit(org, lim).await.unwrap());
+        assert_eq!(a.admit_within(org, lim, short).await.err(), Some(Refused::Concurrency));
+        // 100 ms of CPU per second here: 150 spent leaves it 0.5 s in debt.
+        p2.charge(Duration::from_millis(150));
+        drop(p2);
+        match a.admit(org, lim).await {
+            Err(Refused::Cpu { retry_after }) => assert!(retry_after > Duration::from_millis(400), "{retry_after:?}"),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        a.set_share(1);
+        assert!(a.admit(Uuid::new_v4(), PluginLimits { concurrency: Some(1), cpu_ms_per_s: None }).await.is_ok());
+    }
+
+    #[tokio::test]
     async fn cpu_overdraw_refuses_until_refilled() {
         let a = Admission::new(1000);
         let lim = PluginLimits { concurrency: None, cpu_ms_per_s: Some(100) };

@@ -21,16 +21,17 @@ pub struct Lease {
 /// leases of one key from any replica take turns, and nothing is granted beyond what the
 /// bucket holds, so the tokens all replicas hold never exceed burst + rate × t.
 pub async fn lease(pool: &PgPool, key: &str, interval: f64, tolerance: f64, want: u32) -> Result<Lease> {
-    // The 1e-6 keeps float rounding from losing the last token of a bucket.
+    // The 1e-6 keeps float rounding from losing the last token of a bucket; the count is cast
+    // to an integer only once it is at most `want`.
     let row: (i32, f64, f64) = sqlx::query_as(
         "INSERT INTO ratelimit_gcra AS r (key, tat, granted, seen) \
          SELECT $1, c.n + x.g * $2, x.g, c.n \
          FROM (SELECT extract(epoch FROM clock_timestamp())::float8 AS n) c, \
-              LATERAL (SELECT GREATEST(0, LEAST($4::int, floor($3 / $2 + 1e-6)::int)) AS g) x \
+              LATERAL (SELECT GREATEST(0, LEAST($4::float8, floor($3 / $2 + 1e-6)))::int AS g) x \
          ON CONFLICT (key) DO UPDATE SET \
-             granted = GREATEST(0, LEAST($4::int, floor((EXCLUDED.seen + $3 - GREATEST(r.tat, EXCLUDED.seen)) / $2 + 1e-6)::int)), \
-             tat = GREATEST(r.tat, EXCLUDED.seen) + $2 * GREATEST(0, LEAST($4::int, \
-                       floor((EXCLUDED.seen + $3 - GREATEST(r.tat, EXCLUDED.seen)) / $2 + 1e-6)::int)), \
+             granted = GREATEST(0, LEAST($4::float8, floor((EXCLUDED.seen + $3 - GREATEST(r.tat, EXCLUDED.seen)) / $2 + 1e-6)))::int, \
+             tat = GREATEST(r.tat, EXCLUDED.seen) + $2 * GREATEST(0, LEAST($4::float8, \
+                       floor((EXCLUDED.seen + $3 - GREATEST(r.tat, EXCLUDED.seen)) / $2 + 1e-6))), \
              seen = EXCLUDED.seen \
          RETURNING granted, tat, seen",
     )
