@@ -265,7 +265,7 @@ impl Fleet {
                         m.ratelimit_store_up(true);
                     }
                 }
-            } else if let (true, Store::Postgres(pool)) = (beats % SWEEP_EVERY == 0, store) {
+            } else if let (true, Store::Postgres(pool)) = (beats.is_multiple_of(SWEEP_EVERY), store) {
                 // Redis keys expire by themselves.
                 if let Err(e) = store::sweep(pool).await {
                     tracing::debug!(error = %crate::error::loggable(&e), "sweeping the rate-limit store failed");
