@@ -1,5 +1,5 @@
 # Shared by the bench scripts: start a release gateway in embedded mode with its access log on,
-# create an unmetered org and a token. Sets DATA, GW (pid), GWADDR, SUPER, ORG, BENCH_TOKEN.
+# create an org (plan `$BENCH_PLAN`, default unmetered) and a token. Sets DATA, GW (pid), GWADDR, SUPER, ORG, BENCH_TOKEN.
 # Metrics are on (a free port, in $DATA/metrics.addr) unless GATEWAY_METRICS_LISTEN says otherwise
 # (`off` to measure without them).
 start_gateway() {
@@ -13,7 +13,7 @@ start_gateway() {
   for _ in $(seq 1 600); do [ -s "$DATA/gateway.addr" ] && break; sleep 0.1; done
   GWADDR=$(cat "$DATA/gateway.addr")
   ORG=$(curl -sf -XPOST "http://$GWADDR/v1/admin/orgs" -H "authorization: Bearer $admin" \
-    -d '{"name":"bench","plan":"unmetered"}' | sed -E 's/.*"org_id":"([^"]+)".*/\1/')
+    -d "{\"name\":\"bench\",\"plan\":\"${BENCH_PLAN:-unmetered}\"}" | sed -E 's/.*"org_id":"([^"]+)".*/\1/')
   BENCH_TOKEN=$(curl -sf -XPOST "http://$GWADDR/v1/admin/orgs/$ORG/tokens" -H "authorization: Bearer $admin" \
     -d "{\"role\":\"$role\",\"email\":\"bench@bench.test\"}" | sed -E 's/.*"token":"([^"]+)".*/\1/')
   export BENCH_TOKEN

@@ -13,8 +13,13 @@
 //! declare), one org never holds more than the admission's ceiling of live instances
 //! (`GATEWAY_PLUGIN_INSTANCES_PER_ORG`, a fraction of the shared instance pool): the pool
 //! belongs to every org, so no single one can fill it.
+//!
+//! Across replicas each one admits its share of the plan's caps (the cap divided by the live
+//! replicas, rounded up; see `ratelimit::fleet`'s heartbeat), so the fleet as a whole stays
+//! within the plan when an org's load is spread evenly (docs/scaling.md).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,6 +58,8 @@ struct OrgUse {
 
 pub struct Admission {
     orgs: Mutex<HashMap<Uuid, OrgUse>>,
+    /// Live replicas: each admits its share of a plan's caps (the caps hold across the fleet).
+    share: AtomicU32,
     /// Live invocations one org may have, whatever its plan.
     ceiling: u32,
 }
@@ -68,7 +75,18 @@ pub struct Permit<'a> {
 impl Admission {
     /// An admission where no org holds more than `ceiling` invocations at once.
     pub fn new(ceiling: u32) -> Admission {
-        Admission { orgs: Mutex::new(HashMap::new()), ceiling: ceiling.max(1) }
+        Admission { orgs: Mutex::new(HashMap::new()), share: AtomicU32::new(1), ceiling: ceiling.max(1) }
+    }
+
+    /// Sets the number of live replicas the plan's caps are split between (at least 1).
+    pub fn set_share(&self, replicas: u32) {
+        self.share.store(replicas.max(1), Ordering::Relaxed);
+    }
+
+    /// A plan's caps as this replica applies them: its share, rounded up (never below 1).
+    fn this_replicas(&self, limits: PluginLimits) -> PluginLimits {
+        let n = self.share.load(Ordering::Relaxed).max(1);
+        PluginLimits { concurrency: limits.concurrency.map(|c| c.div_ceil(n).max(1)), cpu_ms_per_s: limits.cpu_ms_per_s.map(|c| c.div_ceil(n).max(1)) }
     }
 
     pub async fn admit(&self, org: Uuid, limits: PluginLimits) -> Result<Permit<'_>, Refused> {
@@ -76,6 +94,7 @@ impl Admission {
     }
 
     async fn admit_within(&self, org: Uuid, limits: PluginLimits, wait: Duration) -> Result<Permit<'_>, Refused> {
+        let limits = self.this_replicas(limits);
         let slots = {
             let mut orgs = self.orgs.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
@@ -166,6 +185,27 @@ mod tests {
         // A waiter gets the slot as soon as one is freed.
         let (third, ()) = tokio::join!(a.admit(x, lim), async move { drop(p1) });
         assert!(third.is_ok());
+    }
+
+    #[tokio::test]
+    async fn each_replica_admits_its_share_of_the_caps() {
+        let a = Admission::new(1000);
+        a.set_share(3);
+        let lim = PluginLimits { concurrency: Some(4), cpu_ms_per_s: Some(300) };
+        let org = Uuid::new_v4();
+        let short = Duration::from_millis(20);
+        // ⌈4 / 3⌉ = 2 at once on this replica.
+        let (_p1, p2) = (a.admit(org, lim).await.unwrap(), a.admit(org, lim).await.unwrap());
+        assert_eq!(a.admit_within(org, lim, short).await.err(), Some(Refused::Concurrency));
+        // 100 ms of CPU per second here: 150 spent leaves it 0.5 s in debt.
+        p2.charge(Duration::from_millis(150));
+        drop(p2);
+        match a.admit(org, lim).await {
+            Err(Refused::Cpu { retry_after }) => assert!(retry_after > Duration::from_millis(400), "{retry_after:?}"),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        a.set_share(1);
+        assert!(a.admit(Uuid::new_v4(), PluginLimits { concurrency: Some(1), cpu_ms_per_s: None }).await.is_ok());
     }
 
     #[tokio::test]

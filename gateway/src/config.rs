@@ -107,6 +107,13 @@ pub struct Config {
     /// [/prefix]`, no query): provisioning registers `<it>/v1/webhooks/{endpoint_id}`. Unset:
     /// `http://<the bound listen address>`.
     pub public_url: Option<String>,
+    /// `GATEWAY_RATELIMIT_STORE`: `auto` (default: the shared store in the database while more
+    /// than one replica is live, per process when alone), `postgres` (always shared) or
+    /// `local` (per process, as before: N replicas admit N × each limit).
+    pub ratelimit_store: crate::ratelimit::fleet::StoreSetting,
+    /// `GATEWAY_RATELIMIT_URL`: `redis://[user:password@]host:port/db` (or `rediss://`,
+    /// `redis+unix://`): the shared store is this Redis instead of the database.
+    pub ratelimit_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -141,6 +148,8 @@ struct FileConfig {
     metrics_listen: Option<String>,
     metrics_per_org: Option<bool>,
     public_url: Option<String>,
+    ratelimit_store: Option<String>,
+    ratelimit_url: Option<String>,
 }
 
 fn number<T: std::str::FromStr>(env: &impl Fn(&str) -> Option<String>, key: &str, file: Option<T>, default: T) -> Result<T> {
@@ -238,7 +247,17 @@ impl Config {
             Some(u) => Some(public_url(&u)?),
             None => None,
         };
+        let ratelimit_url = env("GATEWAY_RATELIMIT_URL").or(file.ratelimit_url);
+        if ratelimit_url.as_deref().is_some_and(|u| !crate::ratelimit::fleet::valid_redis_url(u)) {
+            // Not quoted: the URL may carry a password.
+            return Err(Error::Config("GATEWAY_RATELIMIT_URL: not a redis://, rediss:// or redis+unix:// URL".into()));
+        }
+        let ratelimit_store =
+            crate::ratelimit::fleet::StoreSetting::parse(env("GATEWAY_RATELIMIT_STORE").or(file.ratelimit_store).as_deref(), ratelimit_url.is_some())
+                .map_err(Error::Config)?;
         Ok(Config {
+            ratelimit_store,
+            ratelimit_url,
             public_url,
             listen,
             metrics_listen,

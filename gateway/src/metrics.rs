@@ -123,6 +123,9 @@ pub struct Metrics {
     pool_connections: Family<PoolLabels, Gauge>,
     plugin_activations: Family<ActivationLabels, Counter>,
     org_requests: Option<Family<OrgLabels, Counter>>,
+    ratelimit_store_up: Gauge,
+    ratelimit_store_errors: Counter,
+    live_replicas: Gauge,
     /// Read at scrape time: sqlx keeps the numbers, nothing needs updating in between.
     pools: Mutex<Vec<(&'static str, PgPool)>>,
     unmatched: Arc<str>,
@@ -187,7 +190,21 @@ impl Metrics {
             registry.register("gateway_org_requests", "Requests by org and status class (GATEWAY_METRICS_PER_ORG)", f.clone());
             f
         });
+        let ratelimit_store_up = Gauge::default();
+        registry.register(
+            "gateway_ratelimit_store_up",
+            "1 while rate limits are counted in the store replicas share; 0 while it is unreachable (each replica admits limit / live replicas) or when limits are per process (GATEWAY_RATELIMIT_STORE=local)",
+            ratelimit_store_up.clone(),
+        );
+        let ratelimit_store_errors = Counter::default();
+        registry.register("gateway_ratelimit_store_errors", "Leases from the shared rate-limit store that failed or timed out", ratelimit_store_errors.clone());
+        let live_replicas = Gauge::default();
+        live_replicas.set(1);
+        registry.register("gateway_replicas_live", "Replicas with a fresh heartbeat, this one included", live_replicas.clone());
         Metrics {
+            ratelimit_store_up,
+            ratelimit_store_errors,
+            live_replicas,
             registry,
             requests,
             active,
@@ -227,6 +244,21 @@ impl Metrics {
     /// A request refused 429; `scope` says which limit.
     pub fn ratelimited(&self, scope: &'static str) {
         self.ratelimited.get_or_create(&ScopeLabels { scope }).inc();
+    }
+
+    /// Whether the shared rate-limit store is in use and answering.
+    pub fn ratelimit_store_up(&self, up: bool) {
+        self.ratelimit_store_up.set(i64::from(up));
+    }
+
+    /// A lease from the shared rate-limit store failed.
+    pub fn ratelimit_store_error(&self) {
+        self.ratelimit_store_errors.inc();
+    }
+
+    /// Live replicas, from the heartbeat.
+    pub fn live_replicas(&self, n: u32) {
+        self.live_replicas.set(i64::from(n));
     }
 
     /// One plugin invocation; `outcome` is [`crate::plugin::Outcome::kind`].

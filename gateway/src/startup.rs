@@ -124,6 +124,7 @@ pub async fn serve(config: Config) -> Result<()> {
         tracing::error!(error = %e, "loading active plugin versions failed");
     }
     let sweeper = tokio::spawn(sweep_limits(state.clone()));
+    let fleet = tokio::spawn(state.fleet.clone().run(state.clone(), replica.clone()));
     let resync = tokio::spawn(resync_plugins(state.clone()));
     let watcher = config.watch.then(|| tokio::spawn(watch(config.clone(), state.clone())));
     let listener_task = tokio::spawn(listen_invalidations(state.clone()));
@@ -135,7 +136,7 @@ pub async fn serve(config: Config) -> Result<()> {
     let workers = jobs::Workers::start(
         state.clone(),
         jobs::Settings {
-            replica,
+            replica: replica.clone(),
             workers: config.job_workers,
             org_concurrency: config.job_org_concurrency,
             lease: Duration::from_secs(config.job_lease_secs.into()),
@@ -159,6 +160,8 @@ pub async fn serve(config: Config) -> Result<()> {
     }
     upkeep.stop().await;
     sweeper.abort();
+    fleet.abort();
+    state.fleet.forget(&state.pool, &replica).await;
     resync.abort();
     if let Some(w) = watcher {
         w.abort();

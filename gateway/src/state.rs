@@ -24,8 +24,8 @@ pub struct Routing {
 }
 
 impl Routing {
-    pub fn new(policies: PolicySet) -> Routing {
-        let limits = RateLimits::new(&policies);
+    pub fn new(policies: PolicySet, fleet: Arc<crate::ratelimit::Fleet>) -> Routing {
+        let limits = RateLimits::with_fleet(&policies, fleet);
         Routing { policies, limits, openapi: std::sync::OnceLock::new() }
     }
 
@@ -90,6 +90,8 @@ pub struct AppState {
     pub plugin_pool: PgPool,
     /// Per-org plugin concurrency and CPU budgets.
     pub admission: crate::admission::Admission,
+    /// The rate-limit store the replicas share, and how many replicas are live.
+    pub fleet: Arc<crate::ratelimit::Fleet>,
     /// Client addresses that keep presenting unknown credentials.
     pub strangers: crate::auth::Strangers,
     pub directory: Directory,
@@ -140,6 +142,7 @@ impl AppState {
             &runtime.addresses,
             config.allow_private_provider_urls,
         ));
+        let fleet = Arc::new(crate::ratelimit::Fleet::new(config.ratelimit_store, config.ratelimit_url.as_deref(), &pool, metrics.clone()));
         AppState {
             plugin_pool,
             metrics,
@@ -149,7 +152,8 @@ impl AppState {
             directory: Directory::default(),
             runtime,
             schema: RwLock::new(Arc::new(SchemaView::new(schema))),
-            routing: RwLock::new(Arc::new(Routing::new(policies))),
+            routing: RwLock::new(Arc::new(Routing::new(policies, fleet.clone()))),
+            fleet,
             plugins: RwLock::new(Arc::new(plugins)),
             plugin_sync: tokio::sync::Mutex::new(()),
             providers,
@@ -165,7 +169,7 @@ impl AppState {
     /// Replaces policies (and their rate limiters) and the plugin set together; requests in
     /// flight keep what they started with.
     pub fn replace(&self, policies: PolicySet, plugins: HashMap<String, Arc<LoadedPlugin>>) {
-        let routing = Arc::new(Routing::new(policies));
+        let routing = Arc::new(Routing::new(policies, self.fleet.clone()));
         *self.routing.write().unwrap_or_else(|p| p.into_inner()) = routing;
         *self.plugins.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(plugins);
     }

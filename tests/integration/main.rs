@@ -29,4 +29,5 @@ mod provider_webhooks;
 mod providers;
 mod registry;
 mod rls;
+mod shared_limits;
 mod webhooks;

@@ -26,6 +26,7 @@ pub mod orgs;
 pub mod plugins;
 pub mod plugin_storage;
 pub mod providers;
+pub mod ratelimit;
 pub mod schedules;
 mod scope;
 pub mod seed;

@@ -90,7 +90,7 @@ async fn pipeline(state: &AppState, req: Request<Incoming>, client: &Client, ent
         // Known from here: a refused request's access line and counts still name its org.
         entry.org = caller.org;
         entry.role = (route.auth != crate::policy::Auth::Public).then_some(caller.role);
-        limit::check(state, route, &caller)?;
+        limit::check(state, route, &caller).await?;
         Ok::<_, ApiError>(caller)
     };
     // Looking up a credential waits on the database too.
