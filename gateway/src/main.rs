@@ -1,4 +1,4 @@
-//! The `gateway` binary: `serve`, and the administrative CLI (`org`, `token`), which works
+//! The `gateway` binary: `serve`, and the administrative CLI (`org`, `token`, `secrets`), which works
 //! against the same database as a running server.
 
 use std::process::ExitCode;
@@ -31,6 +31,9 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Sealed secrets and the key ring (GATEWAY_SECRET_KEY).
+    #[command(subcommand)]
+    Secrets(SecretsCmd),
     /// Ship and manage plugin versions through a running gateway's admin API.
     Plugin {
         #[command(subcommand)]
@@ -85,6 +88,20 @@ enum PluginCmd {
         /// Request body (JSON).
         #[arg(long, default_value = "{}")]
         body: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretsCmd {
+    /// Re-seal every sealed secret (webhook secrets, provider credentials, notify secrets)
+    /// with the ring's newest key. Idempotent; safe while replicas serve, once every replica
+    /// holds the newest key. Fails when a value does not open with this ring.
+    Reseal {
+        /// Rewrites per transaction.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -189,6 +206,7 @@ async fn run() -> ExitCode {
         Command::Serve { watch } => gateway::serve(Config { watch, ..config }).await.map_err(anyhow::Error::from),
         Command::Org(cmd) => admin(config, |db, policies| Box::pin(org(cmd, db, policies))).await,
         Command::Token(cmd) => admin(config, |db, _| Box::pin(token(cmd, db))).await,
+        Command::Secrets(cmd) => secrets(config, cmd).await,
         Command::Plugin { cmd: PluginCmd::Check { file, fixtures, method, path, body }, .. } => {
             check(file, fixtures, method, path, body).await
         }
@@ -251,6 +269,34 @@ async fn token(cmd: TokenCmd, db: &Database) -> anyhow::Result<()> {
             ops::revoke_token(&db.pool, token_id).await.map_err(api)?;
             print(json, json!({"token_id": token_id, "revoked": true}), format!("token {token_id} revoked"));
         }
+    }
+    Ok(())
+}
+
+async fn secrets(config: Config, cmd: SecretsCmd) -> anyhow::Result<()> {
+    let SecretsCmd::Reseal { batch, json } = cmd;
+    let ring = gateway::webhooks::seal::SecretKey::load_existing(config.secret_key.as_deref(), &config.data_dir)?
+        .context("no key ring: set GATEWAY_SECRET_KEY (newest key first), or GATEWAY_DATA_DIR to the data directory holding secret-key")?;
+    let db = Database::open(&config).await.context("opening the database")?;
+    let r = gateway::ops::reseal(&db.pool, &ring, batch).await.map_err(api);
+    db.close().await;
+    let r = r?;
+    print(
+        json,
+        serde_json::to_value(&r)?,
+        format!(
+            "newest key {}: {} resealed, {} already current, {} changed meanwhile, {} unreadable ({} orgs)",
+            r.newest_key_id, r.resealed, r.current, r.changed_meanwhile, r.unreadable.len(), r.orgs
+        ),
+    );
+    for u in &r.unreadable {
+        eprintln!("unreadable: {u}");
+    }
+    if !r.unreadable.is_empty() {
+        anyhow::bail!("{} sealed values do not open with this key ring (ids {})", r.unreadable.len(), ring.ids_text());
+    }
+    if r.changed_meanwhile > 0 {
+        anyhow::bail!("{} values changed while resealing; run it again", r.changed_meanwhile);
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ mod credentials;
 mod crm;
 mod faults;
 mod hostile_clients;
+mod key_ring;
 mod lifecycle;
 mod metrics;
 mod neighbours;

@@ -25,6 +25,7 @@ pub mod orgs;
 pub mod plugins;
 pub mod providers;
 pub mod schedules;
+pub mod secrets;
 mod scope;
 pub mod settings;
 pub mod stats;
