@@ -72,6 +72,9 @@ enum PluginCmd {
     Activate { name: String, version: i32 },
     /// Go back to the previously active version of NAME.
     Rollback { name: String },
+    /// Recent failures of NAME (502s and deadlines: why, with the request id) on the replica
+    /// the CLI talks to (each replica keeps its own).
+    Logs { name: String },
     /// Check a component locally, without a gateway or database: it must be a component of
     /// the handler world that imports nothing else and compiles; then one request is run in
     /// a sandbox with default limits and no grants, and the outcome is printed. When the
@@ -340,6 +343,7 @@ async fn plugin(config: &Config, cmd: PluginCmd, url: Option<String>, token: Opt
             "application/json",
         ),
         PluginCmd::Rollback { name } => ("POST", format!("/v1/admin/plugins/{name}/rollback"), Vec::new(), "application/json"),
+        PluginCmd::Logs { name } => ("GET", format!("/v1/admin/plugins/{name}/failures"), Vec::new(), "application/json"),
         PluginCmd::Check { .. } => unreachable!("handled locally by `check`"),
     };
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
@@ -378,6 +382,26 @@ async fn plugin(config: &Config, cmd: PluginCmd, url: Option<String>, token: Opt
         }
         PluginCmd::Activate { .. } | PluginCmd::Rollback { .. } => {
             println!("{}: {} -> {}", body["name"].as_str().unwrap_or(""), body["from"], body["to"])
+        }
+        PluginCmd::Logs { name } => {
+            let list = body["failures"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!("{name}: no recent failures on this replica");
+            }
+            for f in list {
+                let s = |k: &str| f[k].as_str().unwrap_or("").to_string();
+                let mut line = format!(
+                    "{} {} v{} {} route={} org={} request_id={}",
+                    s("at"), name, s("version"), s("outcome"), s("route"), s("org_id"), s("request_id")
+                );
+                if let Some(g) = f["not_granted"].as_str() {
+                    line.push_str(&format!(" not_granted=\"{g}\""));
+                }
+                if !s("detail").is_empty() {
+                    line.push_str(&format!(" detail={:?}", s("detail")));
+                }
+                println!("{line}");
+            }
         }
         PluginCmd::Check { .. } => {}
     }

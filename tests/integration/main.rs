@@ -23,6 +23,7 @@ mod optimizer;
 mod optimizer_llm;
 mod limits;
 mod outbound;
+mod plugin_failures;
 mod provider_webhooks;
 mod providers;
 mod registry;

@@ -61,3 +61,14 @@ pub async fn rollback(call: Call<'_>) -> Result<Reply, ApiError> {
 pub async fn list(call: Call<'_>) -> Result<Reply, ApiError> {
     Ok(Reply::json(StatusCode::OK, registry::list(&call.state.pool).await?))
 }
+
+/// `GET /v1/admin/plugins/{name}/failures` → this replica's recent failures of the plugin,
+/// newest first (`plugin::failures`: per replica, kept in memory, bounded).
+pub async fn failures(call: Call<'_>) -> Result<Reply, ApiError> {
+    let name = name(&call)?;
+    let failures = call.state.runtime.failures.recent(name);
+    Ok(Reply::json(
+        StatusCode::OK,
+        json!({ "name": name, "scope": "replica", "kept": crate::plugin::failures::PER_PLUGIN, "failures": failures }),
+    ))
+}

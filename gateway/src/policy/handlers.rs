@@ -44,6 +44,7 @@ native_handlers! {
     ActivatePlugin = "activate_plugin",
     RollbackPlugin = "rollback_plugin",
     ListPlugins = "list_plugins",
+    PluginFailures = "plugin_failures",
     CreateWebhookEndpoint = "create_webhook_endpoint",
     ListWebhookEndpoints = "list_webhook_endpoints",
     RotateWebhookEndpoint = "rotate_webhook_endpoint",
