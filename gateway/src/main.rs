@@ -70,8 +70,11 @@ enum PluginCmd {
     List,
     /// Make VERSION the active version of NAME.
     Activate { name: String, version: i32 },
-    /// Go back to the previously active version of NAME.
+    /// Undo NAME's newest activation: back to the version active before it (repeated, it
+    /// walks the activation history back), or to the policy's file.
     Rollback { name: String },
+    /// Serve NAME from its policy's file again (no registry version active).
+    Deactivate { name: String },
     /// Recent failures of NAME (502s and deadlines: why, with the request id) on the replica
     /// the CLI talks to (each replica keeps its own).
     Logs { name: String },
@@ -343,6 +346,7 @@ async fn plugin(config: &Config, cmd: PluginCmd, url: Option<String>, token: Opt
             "application/json",
         ),
         PluginCmd::Rollback { name } => ("POST", format!("/v1/admin/plugins/{name}/rollback"), Vec::new(), "application/json"),
+        PluginCmd::Deactivate { name } => ("POST", format!("/v1/admin/plugins/{name}/deactivate"), Vec::new(), "application/json"),
         PluginCmd::Logs { name } => ("GET", format!("/v1/admin/plugins/{name}/failures"), Vec::new(), "application/json"),
         PluginCmd::Check { .. } => unreachable!("handled locally by `check`"),
     };
@@ -373,15 +377,17 @@ async fn plugin(config: &Config, cmd: PluginCmd, url: Option<String>, token: Opt
         PluginCmd::List => {
             for p in body["plugins"].as_array().into_iter().flatten() {
                 println!(
-                    "{:<20} v{:<4} {} {} {}",
-                    p["name"].as_str().unwrap_or(""), p["version"], if p["active"] == true { "ACTIVE" } else { "      " },
+                    "{:<20} v{:<4} {:<16} {} {} {}",
+                    p["name"].as_str().unwrap_or(""), p["version"], p["served_as"].as_str().unwrap_or(""),
+                    if p["active"] == true { "ACTIVE" } else { "      " },
                     &p["sha256"].as_str().unwrap_or("")[..12.min(p["sha256"].as_str().unwrap_or("").len())],
                     p["uploaded_at"].as_str().unwrap_or("")
                 );
             }
         }
-        PluginCmd::Activate { .. } | PluginCmd::Rollback { .. } => {
-            println!("{}: {} -> {}", body["name"].as_str().unwrap_or(""), body["from"], body["to"])
+        PluginCmd::Activate { .. } | PluginCmd::Rollback { .. } | PluginCmd::Deactivate { .. } => {
+            let v = |x: &serde_json::Value| if x.is_null() { "file".to_string() } else { x.to_string() };
+            println!("{}: {} -> {}", body["name"].as_str().unwrap_or(""), v(&body["from"]), v(&body["to"]))
         }
         PluginCmd::Logs { name } => {
             let list = body["failures"].as_array().cloned().unwrap_or_default();

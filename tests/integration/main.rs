@@ -27,5 +27,6 @@ mod plugin_failures;
 mod provider_webhooks;
 mod providers;
 mod registry;
+mod registry_policy;
 mod rls;
 mod webhooks;

@@ -45,6 +45,7 @@ native_handlers! {
     RollbackPlugin = "rollback_plugin",
     ListPlugins = "list_plugins",
     PluginFailures = "plugin_failures",
+    DeactivatePlugin = "deactivate_plugin",
     CreateWebhookEndpoint = "create_webhook_endpoint",
     ListWebhookEndpoints = "list_webhook_endpoints",
     RotateWebhookEndpoint = "rotate_webhook_endpoint",
