@@ -109,7 +109,7 @@ async fn main() -> anyhow::Result<()> {
             },
             db: gateway::plugin::state::DbState {
                 pool: pool.clone(), schema: schema.clone(), grants: route.grants.clone(), tenant: org,
-                actor: Role::Member.into(), tx: None, slots: runtime.db_slots.clone(), slot: None, aborted: false, statements: 0,
+                actor: Role::Member.into(), tx: None, slots: runtime.db_slots.clone(), slot: None, aborted: false, statements: 0, refused: None,
             },
             http: gateway::plugin::state::HttpState {
                 grants: route.grants.clone(), tls: tls.clone(), addresses: runtime.addresses.clone(), requests: 0,

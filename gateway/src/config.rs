@@ -35,8 +35,9 @@ pub struct Config {
     pub extra_ca_file: Option<PathBuf>,
     /// `serve --watch` (development): reload changed policy and plugin files.
     pub watch: bool,
-    /// `GATEWAY_SECRET_KEY`: base64 of 32 bytes that seal webhook secrets at rest. Replicas
-    /// must share it. Unset: `data_dir/secret-key`, created on first start.
+    /// `GATEWAY_SECRET_KEY`: the key ring sealing secrets at rest: base64 keys of 32 bytes,
+    /// comma-separated, the first seals, all open (`webhooks::seal`). Replicas must hold each
+    /// other's sealing key. Unset: `data_dir/secret-key`, created on first start.
     pub secret_key: Option<String>,
     /// `GATEWAY_REPLICA_ID`: this replica's lasting name (letters, digits, `-`, `_`, `.`; at
     /// most 64). Unset: `data_dir/replica-id`, created on first start. A replica that comes

@@ -82,6 +82,7 @@ error_codes! {
     PluginResourceExhausted = "PLUGIN_RESOURCE_EXHAUSTED",
     PluginRejected = "PLUGIN_REJECTED",
     PluginGrantsMissing = "PLUGIN_GRANTS_MISSING",
+    PluginUnknown = "PLUGIN_UNKNOWN",
     InvalidSignature = "INVALID_SIGNATURE",
     StaleWebhook = "STALE_WEBHOOK",
     MalformedRequest = "MALFORMED_REQUEST",
@@ -114,7 +115,9 @@ impl Code {
             Code::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::Conflict => StatusCode::CONFLICT,
-            Code::Unprocessable | Code::PluginRejected | Code::PluginGrantsMissing => StatusCode::UNPROCESSABLE_ENTITY,
+            Code::Unprocessable | Code::PluginRejected | Code::PluginGrantsMissing | Code::PluginUnknown => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Code::PluginFailed | Code::PluginResourceExhausted => StatusCode::BAD_GATEWAY,

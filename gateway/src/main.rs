@@ -1,4 +1,4 @@
-//! The `gateway` binary: `serve`, and the administrative CLI (`org`, `token`), which works
+//! The `gateway` binary: `serve`, and the administrative CLI (`org`, `token`, `secrets`), which works
 //! against the same database as a running server.
 
 use std::process::ExitCode;
@@ -34,6 +34,9 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Sealed secrets and the key ring (GATEWAY_SECRET_KEY).
+    #[command(subcommand)]
+    Secrets(SecretsCmd),
     /// Ship and manage plugin versions through a running gateway's admin API.
     Plugin {
         #[command(subcommand)]
@@ -75,8 +78,14 @@ enum PluginCmd {
     List,
     /// Make VERSION the active version of NAME.
     Activate { name: String, version: i32 },
-    /// Go back to the previously active version of NAME.
+    /// Undo NAME's newest activation: back to the version active before it (repeated, it
+    /// walks the activation history back), or to the policy's file.
     Rollback { name: String },
+    /// Serve NAME from its policy's file again (no registry version active).
+    Deactivate { name: String },
+    /// Recent failures of NAME (502s and deadlines: why, with the request id) on the replica
+    /// the CLI talks to (each replica keeps its own).
+    Logs { name: String },
     /// Check a component locally, without a gateway: it must be a component of the handler
     /// world that imports nothing else and compiles. Then its contract fixtures run (those it
     /// ships, `--fixtures`, or `fixtures.json` beside its `plugin.toml`): plain ones in the
@@ -129,6 +138,20 @@ enum PluginCmd {
     },
     /// Print the WIT contract this gateway serves.
     Wit,
+}
+
+#[derive(Subcommand)]
+enum SecretsCmd {
+    /// Re-seal every sealed secret (webhook secrets, provider credentials, notify secrets)
+    /// with the ring's newest key. Idempotent; safe while replicas serve, once every replica
+    /// holds the newest key. Fails when a value does not open with this ring.
+    Reseal {
+        /// Rewrites per transaction.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -232,6 +255,7 @@ async fn run() -> ExitCode {
         Command::Serve { watch } => gateway::serve(Config { watch, ..config }).await.map_err(anyhow::Error::from),
         Command::Org(cmd) => admin(config, |db, policies| Box::pin(org(cmd, db, policies))).await,
         Command::Token(cmd) => admin(config, |db, _| Box::pin(token(cmd, db))).await,
+        Command::Secrets(cmd) => secrets(config, cmd).await,
         Command::Plugin { cmd: PluginCmd::Check { file, fixtures, manifest, no_fixtures, method, path, route, params, query, headers, role, org, body }, .. } => {
             let one = OneRequest { method, path, route, params, query, headers, role, org, body };
             check(file, fixtures, manifest, no_fixtures, one).await
@@ -304,6 +328,34 @@ async fn token(cmd: TokenCmd, db: &Database) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn secrets(config: Config, cmd: SecretsCmd) -> anyhow::Result<()> {
+    let SecretsCmd::Reseal { batch, json } = cmd;
+    let ring = gateway::webhooks::seal::SecretKey::load_existing(config.secret_key.as_deref(), &config.data_dir)?
+        .context("no key ring: set GATEWAY_SECRET_KEY (newest key first), or GATEWAY_DATA_DIR to the data directory holding secret-key")?;
+    let db = Database::open(&config).await.context("opening the database")?;
+    let r = gateway::ops::reseal(&db.pool, &ring, batch).await.map_err(api);
+    db.close().await;
+    let r = r?;
+    print(
+        json,
+        serde_json::to_value(&r)?,
+        format!(
+            "newest key {}: {} resealed, {} already current, {} changed meanwhile, {} unreadable ({} orgs)",
+            r.newest_key_id, r.resealed, r.current, r.changed_meanwhile, r.unreadable.len(), r.orgs
+        ),
+    );
+    for u in &r.unreadable {
+        eprintln!("unreadable: {u}");
+    }
+    if !r.unreadable.is_empty() {
+        anyhow::bail!("{} sealed values do not open with this key ring (ids {})", r.unreadable.len(), ring.ids_text());
+    }
+    if r.changed_meanwhile > 0 {
+        anyhow::bail!("{} values changed while resealing; run it again", r.changed_meanwhile);
+    }
+    Ok(())
+}
+
 fn print(as_json: bool, v: serde_json::Value, text: String) {
     if as_json {
         println!("{v}");
@@ -343,6 +395,8 @@ async fn plugin(config: &Config, cmd: PluginCmd, url: Option<String>, token: Opt
             "application/json",
         ),
         PluginCmd::Rollback { name } => ("POST", format!("/v1/admin/plugins/{name}/rollback"), Vec::new(), "application/json"),
+        PluginCmd::Deactivate { name } => ("POST", format!("/v1/admin/plugins/{name}/deactivate"), Vec::new(), "application/json"),
+        PluginCmd::Logs { name } => ("GET", format!("/v1/admin/plugins/{name}/failures"), Vec::new(), "application/json"),
         PluginCmd::Check { .. } | PluginCmd::New { .. } | PluginCmd::Wit => unreachable!("handled locally"),
     };
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
@@ -376,15 +430,37 @@ async fn plugin(config: &Config, cmd: PluginCmd, url: Option<String>, token: Opt
         PluginCmd::List => {
             for p in body["plugins"].as_array().into_iter().flatten() {
                 println!(
-                    "{:<20} v{:<4} {} {} {}",
-                    p["name"].as_str().unwrap_or(""), p["version"], if p["active"] == true { "ACTIVE" } else { "      " },
+                    "{:<20} v{:<4} {:<16} {} {} {}",
+                    p["name"].as_str().unwrap_or(""), p["version"], p["served_as"].as_str().unwrap_or(""),
+                    if p["active"] == true { "ACTIVE" } else { "      " },
                     &p["sha256"].as_str().unwrap_or("")[..12.min(p["sha256"].as_str().unwrap_or("").len())],
                     p["uploaded_at"].as_str().unwrap_or("")
                 );
             }
         }
-        PluginCmd::Activate { .. } | PluginCmd::Rollback { .. } => {
-            println!("{}: {} -> {}", body["name"].as_str().unwrap_or(""), body["from"], body["to"])
+        PluginCmd::Activate { .. } | PluginCmd::Rollback { .. } | PluginCmd::Deactivate { .. } => {
+            let v = |x: &serde_json::Value| if x.is_null() { "file".to_string() } else { x.to_string() };
+            println!("{}: {} -> {}", body["name"].as_str().unwrap_or(""), v(&body["from"]), v(&body["to"]))
+        }
+        PluginCmd::Logs { name } => {
+            let list = body["failures"].as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                println!("{name}: no recent failures on this replica");
+            }
+            for f in list {
+                let s = |k: &str| f[k].as_str().unwrap_or("").to_string();
+                let mut line = format!(
+                    "{} {} v{} {} route={} org={} request_id={}",
+                    s("at"), name, s("version"), s("outcome"), s("route"), s("org_id"), s("request_id")
+                );
+                if let Some(g) = f["not_granted"].as_str() {
+                    line.push_str(&format!(" not_granted=\"{g}\""));
+                }
+                if !s("detail").is_empty() {
+                    line.push_str(&format!(" detail={:?}", s("detail")));
+                }
+                println!("{line}");
+            }
         }
         PluginCmd::Check { .. } | PluginCmd::New { .. } | PluginCmd::Wit => {}
     }

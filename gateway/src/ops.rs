@@ -140,3 +140,59 @@ pub async fn bootstrap(pool: &PgPool, configured: Option<&str>) -> Result<Option
     tracing::info!(token_id = %id, "bootstrap_super_admin_token_created");
     Ok(generated.then_some(token))
 }
+
+/// What `gateway secrets reseal` did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ResealReport {
+    /// The key every value is now sealed with.
+    pub newest_key_id: String,
+    pub orgs: u64,
+    /// Values opened and sealed again under the newest key.
+    pub resealed: u64,
+    /// Values already under the newest key (opened, to prove the ring still opens them).
+    pub current: u64,
+    /// Values changed by someone else between read and rewrite (left as written; run again).
+    pub changed_meanwhile: u64,
+    /// Values that do not open with this ring: `"org <id>: <which>: <why>"` (no secret).
+    pub unreadable: Vec<String>,
+}
+
+/// Re-seals every sealed secret (webhook secrets, provider credentials, notify secrets) under
+/// the ring's newest key, one org at a time, `batch` rewrites per transaction. Idempotent, and
+/// safe while replicas serve as long as they all hold the newest key (each rewrite is a
+/// compare-and-swap on the old bytes). Every value is opened, so a clean report also proves
+/// the ring opens everything.
+pub async fn reseal(
+    pool: &PgPool,
+    ring: &crate::webhooks::seal::SecretKey,
+    batch: usize,
+) -> Result<ResealReport, ApiError> {
+    use db::secrets::SealedRef;
+    let mut report = ResealReport { newest_key_id: ring.newest().to_string(), ..Default::default() };
+    for (org, _, _) in db::orgs::list(pool).await? {
+        report.orgs += 1;
+        let mut pending = Vec::new();
+        for (what, sealed) in db::secrets::sealed_of_org(pool, org).await? {
+            let aad = match &what {
+                SealedRef::Webhook { endpoint, .. } => endpoint.as_bytes().to_vec(),
+                SealedRef::Provider { provider, name } => crate::webhooks::seal::provider_aad(org, provider, name),
+                SealedRef::Notify => crate::chain::notify_aad(org),
+            };
+            match ring.try_open_bound(&aad, &sealed) {
+                Err(e) => report.unreadable.push(format!("org {org}: {what}: {e}")),
+                Ok(_) if ring.is_current(&sealed) => report.current += 1,
+                Ok(plain) => {
+                    let plain = zeroize::Zeroizing::new(plain);
+                    let new = ring.seal_bound(&aad, &plain);
+                    pending.push((what, sealed, new));
+                }
+            }
+        }
+        for chunk in pending.chunks(batch.max(1)) {
+            let n = db::secrets::replace_sealed(pool, org, chunk).await?;
+            report.resealed += n;
+            report.changed_meanwhile += chunk.len() as u64 - n;
+        }
+    }
+    Ok(report)
+}

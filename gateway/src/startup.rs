@@ -81,6 +81,10 @@ pub async fn serve(config: Config) -> Result<()> {
         }
     };
     let secret_key = webhooks::seal::SecretKey::load(config.secret_key.as_deref(), &config.data_dir)?;
+    if let Err(e) = check_key_rings(&database.pool, &replica, &secret_key).await {
+        tracing::error!(error = %e, "recording this replica's secret key ring failed; rings were not compared");
+    }
+    let ring_refresh = tokio::spawn(refresh_key_ring(database.pool.clone(), replica.clone(), secret_key.clone()));
     let state = Arc::new(AppState::new(database.pool.clone(), policies, runtime, schema, plugins, secret_key, &config));
     // Watched from here on: the embedded cluster (restarted if it dies) and the database.
     let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<String>();
@@ -128,6 +132,7 @@ pub async fn serve(config: Config) -> Result<()> {
     let resync = tokio::spawn(resync_plugins(state.clone()));
     let watcher = config.watch.then(|| tokio::spawn(watch(config.clone(), state.clone())));
     let listener_task = tokio::spawn(listen_invalidations(state.clone()));
+    let ring_replica = replica.clone();
     let scheduler = crate::scheduler::Scheduler::start(state.clone(), replica.clone(), config.scheduler);
     let upkeep = crate::history::Upkeep::start(
         state.pool.clone(),
@@ -168,6 +173,10 @@ pub async fn serve(config: Config) -> Result<()> {
     }
     listener_task.abort();
     prober.abort();
+    ring_refresh.abort();
+    if let Err(e) = db::secrets::forget_ring(&state.pool, &ring_replica).await {
+        tracing::warn!(error = %e, "forgetting this replica's key ring record failed (it expires by itself)");
+    }
     if let Some(t) = metrics_task {
         t.abort();
     }
@@ -411,6 +420,50 @@ async fn reload(config: &Config, state: &AppState) -> Result<usize> {
 
 /// Shows a freshly generated super-admin token once, and keeps it in a 0600 file.
 /// `GATEWAY_REPLICA_ID`, or the name this data directory was given on its first start.
+/// A replica's ring record counts as live this long after its last refresh.
+const KEY_RING_LIVE: Duration = Duration::from_secs(300);
+const KEY_RING_REFRESH: Duration = Duration::from_secs(60);
+
+/// Compares this replica's key ring with the live replicas' (key ids only) and records it.
+/// A difference is logged, not fatal: an error when one side cannot open what the other
+/// seals (the other's newest key is missing here, or ours there), a warning for any other
+/// difference (a rotation in progress).
+async fn check_key_rings(pool: &PgPool, replica: &str, ring: &webhooks::seal::SecretKey) -> Result<()> {
+    let ours: Vec<String> = ring.ids().iter().map(ToString::to_string).collect();
+    for (other, theirs) in db::secrets::other_rings(pool, replica, KEY_RING_LIVE).await? {
+        let missing_here: Vec<&str> = theirs.iter().filter(|i| !ours.contains(i)).map(String::as_str).collect();
+        let missing_there: Vec<&str> = ours.iter().filter(|i| !theirs.contains(i)).map(String::as_str).collect();
+        let (this_ring, other_ring) = (ours.join(","), theirs.join(","));
+        let breaking = theirs.first().is_some_and(|n| !ours.contains(n)) || !theirs.contains(&ours[0]);
+        if breaking {
+            tracing::error!(
+                other_replica = %other, missing_here = %missing_here.join(","), missing_there = %missing_there.join(","),
+                this_ring = %this_ring, other_ring = %other_ring,
+                "secret key rings differ between replicas: secrets one seals will not open on the other; give every replica the same GATEWAY_SECRET_KEY ring (missing_here: key ids this replica lacks)"
+            );
+        } else if !missing_here.is_empty() || !missing_there.is_empty() || theirs.first() != ours.first() {
+            tracing::warn!(
+                other_replica = %other, missing_here = %missing_here.join(","), missing_there = %missing_there.join(","),
+                this_ring = %this_ring, other_ring = %other_ring,
+                "secret key rings differ between replicas (each still opens what the other seals: a rotation in progress?)"
+            );
+        }
+    }
+    db::secrets::record_ring(pool, replica, &ours).await?;
+    tracing::info!(key_ids = %ours.join(","), "secret key ring");
+    Ok(())
+}
+
+async fn refresh_key_ring(pool: PgPool, replica: String, ring: webhooks::seal::SecretKey) {
+    let ids: Vec<String> = ring.ids().iter().map(ToString::to_string).collect();
+    loop {
+        tokio::time::sleep(KEY_RING_REFRESH).await;
+        if let Err(e) = db::secrets::record_ring(&pool, &replica, &ids).await {
+            tracing::debug!(error = %e, "refreshing this replica's key ring record failed");
+        }
+    }
+}
+
 fn replica_id(config: &Config) -> Result<String> {
     if let Some(id) = &config.replica_id {
         return Ok(id.clone());

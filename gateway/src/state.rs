@@ -120,6 +120,8 @@ pub struct AppState {
     public_url: std::sync::OnceLock<String>,
     /// The operator console's sessions and per-org hourly counts.
     pub console: crate::console::Console,
+    /// `GATEWAY_PLUGIN_DIR`: where policies' plugin files are (a deactivation loads them again).
+    pub plugin_dir: std::path::PathBuf,
 }
 
 impl AppState {
@@ -163,6 +165,7 @@ impl AppState {
             request_timeout: std::time::Duration::from_millis(config.request_timeout_ms),
             public_url: config.public_url.clone().map(std::sync::OnceLock::from).unwrap_or_default(),
             console: Default::default(),
+            plugin_dir: config.plugin_dir.clone(),
         }
     }
 

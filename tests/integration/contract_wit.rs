@@ -351,13 +351,13 @@ async fn wasi_exposes_no_environment_and_no_filesystem() {
     let put = |name: &'static str, bytes: Vec<u8>| {
         p.gw.req("PUT", &format!("/v1/admin/plugins/{name}")).token(&p.gw.super_token).body(bytes).send()
     };
-    let r = put("sockets", std::fs::read(plugin_dir().join("hostile_sockets.wasm")).unwrap()).await;
+    let r = put("contract-probe", std::fs::read(plugin_dir().join("hostile_sockets.wasm")).unwrap()).await;
     assert_error(&r, 422, "PLUGIN_REJECTED");
     for import in ["wasi:sockets/tcp@0.2.6", "wasi:sockets/instance-network@0.2.6", "wasi:filesystem/types@0.2.6", "wasi:filesystem/preopens@0.2.6"] {
         assert!(r.text.contains(import), "{import} not named: {}", r.text);
     }
     let fs_only = wat::parse_str(r#"(component (import "wasi:filesystem/preopens@0.2.6" (instance)))"#).unwrap();
-    let r = put("files", fs_only).await;
+    let r = put("contract-probe", fs_only).await;
     assert_error(&r, 422, "PLUGIN_REJECTED");
     assert!(r.text.contains("imports wasi:filesystem/preopens@0.2.6, which plugins may not use"), "{}", r.text);
     let r = p.gw.req("GET", "/v1/admin/plugins").token(&p.gw.super_token).send().await;

@@ -119,7 +119,7 @@ async fn shipped_contract_fixtures_must_pass_before_an_upload_is_stored() {
     let probe = br#"[{"name": "no grants in fixtures",
                       "request": {"body": {"steps": [{"select": {"table": "probe_items", "columns": ["name"]}}]}},
                       "expect": {"status": 200, "body": {"results": [{"err": "not-granted"}]}}}]"#;
-    let r = upload(&gw, "probe", fixtures::embed(&wasm("contract_probe.wasm"), probe).unwrap(), false).await;
+    let r = upload(&gw, "crm-track", fixtures::embed(&wasm("contract_probe.wasm"), probe).unwrap(), false).await;
     assert_eq!(r.status, 201, "{}", r.text);
     // Unreadable fixtures are a refusal, not an absence.
     let mut broken = fixtures::embed(&wasm("echo.wasm"), b"[]").unwrap();
@@ -454,7 +454,7 @@ async fn components_importing_wasi_sockets_are_refused_at_upload_check_and_start
     let db = TestDb::new().await;
     let gw = Gateway::start(&db).await;
     let before = cached_files(&gw);
-    let r = upload(&gw, "hostile-sockets", wasm("hostile_sockets.wasm"), true).await;
+    let r = upload(&gw, "echo", wasm("hostile_sockets.wasm"), true).await;
     assert_error(&r, 422, "PLUGIN_REJECTED");
     for import in ["wasi:sockets/tcp@0.2.6", "wasi:sockets/udp@0.2.6", "wasi:sockets/ip-name-lookup@0.2.6", "wasi:filesystem/types@0.2.6"] {
         assert!(r.text.contains(import), "{import} not named: {}", r.text);
@@ -464,7 +464,7 @@ async fn components_importing_wasi_sockets_are_refused_at_upload_check_and_start
     assert_eq!(versions(&gw).await, 0);
     assert_eq!(cached_files(&gw), before, "a refused upload left compiled code behind");
     // Its sibling with only allowed imports is accepted.
-    assert_eq!(upload(&gw, "hostile", wasm("hostile.wasm"), false).await.status, 201);
+    assert_eq!(upload(&gw, "echo", wasm("hostile.wasm"), false).await.status, 201);
 
     // `gateway plugin check` refuses it the same way.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
@@ -527,7 +527,7 @@ async fn fixtures_that_spin_or_sleep_fail_their_upload_within_the_budget_and_slo
         let (gw, t, done) = (&gw, &t, &done);
         let started = Instant::now();
         let refused = async move {
-            let r = upload(gw, "hostile", bytes, false).await;
+            let r = upload(gw, "echo", bytes, false).await;
             done.store(true, Ordering::Relaxed);
             r
         };

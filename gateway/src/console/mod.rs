@@ -336,7 +336,7 @@ async fn post(call: &Call<'_>, id: &str, sid: &str, form: &Form) -> Result<Reply
             let name = plugin_name(call)?;
             let (from, to) = crate::registry::rollback(&state.pool, name, actor).await?;
             crate::registry::sync(state, Some(name)).await?;
-            back_to(format!("/console/plugins?done={name}:{from}:{to}"))
+            back_to(format!("/console/plugins?done={name}:{}:{}", from.unwrap_or(0), to.unwrap_or(0)))
         }
         "console.plugin_activate" => {
             let name = plugin_name(call)?;

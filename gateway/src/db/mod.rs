@@ -28,6 +28,7 @@ pub mod plugin_storage;
 pub mod providers;
 pub mod ratelimit;
 pub mod schedules;
+pub mod secrets;
 mod scope;
 pub mod seed;
 pub mod settings;

@@ -131,3 +131,61 @@ pub async fn notify<'e>(exec: impl PgExecutor<'e>, name: &str) -> Result<()> {
 }
 
 pub const PLUGINS_CHANNEL: &str = "gateway_plugins";
+
+/// Records the author's semver label of a stored version.
+pub async fn set_label<'e>(exec: impl PgExecutor<'e>, name: &str, version: i32, label: &str) -> Result<()> {
+    sqlx::query("UPDATE plugin_versions SET label = $3 WHERE name = $1 AND version = $2")
+        .bind(name)
+        .bind(version)
+        .bind(label)
+        .execute(exec)
+        .await?;
+    Ok(())
+}
+
+/// Every active `(name, version, sha256, label)`.
+pub async fn all_active_labeled<'e>(exec: impl PgExecutor<'e>) -> Result<Vec<(String, i32, String, Option<String>)>> {
+    Ok(sqlx::query_as(
+        "SELECT a.name, a.version, v.sha256, v.label FROM plugin_active a \
+         JOIN plugin_versions v ON v.name = a.name AND v.version = a.version ORDER BY a.name",
+    )
+    .fetch_all(exec)
+    .await?)
+}
+
+/// `(version, label)` of every stored version, for `list`.
+pub async fn labels<'e>(exec: impl PgExecutor<'e>) -> Result<Vec<(String, i32, Option<String>)>> {
+    Ok(sqlx::query_as("SELECT name, version, label FROM plugin_versions ORDER BY name, version").fetch_all(exec).await?)
+}
+
+/// Appends an activation (`None`: deactivated) to the history.
+pub async fn push_activation<'e>(exec: impl PgExecutor<'e>, name: &str, version: Option<i32>, actor: Option<Uuid>) -> Result<()> {
+    sqlx::query("INSERT INTO plugin_activations (name, version, actor) VALUES ($1, $2, $3)")
+        .bind(name)
+        .bind(version)
+        .bind(actor)
+        .execute(exec)
+        .await?;
+    Ok(())
+}
+
+/// The two newest activations not undone, newest first: `(id, version)`.
+pub async fn live_activations<'e>(exec: impl PgExecutor<'e>, name: &str) -> Result<Vec<(i64, Option<i32>)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, version FROM plugin_activations WHERE name = $1 AND undone_at IS NULL ORDER BY id DESC LIMIT 2",
+    )
+    .bind(name)
+    .fetch_all(exec)
+    .await?)
+}
+
+pub async fn undo_activation<'e>(exec: impl PgExecutor<'e>, id: i64) -> Result<()> {
+    sqlx::query("UPDATE plugin_activations SET undone_at = now() WHERE id = $1").bind(id).execute(exec).await?;
+    Ok(())
+}
+
+/// No active registry version: the policy's file serves.
+pub async fn clear_active<'e>(exec: impl PgExecutor<'e>, name: &str) -> Result<()> {
+    sqlx::query("DELETE FROM plugin_active WHERE name = $1").bind(name).execute(exec).await?;
+    Ok(())
+}

@@ -38,6 +38,8 @@ pub async fn call(handler: Native, call: Call<'_>) -> Result<Reply, ApiError> {
         Native::ActivatePlugin => plugins::activate(call).await,
         Native::RollbackPlugin => plugins::rollback(call).await,
         Native::ListPlugins => plugins::list(call).await,
+        Native::PluginFailures => plugins::failures(call).await,
+        Native::DeactivatePlugin => plugins::deactivate(call).await,
         Native::CreateWebhookEndpoint => webhooks::create_endpoint(call).await,
         Native::ListWebhookEndpoints => webhooks::list_endpoints(call).await,
         Native::RotateWebhookEndpoint => webhooks::rotate_endpoint(call).await,

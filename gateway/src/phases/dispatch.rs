@@ -151,7 +151,25 @@ async fn plugin(name: &str, call: Call<'_>) -> Result<Reply, ApiError> {
     }
     permit.charge(cpu);
     drop(permit);
-    plugin_reply_within(exposure, &loaded.version, outcome)
+    let answered = matches!(outcome, Outcome::Response(_));
+    let reply = plugin_reply_within(exposure, &loaded.version, outcome);
+    if let (true, Err(e)) = (answered, &reply) {
+        // An answer the gateway cannot pass on: the message is the gateway's own words.
+        let failure = crate::plugin::failures::Failure {
+            at: chrono::Utc::now(),
+            request_id: call.request_id.to_string(),
+            org_id: org,
+            route: call.route.id.to_string(),
+            version: loaded.version.clone(),
+            outcome: "invalid_answer".into(),
+            detail: e.message.clone(),
+            not_granted: None,
+        };
+        tracing::warn!(request_id = %call.request_id, org_id = %org, plugin = %loaded.name, version = %loaded.version,
+            route = %call.route.id, outcome = "invalid_answer", detail = %failure.detail, "plugin_failed");
+        call.state.runtime.failures.record(&loaded.name, failure);
+    }
+    reply
 }
 
 /// A route's fail-soft chain (docs/optimizer.md): after a 2xx, one job per step, in the

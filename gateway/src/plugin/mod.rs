@@ -20,6 +20,7 @@
 pub mod bindings;
 pub mod budget;
 pub mod cpu;
+pub mod failures;
 pub mod grants;
 pub mod guest;
 pub mod host;
@@ -95,6 +96,8 @@ pub struct Runtime {
     pub log_rate: Arc<host::log::OrgLogRate>,
     /// Pacing of calls with a provider credential per (org, provider), shared likewise.
     pub pacer: Arc<host::credentials::Pacer>,
+    /// This replica's recent failures per plugin (`GET /v1/admin/plugins/{name}/failures`).
+    pub failures: Arc<failures::Failures>,
 }
 
 /// Builds the outbound TLS client configuration (ring provider, safe defaults).
@@ -204,6 +207,7 @@ impl Runtime {
             addresses: Arc::new(addresses),
             log_rate: Default::default(),
             pacer: Default::default(),
+            failures: Default::default(),
         }))
     }
 
@@ -442,6 +446,7 @@ impl Runtime {
             addresses: self.addresses.clone(),
             log_rate: self.log_rate.clone(),
             pacer: self.pacer.clone(),
+            failures: self.failures.clone(),
         };
         let meter = Arc::new(cpu::CpuMeter::default());
         let task = guest::place(run(engine, tls, shared, plugin, inv, meter.clone()), meter.clone());
@@ -459,6 +464,7 @@ struct Shared {
     addresses: Arc<host::addr::AddressPolicy>,
     log_rate: Arc<host::log::OrgLogRate>,
     pacer: Arc<host::credentials::Pacer>,
+    failures: Arc<failures::Failures>,
 }
 
 /// One invocation, start to end: a fresh store and instance, the guest's call under its CPU
@@ -511,6 +517,7 @@ async fn run(
                 slot: None,
                 aborted: false,
                 statements: 0,
+                refused: None,
             },
             http: HttpState {
                 grants: inv.grants.clone(),
@@ -555,6 +562,20 @@ async fn run(
         };
         // Stdio lines share the invocation's log budget and the org's log rate with
         // `log.emit`, and like its lines carry the plugin's text as a value after the tags.
+        // A Rust guest's panic message (`panicked at src/lib.rs:1:2:` and the message on the
+        // next line), which says more than the trap it causes.
+        let panic = {
+            let bytes = stderr.contents();
+            let text = String::from_utf8_lossy(&bytes);
+            let mut lines = text.lines().skip_while(|l| !l.contains("panicked at"));
+            lines.next().map(|at| {
+                let at = at.trim_start_matches(|c| c != 'p').trim_end_matches(':');
+                match lines.next() {
+                    Some(msg) => format!("{at}: {msg}"),
+                    None => at.to_string(),
+                }
+            })
+        };
         let log = &mut store.data_mut().log;
         for (stream, pipe) in [("stdout", &stdout), ("stderr", &stderr)] {
             let bytes = pipe.contents();
@@ -589,15 +610,35 @@ async fn run(
                 Outcome::Database(Error::Deadline("settling the plugin's transaction"))
             }
         };
-        let detail = match &outcome {
-            Outcome::Response(_) | Outcome::HandlerError(_) => None,
-            Outcome::Trap(detail) => Some(detail.as_str()),
-            Outcome::Database(e) => Some(if matches!(e, Error::Db(_)) { "database error" } else { "bookkeeping error" }),
-            _ => Some(""),
+        // Why an invocation failed, for the log and this replica's failure ring. A plugin's
+        // `failed` answer is a 502 like a trap; busy is the gateway's, not the plugin's.
+        let detail: Option<(&str, String)> = match &outcome {
+            Outcome::Response(_) | Outcome::Busy => None,
+            Outcome::HandlerError(HandlerError::Failed(m)) => Some(("handler_failed", m.clone())),
+            Outcome::HandlerError(_) => None,
+            Outcome::Trap(detail) => Some((outcome.kind(), match &panic {
+                Some(p) => format!("{detail}; {p}"),
+                None => detail.clone(),
+            })),
+            Outcome::Database(e) => Some((outcome.kind(), if matches!(e, Error::Db(_)) { "database error" } else { "bookkeeping error" }.into())),
+            _ => Some((outcome.kind(), String::new())),
         };
-        if let Some(detail) = detail {
+        if let Some((kind, detail)) = detail {
+            let not_granted = store.data().db.refused.clone();
+            let failure = failures::Failure {
+                at: chrono::Utc::now(),
+                request_id: inv.request_id.clone(),
+                org_id: inv.org,
+                route: inv.label.clone(),
+                version: plugin.version.clone(),
+                outcome: kind.to_string(),
+                detail: failures::bound(&detail),
+                not_granted,
+            };
             tracing::warn!(request_id = %inv.request_id, org_id = %inv.org, plugin = %plugin.name,
-                version = %plugin.version, outcome = outcome.kind(), detail, "plugin_failed");
+                version = %plugin.version, route = %inv.label, outcome = kind, detail = %failure.detail,
+                not_granted = failure.not_granted.as_deref(), "plugin_failed");
+            shared.failures.record(&plugin.name, failure);
         }
         outcome
     }
@@ -629,7 +670,8 @@ async fn settle(
                     Outcome::CpuDeadline
                 }
                 Ended::Trap(e) if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() => Outcome::Busy,
-                Ended::Trap(e) => Outcome::Trap(format!("{e:#}")),
+                // The root cause (`wasm trap: …`, a host error), not the wasm backtrace.
+                Ended::Trap(e) => Outcome::Trap(e.root_cause().to_string()),
                 Ended::WallTimeout => Outcome::WallTimeout,
                 Ended::Response(_) => unreachable!("handled above"),
             };

@@ -52,6 +52,9 @@ pub struct DbState {
     /// Set once a statement failed in the database: the transaction can only roll back.
     pub aborted: bool,
     pub statements: u32,
+    /// The last grant the host refused (`table crm_events (write)`, `locks`): the reason a
+    /// plugin's failure is logged with, whatever the plugin made of the refusal.
+    pub refused: Option<String>,
 }
 
 /// `outbound-http`: the allowlist and limits.

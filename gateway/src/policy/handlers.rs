@@ -44,6 +44,8 @@ native_handlers! {
     ActivatePlugin = "activate_plugin",
     RollbackPlugin = "rollback_plugin",
     ListPlugins = "list_plugins",
+    PluginFailures = "plugin_failures",
+    DeactivatePlugin = "deactivate_plugin",
     CreateWebhookEndpoint = "create_webhook_endpoint",
     ListWebhookEndpoints = "list_webhook_endpoints",
     RotateWebhookEndpoint = "rotate_webhook_endpoint",

@@ -44,6 +44,8 @@ pub struct Uploaded {
     pub name: String,
     pub version: i32,
     pub sha256: String,
+    /// The author's semver label from the manifest, when the component carries one.
+    pub label: Option<String>,
 }
 
 /// Keeps an accepted plugin's compiled code (`Runtime::keep`), off the async workers: it may
@@ -62,6 +64,8 @@ pub async fn upload(pool: &PgPool, runtime: &Arc<Runtime>, name: &str, bytes: Ve
     if bytes.is_empty() {
         return Err(ApiError::new(Code::PluginRejected, "empty body: send the component bytes"));
     }
+    check_wasm(&bytes)?;
+    let label = author_label(&bytes)?;
     let reject = |what: &str, reason: String| {
         tracing::warn!(plugin = name, reason = %reason, "plugin_rejected");
         ApiError::new(Code::PluginRejected, format!("{what}: {reason}"))
@@ -92,11 +96,14 @@ pub async fn upload(pool: &PgPool, runtime: &Arc<Runtime>, name: &str, bytes: Ve
         let json = serde_json::to_value(m).map_err(|e| crate::Error::Plugin { plugin: name.into(), reason: e.to_string() })?;
         db::plugin_storage::set_manifest(&mut *tx, name, version, &json).await?;
     }
+    if let Some(label) = &label {
+        db::plugins::set_label(&mut *tx, name, version, label).await?;
+    }
     db::plugins::audit(&mut *tx, actor, "upload", name, None, Some(version)).await?;
     tx.commit().await?;
     tracing::info!(plugin = name, version, sha256 = %loaded.sha256, actor = ?actor, "plugin_uploaded");
     keep(runtime, loaded.clone()).await;
-    Ok(Uploaded { name: name.to_string(), version, sha256: loaded.sha256.clone() })
+    Ok(Uploaded { name: name.to_string(), version, sha256: loaded.sha256.clone(), label })
 }
 
 /// A manifest on its own terms and against the plugin's earlier versions (upload, under the
@@ -163,6 +170,7 @@ pub async fn activate(pool: &PgPool, policies: &PolicySet, name: &str, version: 
         }
     }
     db::plugins::set_active(&mut *tx, name, version, current, actor).await?;
+    db::plugins::push_activation(&mut *tx, name, Some(version), actor).await?;
     db::plugins::audit(&mut *tx, actor, "activate", name, current, Some(version)).await?;
     db::plugins::notify(&mut *tx, name).await?;
     tx.commit().await?;
@@ -170,27 +178,107 @@ pub async fn activate(pool: &PgPool, policies: &PolicySet, name: &str, version: 
     Ok((current, version))
 }
 
-/// Goes back to the previously active version; returns `(from, to)`.
-pub async fn rollback(pool: &PgPool, name: &str, actor: Option<Uuid>) -> Result<(i32, i32), ApiError> {
+/// Undoes the newest activation: back to the version active before it (repeated, it walks
+/// the activation history back: v3 → v2 → v1), or to the policy's file when that activation
+/// came first after a deactivation. Returns `(from, to)`; `None` is the policy's file.
+pub async fn rollback(pool: &PgPool, name: &str, actor: Option<Uuid>) -> Result<(Option<i32>, Option<i32>), ApiError> {
     check_name(name)?;
     let mut tx = pool.begin().await?;
     db::plugins::lock_name(&mut *tx, name).await?;
-    let (current, previous) = db::plugins::active(&mut *tx, name).await?.ok_or_else(ApiError::not_found)?;
-    let previous = previous.ok_or_else(|| ApiError::new(Code::Conflict, "no previously active version to roll back to"))?;
-    db::plugins::set_active(&mut *tx, name, previous, Some(current), actor).await?;
-    db::plugins::audit(&mut *tx, actor, "rollback", name, Some(current), Some(previous)).await?;
+    let live = db::plugins::live_activations(&mut *tx, name).await?;
+    let (Some(&(top, from)), Some(&(_, to))) = (live.first(), live.get(1)) else {
+        if live.is_empty() && db::plugins::active(&mut *tx, name).await?.is_none() {
+            return Err(ApiError::not_found());
+        }
+        return Err(ApiError::new(Code::Conflict, "no earlier activation to roll back to"));
+    };
+    db::plugins::undo_activation(&mut *tx, top).await?;
+    match to {
+        Some(v) => db::plugins::set_active(&mut *tx, name, v, from, actor).await?,
+        None => db::plugins::clear_active(&mut *tx, name).await?,
+    }
+    db::plugins::audit(&mut *tx, actor, "rollback", name, from, to).await?;
     db::plugins::notify(&mut *tx, name).await?;
     tx.commit().await?;
-    tracing::info!(plugin = name, from = current, to = previous, actor = ?actor, "plugin_rolled_back");
-    Ok((current, previous))
+    tracing::info!(plugin = name, from = ?from, to = ?to, actor = ?actor, "plugin_rolled_back");
+    Ok((from, to))
+}
+
+/// No registry version active: the policy's file serves again. Recorded in the activation
+/// history (a rollback re-activates the version it replaced) and the audit trail. Returns
+/// the version that was active (`None`: already deactivated, nothing changed).
+pub async fn deactivate(pool: &PgPool, name: &str, actor: Option<Uuid>) -> Result<Option<i32>, ApiError> {
+    check_name(name)?;
+    let mut tx = pool.begin().await?;
+    db::plugins::lock_name(&mut *tx, name).await?;
+    let Some((current, _)) = db::plugins::active(&mut *tx, name).await? else {
+        return Ok(None);
+    };
+    db::plugins::clear_active(&mut *tx, name).await?;
+    db::plugins::push_activation(&mut *tx, name, None, actor).await?;
+    db::plugins::audit(&mut *tx, actor, "deactivate", name, Some(current), None).await?;
+    db::plugins::notify(&mut *tx, name).await?;
+    tx.commit().await?;
+    tracing::info!(plugin = name, from = current, actor = ?actor, "plugin_deactivated");
+    Ok(Some(current))
+}
+
+/// Push and activate accept only names a policy declares (`[plugins.<name>]`): a version no
+/// route can serve is a mistake (a typo, a missing policy change).
+pub fn declared(policies: &crate::policy::PolicySet, name: &str) -> Result<(), ApiError> {
+    check_name(name)?;
+    if policies.plugins.contains_key(name) {
+        return Ok(());
+    }
+    let mut known: Vec<&str> = policies.plugins.keys().map(String::as_str).collect();
+    known.sort();
+    Err(ApiError::new(
+        Code::PluginUnknown,
+        format!("no policy declares a plugin named {name:?} (add [plugins.{name}] to a policy first); declared: {}", known.join(", ")),
+    ))
+}
+
+/// What `x-plugin-version` says for a registry version: the author's label with the registry
+/// number as semver build metadata (`1.2.0+r3`), or the number alone without a label.
+pub fn served_label(version: i32, label: Option<&str>) -> String {
+    match label {
+        Some(l) => format!("{l}+r{version}"),
+        None => version.to_string(),
+    }
+}
+
+/// A component starts with the WebAssembly magic `\0asm`; anything else (text, an archive, a
+/// native binary) is refused with that said, not with a parser's complaint about its bytes.
+fn check_wasm(bytes: &[u8]) -> Result<(), ApiError> {
+    if bytes.starts_with(b"\0asm") {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        Code::PluginRejected,
+        "not a WebAssembly component: the body must be the .wasm file's bytes (they start with \\0asm), \
+         e.g. target/wasm32-wasip2/release/<crate>.wasm from `cargo build --release --target wasm32-wasip2`",
+    ))
+}
+
+/// The manifest's `[plugin] version`, when the component carries a manifest.
+fn author_label(bytes: &[u8]) -> Result<Option<String>, ApiError> {
+    match manifest::Manifest::from_component(bytes) {
+        Ok(m) => Ok(m.map(|m| m.plugin.version)),
+        Err(e) => Err(ApiError::new(Code::PluginRejected, format!("manifest rejected: {}", e.0))),
+    }
 }
 
 pub async fn list(pool: &PgPool) -> Result<serde_json::Value, ApiError> {
     let rows = db::plugins::list(pool).await?;
     let mut manifests = db::plugin_storage::all_manifests(pool).await?;
+    let labels: std::collections::HashMap<(String, i32), Option<String>> =
+        db::plugins::labels(pool).await?.into_iter().map(|(n, v, l)| ((n, v), l)).collect();
     Ok(json!({ "plugins": rows.iter().map(|r| {
+        let label = labels.get(&(r.name.clone(), r.version)).cloned().flatten();
         let mut v = json!({
-            "name": r.name, "version": r.version, "sha256": r.sha256, "wit_world": r.wit_world,
+            "name": r.name, "version": r.version, "label": label,
+            "served_as": served_label(r.version, label.as_deref()),
+            "sha256": r.sha256, "wit_world": r.wit_world,
             "uploaded_by": r.uploaded_by, "uploaded_at": r.uploaded_at, "active": r.active,
         });
         if let Some(m) = manifests.remove(&(r.name.clone(), r.version)) {
@@ -209,11 +297,13 @@ pub async fn sync(state: &AppState, only: Option<&str>) -> crate::Result<()> {
     // read an older activation can never swap in after a newer one.
     let _serial = state.plugin_sync.lock().await;
     let mut swapped = false;
-    for (name, version, sha) in db::plugins::all_active(&state.pool).await? {
+    let active = db::plugins::all_active_labeled(&state.pool).await?;
+    restore_files(state, only, &active).await;
+    for (name, version, sha, label) in active {
         if only.is_some_and(|o| o != name) {
             continue;
         }
-        let label = version.to_string();
+        let label = served_label(version, label.as_deref());
         if state.plugin(&name).is_some_and(|p| p.sha256 == sha && p.version == label) {
             continue;
         }
@@ -247,4 +337,46 @@ async fn refresh_schema(state: &AppState) -> crate::Result<()> {
     let schema = db::structured::Schema::load(&state.pool).await?;
     state.set_schema(schema);
     Ok(())
+}
+
+/// Declared plugins with no active registry version serve their policy file: after a
+/// deactivation (or a rollback past the first activation) a replica still serving a registry
+/// version loads the file again.
+async fn restore_files(state: &AppState, only: Option<&str>, active: &[(String, i32, String, Option<String>)]) {
+    let routing = state.routing();
+    for d in routing.policies.plugins.values() {
+        if only.is_some_and(|o| o != d.name) || active.iter().any(|a| a.0 == d.name) {
+            continue;
+        }
+        let Some(loaded) = state.plugin(&d.name) else { continue };
+        let from_file = match &d.version {
+            Some(v) => loaded.version == *v,
+            None => loaded.version.starts_with("sha256:"),
+        };
+        if from_file {
+            continue;
+        }
+        let path = state.plugin_dir.join(&d.file);
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(plugin = %d.name, path = %path.display(), error = %e, "plugin_swap_failed");
+                continue;
+            }
+        };
+        let label = d.version.clone().unwrap_or_else(|| format!("sha256:{}", &crate::plugin::digest(&bytes)[..12]));
+        match compile(&state.runtime, &d.name, &label, bytes).await {
+            Ok(loaded) => {
+                let loaded = Arc::new(loaded);
+                keep(&state.runtime, loaded.clone()).await;
+                state.set_plugin(&d.name, loaded);
+                tracing::info!(plugin = %d.name, version = %label, "plugin_swapped_to_file");
+                state.metrics.plugin_activation(&d.name, "swapped");
+            }
+            Err(e) => {
+                tracing::error!(plugin = %d.name, error = %e, "plugin_swap_failed");
+                state.metrics.plugin_activation(&d.name, "failed");
+            }
+        }
+    }
 }

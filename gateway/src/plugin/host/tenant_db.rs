@@ -51,10 +51,14 @@ impl OrgSlots {
 }
 
 impl DbState {
-    fn check_grant(&self, table: &str, need: Access) -> Result<(), DbError> {
+    fn check_grant(&mut self, table: &str, need: Access) -> Result<(), DbError> {
         match self.grants.tables.get(table) {
             Some(have) if *have >= need => Ok(()),
-            _ => Err(DbError::NotGranted(table.to_string())),
+            _ => {
+                let access = if need == Access::Write { "write" } else { "read" };
+                self.refused = Some(format!("table {} ({access})", crate::plugin::failures::bound(table)));
+                Err(DbError::NotGranted(table.to_string()))
+            }
         }
     }
 
@@ -172,6 +176,7 @@ impl DbState {
 
     async fn try_lock_inner(&mut self, key: String) -> Result<bool, DbError> {
         if !self.grants.locks {
+            self.refused = Some("locks".into());
             return Err(DbError::NotGranted("locks".into()));
         }
         if key.is_empty() || key.len() > 512 {
@@ -186,6 +191,7 @@ impl DbState {
 
     async fn lock_inner(&mut self, key: String) -> Result<(), DbError> {
         if !self.grants.locks {
+            self.refused = Some("locks".into());
             return Err(DbError::NotGranted("locks".into()));
         }
         if key.is_empty() || key.len() > 512 {
