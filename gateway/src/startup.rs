@@ -330,7 +330,13 @@ async fn load_plugin_files(
             plugins.insert(d.name.clone(), k.clone());
             continue;
         }
-        let path = config.plugin_dir.join(&d.file);
+        let Some(file) = &d.file else {
+            // Registry-only: the registry's active version (loaded after listening) serves it;
+            // until one is activated its routes answer 503.
+            tracing::info!(plugin = %d.name, "plugin_registry_only");
+            continue;
+        };
+        let path = config.plugin_dir.join(file);
         let bytes = std::fs::read(&path).map_err(|e| Error::Policy {
             file: d.source.clone(),
             reason: format!(
@@ -368,7 +374,7 @@ fn watched_fingerprint(config: &Config, policies: &PolicySet) -> Vec<(std::path:
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
-    paths.extend(policies.plugins.values().map(|d| config.plugin_dir.join(&d.file)));
+    paths.extend(policies.plugins.values().filter_map(|d| d.file.as_ref()).map(|f| config.plugin_dir.join(f)));
     paths.sort();
     paths
         .into_iter()

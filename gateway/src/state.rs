@@ -186,6 +186,16 @@ impl AppState {
         *guard = Arc::new(next);
     }
 
+    /// Stops serving a plugin (a registry-only plugin with no active version left).
+    pub fn unset_plugin(&self, name: &str) {
+        let mut guard = self.plugins.write().unwrap_or_else(|p| p.into_inner());
+        if guard.contains_key(name) {
+            let mut next = HashMap::clone(&guard);
+            next.remove(name);
+            *guard = Arc::new(next);
+        }
+    }
+
     /// The active version of a plugin; a request keeps the version it started with.
     pub fn plugin(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
         self.plugins.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()

@@ -108,3 +108,35 @@ async fn names_labels_rollback_history_and_deactivate() {
         ("rollback".into(), None, Some(1)),
     ]);
 }
+
+/// A route may name a plugin that exists only in the registry (`[plugins.x]` without `file`):
+/// the gateway starts, the route answers 503 saying so until a version is activated, serves
+/// that version after, and a deactivation leaves nothing to serve (503 again).
+#[tokio::test]
+async fn a_registry_only_plugin_is_served_once_activated() {
+    let db = TestDb::new().await;
+    let mut opts = crate::harness::GatewayOptions::new(&db);
+    opts.policies = crate::harness::policies_with(
+        "zz-registry-only.toml",
+        "[plugins.reg-echo]\n\n[[route]]\nid = \"reg_echo\"\nmethod = \"POST\"\npath = \"/v1/reg-echo\"\n\
+         target = \"plugin:reg-echo\"\nroles = [\"member\"]\n",
+    );
+    let gw = Gateway::start_with(opts).await;
+    let org = gw.create_org("RegOnly", Some("unmetered")).await;
+    let (member, _, _) = gw.create_token(&org, "member", "m@regonly.test").await;
+    let call = || gw.req("POST", "/v1/reg-echo").token(&member).json(&json!({"a": 1})).send();
+
+    let r = call().await;
+    assert_error(&r, 503, "UNAVAILABLE");
+    assert!(r.text.contains("registry-only"), "{}", r.text);
+
+    let r = put(&gw, "reg-echo", labelled("echo.wasm", "1.0.0")).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(post(&gw, "/v1/admin/plugins/reg-echo/activate", json!({"version": 1})).await.status, 200);
+    let r = call().await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("x-plugin-version"), Some("1.0.0+r1"));
+
+    assert_eq!(post(&gw, "/v1/admin/plugins/reg-echo/deactivate", json!({})).await.status, 200);
+    assert_error(&call().await, 503, "UNAVAILABLE");
+}

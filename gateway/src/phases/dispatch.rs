@@ -103,7 +103,13 @@ fn not_ready(why: crate::health::NotReady) -> ApiError {
 async fn plugin(name: &str, call: Call<'_>) -> Result<Reply, ApiError> {
     use crate::plugin::bindings::types::Request;
     let Some(loaded) = call.state.plugin(name) else {
-        return Err(ApiError::new(Code::Unavailable, format!("plugin {name:?} is not loaded")));
+        let registry_only = call.state.routing().policies.plugins.get(name).is_some_and(|d| d.file.is_none());
+        let why = if registry_only {
+            format!("plugin {name:?} is registry-only and has no active version (push one and activate it)")
+        } else {
+            format!("plugin {name:?} is not loaded")
+        };
+        return Err(ApiError::new(Code::Unavailable, why));
     };
     let org = call.caller.org.ok_or_else(|| ApiError::new(Code::Internal, "plugin route without an org"))?;
     let limits = call

@@ -10,8 +10,10 @@ use super::{valid_name, Fail};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct PluginSpec {
-    /// Path of the component, relative to the plugin directory (`GATEWAY_PLUGIN_DIR`).
-    file: String,
+    /// Path of the component, relative to the plugin directory (`GATEWAY_PLUGIN_DIR`) or
+    /// absolute. None: a registry-only plugin, served once a version is activated.
+    #[serde(default)]
+    file: Option<String>,
     #[serde(default)]
     version: Option<String>,
 }
@@ -20,7 +22,8 @@ pub(super) struct PluginSpec {
 #[derive(Debug, Clone)]
 pub struct PluginDecl {
     pub name: String,
-    pub file: String,
+    /// None: registry-only (no file to fall back to; 503 until a version is activated).
+    pub file: Option<String>,
     pub version: Option<String>,
     pub source: String,
 }

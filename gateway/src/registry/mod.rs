@@ -356,7 +356,13 @@ async fn restore_files(state: &AppState, only: Option<&str>, active: &[(String, 
         if from_file {
             continue;
         }
-        let path = state.plugin_dir.join(&d.file);
+        let Some(file) = &d.file else {
+            // Registry-only: nothing to go back to; its routes answer 503 until an activation.
+            state.unset_plugin(&d.name);
+            tracing::info!(plugin = %d.name, "plugin_unloaded_registry_only");
+            continue;
+        };
+        let path = state.plugin_dir.join(file);
         let bytes = match tokio::fs::read(&path).await {
             Ok(b) => b,
             Err(e) => {
