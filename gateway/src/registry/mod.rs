@@ -65,11 +65,14 @@ pub async fn upload(pool: &PgPool, runtime: &Arc<Runtime>, name: &str, bytes: Ve
         return Err(ApiError::new(Code::PluginRejected, "empty body: send the component bytes"));
     }
     check_wasm(&bytes)?;
-    let label = author_label(&bytes)?;
     let reject = |what: &str, reason: String| {
         tracing::warn!(plugin = name, reason = %reason, "plugin_rejected");
         ApiError::new(Code::PluginRejected, format!("{what}: {reason}"))
     };
+    // Read once, before compiling: a bad manifest is refused cheaply, and the label and the
+    // needs/storage checks below come from the same parse.
+    let manifest = manifest::Manifest::from_component(&bytes).map_err(|e| reject("manifest rejected", e.0))?;
+    let label = manifest.as_ref().map(|m| m.plugin.version.clone());
     let loaded = compile(runtime, name, "candidate", bytes.clone()).await.map_err(|e| reject("component rejected", e.to_string()))?;
     let loaded = Arc::new(loaded);
     // Fixtures the plugin ships must pass before anything is stored (no grants: they cannot
@@ -85,7 +88,6 @@ pub async fn upload(pool: &PgPool, runtime: &Arc<Runtime>, name: &str, bytes: Ve
             })?;
         tracing::info!(plugin = name, fixtures = passed, elapsed_ms = started.elapsed().as_millis() as u64, "plugin_fixtures_passed");
     }
-    let manifest = manifest::Manifest::from_component(&bytes).map_err(|e| reject("component rejected", e.to_string()))?;
     let mut tx = pool.begin().await?;
     db::plugins::lock_name(&mut *tx, name).await?;
     if let Some(m) = &manifest {
@@ -261,13 +263,6 @@ fn check_wasm(bytes: &[u8]) -> Result<(), ApiError> {
 }
 
 /// The manifest's `[plugin] version`, when the component carries a manifest.
-fn author_label(bytes: &[u8]) -> Result<Option<String>, ApiError> {
-    match manifest::Manifest::from_component(bytes) {
-        Ok(m) => Ok(m.map(|m| m.plugin.version)),
-        Err(e) => Err(ApiError::new(Code::PluginRejected, format!("manifest rejected: {}", e.0))),
-    }
-}
-
 pub async fn list(pool: &PgPool) -> Result<serde_json::Value, ApiError> {
     let rows = db::plugins::list(pool).await?;
     let mut manifests = db::plugin_storage::all_manifests(pool).await?;
