@@ -73,6 +73,20 @@ fn probe_policies(extra: &str) -> PathBuf {
     policies_with("probe.toml", &format!("{PROBE_POLICY}\n{extra}"))
 }
 
+/// Which build of the probe a test runs: the current one (built from source against
+/// `wit/plugin.wit`), or the one built against `gateway:plugin@0.1.0` as shipped, kept as a
+/// binary in `tests/fixtures/wit-0.1.0/` and never rebuilt.
+#[derive(Clone, Copy, Debug)]
+pub enum Wit {
+    Current,
+    V0_1,
+}
+
+/// The 0.1 build of a shipped plugin (see `tests/fixtures/wit-0.1.0/README.md`).
+pub fn wit_0_1(file: &str) -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/wit-0.1.0").join(file)
+}
+
 pub async fn probe_db() -> (TestDb, PgPool) {
     let db = TestDb::new().await;
     let pool = db.owner_pool().await;
@@ -83,9 +97,19 @@ pub async fn probe_db() -> (TestDb, PgPool) {
 
 impl Probe {
     pub async fn start() -> Probe {
+        Probe::start_on(Wit::Current).await
+    }
+
+    pub async fn start_on(wit: Wit) -> Probe {
         let (db, pool) = probe_db().await;
         let mut opts = GatewayOptions::new(&db);
-        opts.policies = probe_policies("");
+        opts.policies = match wit {
+            Wit::Current => probe_policies(""),
+            Wit::V0_1 => policies_with(
+                "probe.toml",
+                &PROBE_POLICY.replace("\"contract_probe.wasm\"", &format!("{:?}", wit_0_1("contract_probe.wasm").display().to_string())),
+            ),
+        };
         let gw = Gateway::start_with(opts).await;
         let org_a = gw.create_org("A", Some("unmetered")).await;
         let org_b = gw.create_org("B", Some("unmetered")).await;
@@ -121,9 +145,8 @@ fn err(v: &Value, variant: &str) {
     assert_eq!(v["err"], variant, "{v}");
 }
 
-#[tokio::test]
-async fn context_reports_the_callers_facts() {
-    let p = Probe::start().await;
+async fn context_reports_the_callers_facts(wit: Wit) {
+    let p = Probe::start_on(wit).await;
     let r = p.gw.req("POST", "/v1/probe").token(&p.a).header("x-request-id", "ctx-1")
         .json(&json!({"steps": [{"context": true}]})).send().await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -138,9 +161,8 @@ async fn context_reports_the_callers_facts() {
     assert!(c["user_id"].as_str().is_some());
 }
 
-#[tokio::test]
-async fn tenant_db_happy_path_select_insert_update_delete_lock() {
-    let p = Probe::start().await;
+async fn tenant_db_happy_path_select_insert_update_delete_lock(wit: Wit) {
+    let p = Probe::start_on(wit).await;
     let r = p.results(&p.a, json!([
         insert("alpha"),
         insert("beta"),
@@ -172,9 +194,8 @@ async fn tenant_db_happy_path_select_insert_update_delete_lock() {
     assert_eq!(n, 1);
 }
 
-#[tokio::test]
-async fn tenant_db_on_conflict_do_nothing_and_do_update() {
-    let p = Probe::start().await;
+async fn tenant_db_on_conflict_do_nothing_and_do_update(wit: Wit) {
+    let p = Probe::start_on(wit).await;
     p.results(&p.a, json!([insert("same")])).await;
     let r = p.results(&p.a, json!([
         {"insert": {"table": "probe_items", "columns": ["name", "qty"], "rows": [[{"text": "same"}, {"int": 5}]],
@@ -189,9 +210,8 @@ async fn tenant_db_on_conflict_do_nothing_and_do_update() {
     assert_eq!(r[0]["ok"]["affected"], 1);
 }
 
-#[tokio::test]
-async fn tenant_db_another_tenants_rows_are_invisible_and_untouchable() {
-    let p = Probe::start().await;
+async fn tenant_db_another_tenants_rows_are_invisible_and_untouchable(wit: Wit) {
+    let p = Probe::start_on(wit).await;
     let r = p.results(&p.b, json!([insert("b-secret")])).await;
     let b_id = r[0]["ok"]["rows"][0][0].as_str().unwrap().to_string();
     let by_id = json!([{"column": "id", "op": "eq", "value": {"uuid": b_id}}]);
@@ -223,9 +243,8 @@ async fn tenant_db_another_tenants_rows_are_invisible_and_untouchable() {
     assert_eq!(seen, 0);
 }
 
-#[tokio::test]
-async fn tenant_db_ungranted_tables_and_unknown_columns_are_refused() {
-    let p = Probe::start().await;
+async fn tenant_db_ungranted_tables_and_unknown_columns_are_refused(wit: Wit) {
+    let p = Probe::start_on(wit).await;
     let r = p.results(&p.a, json!([
         {"select": {"table": "probe_private", "columns": ["secret"]}},
         {"select": {"table": "orgs", "columns": ["name"]}},
@@ -248,9 +267,8 @@ async fn tenant_db_ungranted_tables_and_unknown_columns_are_refused() {
     err(&r[9], "invalid");
 }
 
-#[tokio::test]
-async fn tenant_db_identifiers_carrying_sql_are_rejected_and_values_are_bound() {
-    let p = Probe::start().await;
+async fn tenant_db_identifiers_carrying_sql_are_rejected_and_values_are_bound(wit: Wit) {
+    let p = Probe::start_on(wit).await;
     let nasty = "'); DROP TABLE probe_items; --";
     let r = p.results(&p.a, json!([
         {"select": {"table": "probe_items; DROP TABLE orgs", "columns": ["name"]}},
@@ -274,9 +292,8 @@ async fn tenant_db_identifiers_carrying_sql_are_rejected_and_values_are_bound() 
     assert_eq!(p.count("SELECT count(*) FROM pg_tables WHERE tablename IN ('orgs', 'probe_items')").await, 2);
 }
 
-#[tokio::test]
-async fn tenant_db_row_cap_per_call() {
-    let p = Probe::start().await;
+async fn tenant_db_row_cap_per_call(wit: Wit) {
+    let p = Probe::start_on(wit).await;
     let rows: Vec<Value> = (0..5).map(|i| json!([{"text": format!("r{i}")}])).collect();
     let r = p.results(&p.a, json!([{"insert": {"table": "probe_items", "columns": ["name"], "rows": rows}}])).await;
     assert_eq!(r[0]["ok"]["affected"], 5);
@@ -290,9 +307,8 @@ async fn tenant_db_row_cap_per_call() {
     err(&r[1], "too-many-rows");
 }
 
-#[tokio::test]
-async fn tenant_db_a_failed_statement_aborts_the_invocation() {
-    let p = Probe::start().await;
+async fn tenant_db_a_failed_statement_aborts_the_invocation(wit: Wit) {
+    let p = Probe::start_on(wit).await;
     p.results(&p.a, json!([insert("dup")])).await;
     // The violation is reported, later calls see `aborted`, and the invocation fails as a
     // whole: the first insert of this program is not committed.
@@ -305,9 +321,8 @@ async fn tenant_db_a_failed_statement_aborts_the_invocation() {
     assert_error(&r, 502, "PLUGIN_FAILED");
 }
 
-#[tokio::test]
-async fn trap_mid_transaction_writes_nothing() {
-    let p = Probe::start().await;
+async fn trap_mid_transaction_writes_nothing(wit: Wit) {
+    let p = Probe::start_on(wit).await;
     let r = p.run(&p.a, json!([insert("t1"), insert("t2")]), "trap").await;
     assert_error(&r, 502, "PLUGIN_FAILED");
     let r = p.run(&p.a, json!([insert("e1")]), "error").await;
@@ -318,9 +333,8 @@ async fn trap_mid_transaction_writes_nothing() {
     assert_eq!(r[0]["ok"]["affected"], 1);
 }
 
-#[tokio::test]
-async fn infinite_loop_is_stopped_at_its_deadline_and_the_next_request_is_served() {
-    let p = Probe::start().await;
+async fn infinite_loop_is_stopped_at_its_deadline_and_the_next_request_is_served(wit: Wit) {
+    let p = Probe::start_on(wit).await;
     let started = Instant::now();
     let r = p.run(&p.a, json!([insert("looped")]), "loop").await;
     assert_error(&r, 504, "PLUGIN_TIMEOUT");
@@ -331,18 +345,16 @@ async fn infinite_loop_is_stopped_at_its_deadline_and_the_next_request_is_served
     assert_eq!(r[0]["ok"]["org_id"], p.org_a.as_str());
 }
 
-#[tokio::test]
-async fn memory_bomb_is_resource_exhausted() {
-    let p = Probe::start().await;
+async fn memory_bomb_is_resource_exhausted(wit: Wit) {
+    let p = Probe::start_on(wit).await;
     let r = p.run(&p.a, json!([insert("bomb")]), "alloc").await;
     assert_error(&r, 502, "PLUGIN_RESOURCE_EXHAUSTED");
     assert_eq!(p.count("SELECT count(*) FROM probe_items").await, 0);
     assert_eq!(p.run(&p.a, json!([]), "ok").await.status, 200);
 }
 
-#[tokio::test]
-async fn wasi_exposes_no_environment_and_no_filesystem() {
-    let p = Probe::start().await;
+async fn wasi_exposes_no_environment_and_no_filesystem(wit: Wit) {
+    let p = Probe::start_on(wit).await;
     let mut p = p;
     let r = p.results(&p.a, json!([{"env": true}, {"log": "hello from the sandbox"}])).await;
     assert_eq!(r[0]["ok"], json!({"env": [], "args": []}));
@@ -415,9 +427,8 @@ fn get(url: String) -> Value {
     json!({"http": {"method": "GET", "url": url}})
 }
 
-#[tokio::test]
-async fn outbound_http_reaches_an_allowed_host() {
-    let p = Probe::start().await;
+async fn outbound_http_reaches_an_allowed_host(wit: Wit) {
+    let p = Probe::start_on(wit).await;
     let up = upstream().await;
     let r = p.results(&p.a, json!([{"http": {"method": "POST", "url": format!("http://{}/hello?x=1", up.addr),
         "headers": {"x-test": "1"}, "body": "ping"}}])).await;
@@ -426,9 +437,8 @@ async fn outbound_http_reaches_an_allowed_host() {
     assert_eq!(up.seen.lock().unwrap().as_slice(), ["/hello"]);
 }
 
-#[tokio::test]
-async fn outbound_http_refuses_private_loopback_and_metadata_addresses() {
-    let p = Probe::start().await;
+async fn outbound_http_refuses_private_loopback_and_metadata_addresses(wit: Wit) {
+    let p = Probe::start_on(wit).await;
     let up = upstream().await;
     let port = up.addr.port();
     let r = p.results(&p.a, json!([
@@ -451,9 +461,8 @@ async fn outbound_http_refuses_private_loopback_and_metadata_addresses() {
     assert!(up.seen.lock().unwrap().is_empty(), "a refused request reached the upstream");
 }
 
-#[tokio::test]
-async fn outbound_http_returns_redirects_without_following_them_and_caps_responses() {
-    let p = Probe::start().await;
+async fn outbound_http_returns_redirects_without_following_them_and_caps_responses(wit: Wit) {
+    let p = Probe::start_on(wit).await;
     let up = upstream().await;
     let r = p.results(&p.a, json!([get(format!("http://{}/redirect", up.addr)), get(format!("http://{}/big", up.addr))])).await;
     assert_eq!(r[0]["ok"]["status"], 302);
@@ -581,3 +590,163 @@ hosts = [{ url = "https://127.0.0.1:*", allow_private = true }]
     assert_eq!(r.json["results"][0]["ok"]["status"], 200, "{}", r.text);
     assert_eq!(r.json["results"][0]["ok"]["body"], "secure hello");
 }
+
+// ---------------------------------------------------------------------------------------------
+// `tenant-db.batch` (0.2 only): several statements in one round trip.
+
+fn earlier(statement: u32, row: u32, column: &str) -> Value {
+    json!({"earlier": {"statement": statement, "row": row, "column": column}})
+}
+
+#[tokio::test]
+async fn batch_runs_in_order_and_later_statements_use_earlier_cells() {
+    let p = Probe::start().await;
+    let r = p.results(&p.a, json!([{"batch": [
+        insert("alpha"),
+        // The id the first insert returned, as a value and inside a JSON document.
+        {"insert": {"table": "probe_items", "columns": ["name", "qty", "props"],
+            "rows": [[{"text": "beta"}, {"int": 2}, {"json_filled": {"document": "{\"kind\": \"child\"}",
+                "fill": [[["parent"], {"statement": 0, "row": 0, "column": "id"}]]}}]],
+            "returning": ["id", "props"]}},
+        // Each statement sees the writes before it.
+        {"select": {"table": "probe_items", "columns": ["name", "qty"], "order_by": [{"column": "name"}]}},
+        {"update": {"table": "probe_items", "set": {"qty": earlier(2, 1, "qty")},
+            "filters": [{"column": "id", "op": "eq", "value": earlier(0, 0, "id")}], "returning": ["name", "qty"]}},
+        {"select": {"table": "probe_items", "columns": ["name"],
+            "filters": [{"column": "props", "path": ["parent"], "op": "eq", "value": earlier(0, 0, "id")}]}},
+        {"try_lock": "batch-key"},
+        {"lock": "batch-key"},
+        {"delete": {"table": "probe_items", "filters": [{"column": "name", "op": "eq", "value": {"text": "nobody"}}]}},
+    ]}])).await;
+    let b = r[0]["ok"].as_array().unwrap_or_else(|| panic!("{}", r[0]));
+    assert_eq!(b.len(), 8);
+    let alpha_id = b[0]["rows"][0][0].as_str().unwrap().to_string();
+    assert_eq!(b[0]["columns"], json!(["id", "name"]));
+    assert_eq!(b[1]["rows"][0][1], json!({"kind": "child", "parent": alpha_id}));
+    assert_eq!(b[2]["rows"], json!([["alpha", 1], ["beta", 2]]));
+    assert_eq!(b[2]["affected"], 2);
+    assert_eq!(b[3]["rows"], json!([["alpha", 2]]));
+    assert_eq!(b[4]["rows"], json!([["beta"]]));
+    assert_eq!(b[5]["columns"], json!(["locked"]));
+    assert_eq!(b[5]["rows"], json!([[true]]));
+    assert_eq!(b[6]["rows"], json!([]));
+    assert_eq!(b[7]["affected"], 0);
+    // Committed with the invocation, in the caller's org only.
+    let n = p.count(&format!("SELECT count(*) FROM probe_items WHERE tenant_id = '{}'", p.org_a)).await;
+    assert_eq!(n, 2);
+    let r = p.results(&p.b, json!([{"batch": [
+        {"select": {"table": "probe_items", "columns": ["name"]}},
+        {"update": {"table": "probe_items", "set": {"qty": {"int": 9}}, "filters": [], "returning": ["name"]}},
+        {"delete": {"table": "probe_items", "filters": [{"column": "id", "op": "eq", "value": {"uuid": alpha_id}}]}},
+    ]}])).await;
+    assert_eq!(r[0]["ok"], json!([
+        {"columns": ["name"], "rows": [], "affected": 0},
+        {"columns": ["name"], "rows": [], "affected": 0},
+        {"columns": [], "rows": [], "affected": 0},
+    ]));
+    assert_eq!(p.count("SELECT count(*) FROM probe_items WHERE qty = 9").await, 0);
+}
+
+#[tokio::test]
+async fn batch_statements_are_all_checked_before_any_runs() {
+    let p = Probe::start().await;
+    let cases = [
+        (json!({"select": {"table": "probe_private", "columns": ["secret"]}}), "not-granted"),
+        (json!({"select": {"table": "probe_items", "columns": ["tenant_id"]}}), "tenant-column-reserved"),
+        (json!({"select": {"table": "probe_items", "columns": ["nope"]}}), "unknown-column"),
+        // A reference forward, to a column not returned, or a document into a text column.
+        (json!({"insert": {"table": "probe_items", "columns": ["name"], "rows": [[earlier(1, 0, "id")]]}}), "invalid"),
+        (json!({"insert": {"table": "probe_items", "columns": ["name"], "rows": [[earlier(0, 0, "qty")]]}}), "invalid"),
+        (json!({"insert": {"table": "probe_items", "columns": ["name"], "rows": [[{"json_filled": {"document": "{}", "fill": []}}]]}}), "invalid"),
+        (json!({"insert": {"table": "probe_items", "columns": ["name", "props"], "rows": [[{"text": "x"},
+            {"json_filled": {"document": "[1]", "fill": []}}]]}}), "invalid"),
+        (json!({"insert": {"table": "probe_items", "columns": ["name", "props"], "rows": [[{"text": "x"},
+            {"json_filled": {"document": "{}", "fill": [[["a'b"], {"statement": 0, "row": 0, "column": "id"}]]}}]]}}), "invalid"),
+        (json!({"lock": ""}), "invalid"),
+    ];
+    for (bad, variant) in cases {
+        let r = p.results(&p.a, json!([
+            {"batch": [insert("first"), bad]},
+            // Nothing ran and the transaction is not aborted: a later call works and commits.
+            insert("after"),
+        ])).await;
+        err(&r[0], variant);
+        assert_eq!(r[0]["index"], 1, "{}", r[0]);
+        assert_eq!(r[1]["ok"]["affected"], 1, "{}", r[1]);
+        assert_eq!(p.count("SELECT count(*) FROM probe_items WHERE name = 'first'").await, 0);
+        sqlx::query("DELETE FROM probe_items").execute(&p.pool).await.unwrap();
+    }
+    // `earlier` outside a batch, and more than 64 statements.
+    let r = p.results(&p.a, json!([
+        {"insert": {"table": "probe_items", "columns": ["name"], "rows": [[earlier(0, 0, "id")]]}},
+        {"batch": vec![json!({"lock": "k"}); 65]},
+    ])).await;
+    err(&r[0], "invalid");
+    err(&r[1], "invalid");
+    assert_eq!(r[1]["index"], 64);
+}
+
+#[tokio::test]
+async fn batch_a_failing_statement_stops_the_batch_names_its_index_and_aborts() {
+    let p = Probe::start().await;
+    p.results(&p.a, json!([insert("dup")])).await;
+    let r = p.run(&p.a, json!([
+        {"batch": [insert("fresh"), insert("dup"), insert("later")]},
+        {"select": {"table": "probe_items", "columns": ["name"]}},
+    ]), "error").await;
+    assert_error(&r, 409, "PROBE_CONFLICT");
+    let results = &r.json["details"]["results"];
+    err(&results[0], "unique-violation");
+    assert_eq!(results[0]["detail"], "probe_items_name_key");
+    assert_eq!(results[0]["index"], 1);
+    err(&results[1], "aborted");
+    // Answering after a failed batch commits nothing.
+    let r = p.run(&p.a, json!([{"batch": [insert("fresh"), insert("dup")]}]), "ok").await;
+    assert_error(&r, 502, "PLUGIN_FAILED");
+    assert_eq!(p.count("SELECT count(*) FROM probe_items").await, 1);
+    // A check constraint and the row cap (db_max_rows = 5) the same way.
+    let r = p.run(&p.a, json!([{"batch": [
+        insert("ok"),
+        {"insert": {"table": "probe_items", "columns": ["name", "qty"], "rows": [[{"text": "neg"}, {"int": -1}]]}},
+    ]}]), "error").await;
+    assert_eq!(r.json["details"]["results"][0]["detail"], "probe_items_qty_positive", "{}", r.text);
+    assert_eq!(r.json["details"]["results"][0]["index"], 1);
+    let six: Vec<Value> = (0..6).map(|i| insert(&format!("n{i}"))).collect();
+    let r = p.run(&p.a, json!([{"batch": six}, {"batch": [{"select": {"table": "probe_items", "columns": ["name"]}}, {"lock": "x"}]}]), "error").await;
+    let results = &r.json["details"]["results"];
+    assert_eq!(results[0]["ok"].as_array().map(Vec::len), Some(6), "{results}");
+    err(&results[1], "too-many-rows");
+    assert_eq!(results[1]["index"], 0);
+    assert_eq!(p.count("SELECT count(*) FROM probe_items").await, 1);
+}
+
+/// Every test taking a [`Wit`] above, once per served WIT version: the current probe and the
+/// 0.1 probe as it was shipped.
+macro_rules! on_every_version {
+    ($($name:ident),* $(,)?) => {
+        mod on_0_2 {
+            $( #[tokio::test] async fn $name() { super::$name(super::Wit::Current).await } )*
+        }
+        mod on_0_1 {
+            $( #[tokio::test] async fn $name() { super::$name(super::Wit::V0_1).await } )*
+        }
+    };
+}
+
+on_every_version!(
+    context_reports_the_callers_facts,
+    tenant_db_happy_path_select_insert_update_delete_lock,
+    tenant_db_on_conflict_do_nothing_and_do_update,
+    tenant_db_another_tenants_rows_are_invisible_and_untouchable,
+    tenant_db_ungranted_tables_and_unknown_columns_are_refused,
+    tenant_db_identifiers_carrying_sql_are_rejected_and_values_are_bound,
+    tenant_db_row_cap_per_call,
+    tenant_db_a_failed_statement_aborts_the_invocation,
+    trap_mid_transaction_writes_nothing,
+    infinite_loop_is_stopped_at_its_deadline_and_the_next_request_is_served,
+    memory_bomb_is_resource_exhausted,
+    wasi_exposes_no_environment_and_no_filesystem,
+    outbound_http_reaches_an_allowed_host,
+    outbound_http_refuses_private_loopback_and_metadata_addresses,
+    outbound_http_returns_redirects_without_following_them_and_caps_responses,
+);

@@ -15,8 +15,8 @@ use uuid::Uuid;
 use super::TenantTx;
 use crate::error::Result;
 use crate::plugin::bindings::tenant_db::{
-    ColumnRef, Comparison, ConflictAction, DbError, DeleteQuery, Filter, InsertQuery, Rows, SelectQuery,
-    UpdateQuery, Value,
+    ColumnRef, Comparison, ConflictAction, DbError, DeleteQuery, Earlier, Filter, InsertQuery, JsonFilled, Rows,
+    SelectQuery, UpdateQuery, Value,
 };
 
 pub const TENANT_COLUMN: &str = "tenant_id";
@@ -161,11 +161,39 @@ struct Builder<'s> {
     sql: String,
     args: PgArguments,
     n: usize,
+    /// Set when the statement is one of a batch: values go to its text array instead.
+    batch: Option<&'s mut BatchValues>,
     #[cfg(test)]
     bound: Vec<tests::Bound>,
 }
 
+/// What the statements of one batch bind: every value as text in one array (`$2` of
+/// `gateway_batch`, cast back to the column's type in the statement), and what the statements
+/// before the current one return, for `earlier` cells (read from `$3`).
+#[derive(Default)]
+pub struct BatchValues {
+    pub params: Vec<Option<String>>,
+    /// Per earlier statement: the columns it returns and their kinds.
+    pub returns: Vec<Vec<(String, Kind)>>,
+}
+
 type Check<T> = std::result::Result<T, DbError>;
+
+fn json_key_ok(k: &str) -> bool {
+    (1..=64).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A float as PostgreSQL's `float8` input reads it back exactly.
+fn float_text(f: f64) -> String {
+    if f.is_nan() {
+        "NaN".into()
+    } else if f.is_infinite() {
+        if f > 0.0 { "Infinity".into() } else { "-Infinity".into() }
+    } else {
+        // Rust's shortest round-trip form.
+        format!("{f:?}")
+    }
+}
 
 fn quote(ident: &str) -> String {
     // Identifiers come from the schema; quoting is still applied so no name is ever parsed.
@@ -183,9 +211,15 @@ impl<'s> Builder<'s> {
             sql: String::new(),
             args,
             n: 1,
+            batch: None,
             #[cfg(test)]
             bound: vec![tests::Bound::Uuid(tenant)],
         })
+    }
+
+    fn in_batch(mut self, batch: Option<&'s mut BatchValues>) -> Builder<'s> {
+        self.batch = batch;
+        self
     }
 
     fn column(&self, name: &str) -> Check<&'s Column> {
@@ -207,6 +241,11 @@ impl<'s> Builder<'s> {
 
     /// Binds `v` and returns the placeholder, cast to the column's type.
     fn bind(&mut self, v: &Value, col: &Column) -> Check<String> {
+        match v {
+            Value::Earlier(e) => return self.earlier(e, col),
+            Value::JsonFilled(j) => return self.json_filled(j, col),
+            _ => {}
+        }
         let compatible = matches!(
             (v, col.kind),
             (Value::Null, _)
@@ -221,12 +260,26 @@ impl<'s> Builder<'s> {
         if !compatible {
             return Err(DbError::Invalid(format!("value kind does not fit a {} column", col.sql_type)));
         }
+        if self.batch.is_some() {
+            let text = match v {
+                Value::Null => None,
+                Value::Boolean(b) => Some(b.to_string()),
+                Value::Integer(i) => Some(i.to_string()),
+                Value::Float(f) => Some(float_text(*f)),
+                Value::Text(s) | Value::Json(s) | Value::Uuid(s) | Value::Timestamp(s) => Some(s.clone()),
+                Value::Earlier(_) | Value::JsonFilled(_) => unreachable!("handled above"),
+            };
+            #[cfg(test)]
+            self.bound.push(tests::Bound::of(v));
+            return Ok(format!("{}::{}", self.push_param(text), quote(&col.sql_type)));
+        }
         let r = match v {
             Value::Null => self.args.add(None::<String>),
             Value::Boolean(b) => self.args.add(*b),
             Value::Integer(i) => self.args.add(*i),
             Value::Float(f) => self.args.add(*f),
             Value::Text(s) | Value::Json(s) | Value::Uuid(s) | Value::Timestamp(s) => self.args.add(s.clone()),
+            Value::Earlier(_) | Value::JsonFilled(_) => unreachable!("handled above"),
         };
         r.map_err(|e| DbError::Invalid(e.to_string()))?;
         #[cfg(test)]
@@ -235,7 +288,79 @@ impl<'s> Builder<'s> {
         Ok(format!("${}::{}", self.n, quote(&col.sql_type)))
     }
 
+    /// In a batch: appends a value to the batch's array and returns its element (1-based).
+    fn push_param(&mut self, text: Option<String>) -> String {
+        let batch = self.batch.as_deref_mut().expect("only in a batch");
+        batch.params.push(text);
+        format!("$2[{}]", batch.params.len())
+    }
+
+    /// The SQL reading an earlier statement's cell from the results so far (`$3`), as jsonb,
+    /// after checking the reference; and the cell's kind.
+    fn cell(&self, e: &Earlier) -> Check<(String, Kind)> {
+        let batch = self
+            .batch
+            .as_deref()
+            .ok_or_else(|| DbError::Invalid("earlier and json-filled values are only for batch statements".into()))?;
+        let returns = batch
+            .returns
+            .get(e.statement as usize)
+            .ok_or_else(|| DbError::Invalid(format!("earlier statement {} is not before this one", e.statement)))?;
+        let (i, (_, kind)) = returns
+            .iter()
+            .enumerate()
+            .find(|(_, (c, _))| *c == e.column)
+            .ok_or_else(|| DbError::Invalid(format!("earlier statement {} returns no column {}", e.statement, e.column)))?;
+        Ok((format!("($3 -> {} -> 'rows' -> {} -> {i})", e.statement, e.row), *kind))
+    }
+
+    fn earlier(&mut self, e: &Earlier, col: &Column) -> Check<String> {
+        let (cell, kind) = self.cell(e)?;
+        let compatible = matches!(
+            (kind, col.kind),
+            (Kind::Bool, Kind::Bool)
+                | (Kind::Int, Kind::Int | Kind::Float)
+                | (Kind::Float, Kind::Float)
+                | (Kind::Json, Kind::Json)
+                | (Kind::Uuid, Kind::Uuid | Kind::Text)
+                | (Kind::Timestamp, Kind::Timestamp | Kind::Text)
+                | (Kind::Text, Kind::Text | Kind::Uuid | Kind::Timestamp | Kind::Json)
+        );
+        if !compatible {
+            return Err(DbError::Invalid(format!("earlier {} does not fit a {} column", e.column, col.sql_type)));
+        }
+        // `#>> '{}'`: the cell as text (a JSON null stays SQL null), then the column's cast.
+        Ok(format!("({cell} #>> '{{}}')::{}", quote(&col.sql_type)))
+    }
+
+    fn json_filled(&mut self, j: &JsonFilled, col: &Column) -> Check<String> {
+        if col.kind != Kind::Json {
+            return Err(DbError::Invalid(format!("json-filled does not fit a {} column", col.sql_type)));
+        }
+        if self.batch.is_none() {
+            return Err(DbError::Invalid("earlier and json-filled values are only for batch statements".into()));
+        }
+        if !matches!(serde_json::from_str::<serde_json::Value>(&j.document), Ok(serde_json::Value::Object(_))) {
+            return Err(DbError::Invalid("json-filled document must be a JSON object".into()));
+        }
+        let mut expr = format!("{}::jsonb", self.push_param(Some(j.document.clone())));
+        for (path, e) in &j.fill {
+            if path.is_empty() || path.len() > 8 || !path.iter().all(|k| json_key_ok(k)) {
+                return Err(DbError::Invalid("JSON path keys are 1-64 characters of [A-Za-z0-9_-]".into()));
+            }
+            let (cell, _) = self.cell(e)?;
+            // Keys are spliced as literals: their alphabet has no quote, comma or brace.
+            expr = format!("jsonb_set({expr}, '{{{}}}', COALESCE({cell}, 'null'::jsonb), true)", path.join(","));
+        }
+        Ok(format!("({expr})::{}", quote(&col.sql_type)))
+    }
+
     fn bind_text(&mut self, s: &str) -> Check<String> {
+        if self.batch.is_some() {
+            #[cfg(test)]
+            self.bound.push(tests::Bound::Text(s.to_string()));
+            return Ok(format!("{}::text", self.push_param(Some(s.to_string()))));
+        }
         self.args.add(s.to_string()).map_err(|e| DbError::Invalid(e.to_string()))?;
         #[cfg(test)]
         self.bound.push(tests::Bound::Text(s.to_string()));
@@ -252,10 +377,7 @@ impl<'s> Builder<'s> {
         if col.kind != Kind::Json {
             return Err(DbError::Invalid(format!("{} is not a JSON column", r.column)));
         }
-        let key_ok = |p: &String| {
-            (1..=64).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        };
-        if r.path.len() > 8 || !r.path.iter().all(key_ok) {
+        if r.path.len() > 8 || !r.path.iter().all(|k| json_key_ok(k)) {
             return Err(DbError::Invalid("JSON path keys are 1-64 characters of [A-Za-z0-9_-]".into()));
         }
         // Keys are spliced as literals (their alphabet has no quote or backslash) so that the
@@ -295,6 +417,8 @@ impl<'s> Builder<'s> {
             let placeholder = match col {
                 Some(c) => self.bind(&f.value, c)?,
                 None => match &f.value {
+                    Value::Earlier(e) => format!("({} #>> '{{}}')", self.cell(e)?.0),
+                    Value::JsonFilled(_) => return Err(DbError::Invalid("a JSON path compares with text, not a document".into())),
                     Value::Text(s) | Value::Uuid(s) | Value::Timestamp(s) | Value::Json(s) => self.bind_text(s)?,
                     Value::Integer(i) => self.bind_text(&i.to_string())?,
                     Value::Float(x) => self.bind_text(&x.to_string())?,
@@ -320,12 +444,16 @@ impl<'s> Builder<'s> {
                 Kind::Text | Kind::Json | Kind::Uuid => "::text",
                 Kind::Timestamp => "",
             };
-            let expr = if col.kind == Kind::Timestamp {
+            let mut expr = if col.kind == Kind::Timestamp {
                 // RFC 3339 in UTC, whatever the session time zone.
                 format!("to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')", quote(c))
             } else {
                 format!("{}{cast}", quote(c))
             };
+            if self.batch.is_some() {
+                // Named, so that the batch's wrapper can collect them.
+                write!(expr, " AS \"c{}\"", kinds.len()).unwrap();
+            }
             list.push(expr);
             kinds.push((c.clone(), col.kind));
         }
@@ -344,10 +472,15 @@ impl<'s> Builder<'s> {
 }
 
 pub fn select(schema: &Schema, tenant: Uuid, q: &SelectQuery, cap: u32) -> Check<Statement> {
+    select_in(schema, tenant, q, cap, None)
+}
+
+/// [`select`], as a statement of a batch when `batch` is given.
+pub fn select_in<'s>(schema: &'s Schema, tenant: Uuid, q: &'s SelectQuery, cap: u32, batch: Option<&'s mut BatchValues>) -> Check<Statement> {
     if q.columns.is_empty() {
         return Err(DbError::Invalid("select needs at least one column".into()));
     }
-    let mut b = Builder::new(schema, &q.table, tenant)?;
+    let mut b = Builder::new(schema, &q.table, tenant)?.in_batch(batch);
     let (list, returns) = b.output(&q.columns)?;
     b.sql = format!("SELECT {list} FROM {}", quote(&q.table));
     b.filters(&q.filters)?;
@@ -369,10 +502,15 @@ pub fn select(schema: &Schema, tenant: Uuid, q: &SelectQuery, cap: u32) -> Check
 }
 
 pub fn insert(schema: &Schema, tenant: Uuid, q: &InsertQuery) -> Check<Statement> {
+    insert_in(schema, tenant, q, None)
+}
+
+/// [`insert`], as a statement of a batch when `batch` is given.
+pub fn insert_in<'s>(schema: &'s Schema, tenant: Uuid, q: &'s InsertQuery, batch: Option<&'s mut BatchValues>) -> Check<Statement> {
     if q.columns.is_empty() || q.rows.is_empty() {
         return Err(DbError::Invalid("insert needs columns and at least one row".into()));
     }
-    let mut b = Builder::new(schema, &q.table, tenant)?;
+    let mut b = Builder::new(schema, &q.table, tenant)?.in_batch(batch);
     let mut cols = Vec::with_capacity(q.columns.len());
     for c in &q.columns {
         cols.push(b.writable(c)?);
@@ -420,10 +558,15 @@ pub fn insert(schema: &Schema, tenant: Uuid, q: &InsertQuery) -> Check<Statement
 }
 
 pub fn update(schema: &Schema, tenant: Uuid, q: &UpdateQuery) -> Check<Statement> {
+    update_in(schema, tenant, q, None)
+}
+
+/// [`update`], as a statement of a batch when `batch` is given.
+pub fn update_in<'s>(schema: &'s Schema, tenant: Uuid, q: &'s UpdateQuery, batch: Option<&'s mut BatchValues>) -> Check<Statement> {
     if q.set.is_empty() {
         return Err(DbError::Invalid("update needs at least one assignment".into()));
     }
-    let mut b = Builder::new(schema, &q.table, tenant)?;
+    let mut b = Builder::new(schema, &q.table, tenant)?.in_batch(batch);
     let mut parts = Vec::new();
     for a in &q.set {
         let col = b.writable(&a.column)?;
@@ -436,7 +579,12 @@ pub fn update(schema: &Schema, tenant: Uuid, q: &UpdateQuery) -> Check<Statement
 }
 
 pub fn delete(schema: &Schema, tenant: Uuid, q: &DeleteQuery) -> Check<Statement> {
-    let mut b = Builder::new(schema, &q.table, tenant)?;
+    delete_in(schema, tenant, q, None)
+}
+
+/// [`delete`], as a statement of a batch when `batch` is given.
+pub fn delete_in<'s>(schema: &'s Schema, tenant: Uuid, q: &'s DeleteQuery, batch: Option<&'s mut BatchValues>) -> Check<Statement> {
+    let mut b = Builder::new(schema, &q.table, tenant)?.in_batch(batch);
     b.sql = format!("DELETE FROM {}", quote(&q.table));
     b.filters(&q.filters)?;
     returning(b, &q.returning)
@@ -483,6 +631,105 @@ pub async fn run(tx: &mut TenantTx, st: Statement) -> std::result::Result<Rows, 
     let rows = sqlx::query_with(&st.sql, st.args).fetch_all(tx.conn()).await?;
     let values = decode(&rows, &st.returns)?;
     Ok(Rows { columns, affected: values.len() as u64, rows: values })
+}
+
+/// A statement of a batch as `gateway_batch` runs it: tagged with its index (which the
+/// database's error context quotes back), returning `{"n": affected, "rows": [[cells]]}`.
+/// Rows keep the statement's order: the aggregate reads its (sorted, limited) subquery in
+/// order, PostgreSQL's documented behaviour for a plain aggregate over one subquery.
+pub fn batch_sql(index: usize, st: &Statement) -> String {
+    if st.returns.is_empty() {
+        return format!(
+            "/* batch:{index} */ WITH q AS ({} RETURNING 1) SELECT jsonb_build_object('n', count(*), 'rows', '[]'::jsonb) FROM q",
+            st.sql
+        );
+    }
+    let cells: Vec<String> = (0..st.returns.len()).map(|i| format!("q.\"c{i}\"")).collect();
+    format!(
+        "/* batch:{index} */ WITH q AS ({}) SELECT jsonb_build_object('n', count(*), 'rows', \
+         COALESCE(jsonb_agg(jsonb_build_array({})), '[]'::jsonb)) FROM q",
+        st.sql,
+        cells.join(", ")
+    )
+}
+
+/// `lock` / `try-lock` of a batch, on the same hash as [`lock`] (the tenant is `$1`, a uuid
+/// whose text form is the one [`lock`] binds), the key being the batch's next value.
+pub fn batch_lock_sql(index: usize, key: &str, wait: bool, batch: &mut BatchValues) -> (String, Vec<(String, Kind)>) {
+    batch.params.push(Some(key.to_string()));
+    let hash = format!("hashtextextended($1::text || ':' || $2[{}]::text, 0)", batch.params.len());
+    if wait {
+        (format!("/* batch:{index} */ SELECT jsonb_build_object('n', 0, 'rows', '[]'::jsonb) FROM pg_advisory_xact_lock({hash})"), Vec::new())
+    } else {
+        (
+            format!(
+                "/* batch:{index} */ SELECT jsonb_build_object('n', 1, 'rows', jsonb_build_array(jsonb_build_array(l))) \
+                 FROM pg_try_advisory_xact_lock({hash}) AS l"
+            ),
+            vec![("locked".to_string(), Kind::Bool)],
+        )
+    }
+}
+
+/// Runs a batch's statements in one round trip. On failure: the index of the statement that
+/// failed, when the database names it.
+pub async fn run_batch(
+    tx: &mut TenantTx,
+    statements: Vec<String>,
+    batch: BatchValues,
+) -> std::result::Result<Vec<Rows>, (Option<usize>, sqlx::Error)> {
+    let org = tx.org();
+    let out: serde_json::Value = sqlx::query_scalar("SELECT gateway_batch($1, $2, $3)")
+        .bind(org)
+        .bind(statements)
+        .bind(batch.params)
+        .fetch_one(tx.conn())
+        .await
+        .map_err(|e| (failed_index(&e), e))?;
+    let results = out.as_array().cloned().unwrap_or_default();
+    let mut all = Vec::with_capacity(results.len());
+    for (i, (r, returns)) in results.iter().zip(&batch.returns).enumerate() {
+        decode_cells(r, returns).map(|rows| all.push(rows)).map_err(|e| (Some(i), e))?;
+    }
+    Ok(all)
+}
+
+/// Which statement of a batch an error came from: `/* batch:N */` in the error's context.
+fn failed_index(e: &sqlx::Error) -> Option<usize> {
+    let sqlx::Error::Database(d) = e else { return None };
+    let context = d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?.r#where()?;
+    let at = context.find("/* batch:")? + "/* batch:".len();
+    context[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// One statement's `{"n", "rows"}` as `rows`, each cell by the kind its column promised.
+fn decode_cells(r: &serde_json::Value, returns: &[(String, Kind)]) -> std::result::Result<Rows, sqlx::Error> {
+    use serde_json::Value as J;
+    let bad = || sqlx::Error::Decode("unexpected batch result".into());
+    let affected = r.get("n").and_then(J::as_u64).ok_or_else(bad)?;
+    let mut rows = Vec::new();
+    for row in r.get("rows").and_then(J::as_array).ok_or_else(bad)? {
+        let cells = row.as_array().ok_or_else(bad)?;
+        let mut vals = Vec::with_capacity(returns.len());
+        for ((_, kind), cell) in returns.iter().zip(cells) {
+            let text = || cell.as_str().map(str::to_string).ok_or_else(bad);
+            vals.push(match (kind, cell) {
+                (_, J::Null) => Value::Null,
+                (Kind::Bool, c) => Value::Boolean(c.as_bool().ok_or_else(bad)?),
+                (Kind::Int, c) => Value::Integer(c.as_i64().ok_or_else(bad)?),
+                // NaN and the infinities come as strings.
+                (Kind::Float, J::String(s)) => Value::Float(s.parse().map_err(|_| bad())?),
+                (Kind::Float, c) => Value::Float(c.as_f64().ok_or_else(bad)?),
+                (Kind::Text, _) => Value::Text(text()?),
+                (Kind::Json, _) => Value::Json(text()?),
+                (Kind::Uuid, _) => Value::Uuid(text()?),
+                (Kind::Timestamp, _) => Value::Timestamp(text()?),
+            });
+        }
+        rows.push(vals);
+    }
+    let columns = returns.iter().map(|(c, _)| c.clone()).collect();
+    Ok(Rows { columns, rows, affected })
 }
 
 /// Binds the tenant (as text), then the key.

@@ -39,6 +39,7 @@ impl Bound {
             Value::Integer(i) => Bound::Int(*i),
             Value::Float(f) => Bound::Float(*f),
             Value::Text(s) | Value::Json(s) | Value::Uuid(s) | Value::Timestamp(s) => Bound::Text(s.clone()),
+            Value::Earlier(_) | Value::JsonFilled(_) => unreachable!("read by the statement, never bound"),
         }
     }
 }

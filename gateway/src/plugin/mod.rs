@@ -12,13 +12,15 @@
 //!
 //! # Layout
 //!
-//! - [`bindings`]: the one `bindgen!` of `wit/plugin.wit`.
+//! - [`bindings`]: the `bindgen!` of each served WIT version (`wit/plugin.wit`, `wit/0.1.0/`).
+//! - [`compat`]: 0.1 components served by the host written for the current version.
 //! - [`grants`]: what a plugin may reach and spend ([`Grants`], [`Sandbox`]).
 //! - [`host`]: one module per imported WIT interface.
 //! - [`state`]: the store's data, split into one small view per interface.
 
 pub mod bindings;
 pub mod budget;
+pub mod compat;
 pub mod cpu;
 pub mod failures;
 pub mod grants;
@@ -43,7 +45,6 @@ use crate::role::{Actor, Role};
 pub use grants::{Access, Grants, Sandbox};
 use bindings::context::{self as wit_ctx, CallContext};
 use bindings::types::{HandlerError, Request, Response};
-use bindings::HandlerPre;
 use state::{DbState, HttpState, LogState, MemoryLimiter, StoreState};
 
 /// The epoch ticks this often; CPU deadlines are counted in ticks.
@@ -63,8 +64,9 @@ const STDIO_LINES: usize = 20;
 /// count can run out, and a component holds the same share of it whatever it contains.
 pub const MAX_LIVE_INSTANCES: u32 = 512;
 
-/// The WIT package versions this gateway serves.
-pub const WIT_VERSIONS: &[&str] = &["gateway:plugin@0.1.0"];
+/// The WIT package versions this gateway serves, side by side; a component's version is the
+/// one its `http-handler` export names.
+pub const WIT_VERSIONS: &[&str] = &["gateway:plugin@0.1.0", "gateway:plugin@0.2.0"];
 
 /// A compiled, linked plugin, ready to instantiate (cheap to clone: the code is shared).
 #[derive(Clone)]
@@ -72,7 +74,49 @@ pub struct LoadedPlugin {
     pub name: String,
     pub version: String,
     pub sha256: String,
-    pub(crate) pre: HandlerPre<StoreState>,
+    pub(crate) pre: Pre,
+}
+
+/// A linked component of one of the served WIT versions.
+#[derive(Clone)]
+pub(crate) enum Pre {
+    V0_1(bindings::v0_1::HandlerPre<StoreState>),
+    V0_2(bindings::v0_2::HandlerPre<StoreState>),
+}
+
+impl Pre {
+    fn component(&self) -> &Component {
+        match self {
+            Pre::V0_1(p) => p.instance_pre().component(),
+            Pre::V0_2(p) => p.instance_pre().component(),
+        }
+    }
+
+    /// Instantiates the component in `store` and calls its handler (0.1 through `compat`).
+    async fn call(&self, store: &mut Store<StoreState>, req: &Request) -> wasmtime::Result<Result<Response, HandlerError>> {
+        use compat::Conv;
+        match self {
+            Pre::V0_2(pre) => {
+                let handler = pre.instantiate_async(&mut *store).await?;
+                handler.gateway_plugin_http_handler().call_handle(&mut *store, req).await
+            }
+            Pre::V0_1(pre) => {
+                let handler = pre.instantiate_async(&mut *store).await?;
+                let old: bindings::v0_1::gateway::plugin::types::Request = req.clone().conv();
+                Ok(handler.gateway_plugin_http_handler().call_handle(&mut *store, &old).await?.conv())
+            }
+        }
+    }
+}
+
+impl LoadedPlugin {
+    /// The WIT package version the component was built against (`gateway:plugin@0.2.0`).
+    pub fn wit_version(&self) -> &'static str {
+        match self.pre {
+            Pre::V0_1(_) => WIT_VERSIONS[0],
+            Pre::V0_2(_) => WIT_VERSIONS[1],
+        }
+    }
 }
 
 pub struct Runtime {
@@ -247,7 +291,19 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| fail("imports something this gateway does not provide", e))?;
-        let pre = HandlerPre::new(pre).map_err(|e| fail("does not export the handler world's http-handler", e))?;
+        // The version is the one the handler export names; the imports were linked above
+        // whichever versions they name.
+        let exports = |v: &str| ty.exports(&self.engine).any(|(n, _)| n == format!("gateway:plugin/http-handler@{v}"));
+        let pre = if exports("0.2.0") {
+            Pre::V0_2(bindings::v0_2::HandlerPre::new(pre).map_err(|e| fail("does not export the handler world's http-handler", e))?)
+        } else if exports("0.1.0") {
+            Pre::V0_1(bindings::v0_1::HandlerPre::new(pre).map_err(|e| fail("does not export the handler world's http-handler", e))?)
+        } else {
+            return Err(refuse(format!(
+                "does not export the handler world's http-handler of a served version ({})",
+                WIT_VERSIONS.join(", ")
+            )));
+        };
         Ok(LoadedPlugin { name: name.to_string(), version: version.to_string(), sha256, pre })
     }
 
@@ -255,7 +311,7 @@ impl Runtime {
     /// disk), so that its activation, another name with the same bytes, or a restart does not
     /// compile it again. Only accepted code is kept: a refused upload leaves nothing behind.
     pub fn keep(&self, plugin: &LoadedPlugin) {
-        let component = plugin.pre.instance_pre().component();
+        let component = plugin.pre.component();
         let mut cache = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
         if cache.contains_key(&plugin.sha256) {
             return;
@@ -549,10 +605,7 @@ async fn run(
             Ok(wasmtime::UpdateDeadline::Yield(ticks(cpu - used)))
         });
 
-        let call = async {
-            let handler = plugin.pre.instantiate_async(&mut store).await?;
-            handler.gateway_plugin_http_handler().call_handle(&mut store, &inv.request).await
-        };
+        let call = plugin.pre.call(&mut store, &inv.request);
         let started = tokio::time::Instant::now();
         let ended = match tokio::time::timeout(sandbox.timeout, cpu::Metered::new(call, meter)).await {
             Ok(Ok(Ok(resp))) => Ended::Response(resp),
@@ -711,7 +764,8 @@ impl Runtime {
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1000);
         let t1 = std::time::Instant::now();
-        let h = plugin.pre.instantiate_async(&mut store).await.unwrap();
+        let Pre::V0_2(pre) = &plugin.pre else { panic!("the dispatch benchmark times a 0.2 component") };
+        let h = pre.instantiate_async(&mut store).await.unwrap();
         let t2 = std::time::Instant::now();
         let r = h.gateway_plugin_http_handler().call_handle(&mut store, req).await.unwrap();
         let t3 = std::time::Instant::now();

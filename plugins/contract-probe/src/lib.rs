@@ -14,8 +14,8 @@
 //! `"succeed_on_attempt": N` it fails every job attempt (header `x-job-attempt`) before the Nth.
 
 use gateway_plugin_sdk::bindings::gateway::plugin::tenant_db::{
-    self as db, Assignment, ColumnRef, Comparison, ConflictAction, DbError, DeleteQuery, Filter, InsertQuery,
-    OnConflict, Order, SelectQuery, UpdateQuery, Value,
+    self as db, Assignment, ColumnRef, Comparison, ConflictAction, DbError, DeleteQuery, Earlier, Filter, InsertQuery,
+    JsonFilled, OnConflict, Order, SelectQuery, Statement, UpdateQuery, Value,
 };
 use gateway_plugin_sdk::db::value_to_json;
 use gateway_plugin_sdk::http::{self, HttpError, OutgoingRequest};
@@ -44,11 +44,33 @@ fn value(v: &J) -> Value {
                 "json" => Value::Json(x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())),
                 "uuid" => Value::uuid(x.as_str().unwrap_or_default()),
                 "timestamp" => Value::timestamp(x.as_str().unwrap_or_default()),
+                "earlier" => Value::Earlier(earlier(x)),
+                "json_filled" => Value::JsonFilled(JsonFilled {
+                    document: s(x, "document"),
+                    fill: x
+                        .get("fill")
+                        .and_then(J::as_array)
+                        .map(|a| {
+                            a.iter()
+                                .map(|f| {
+                                    let path = f.get(0).and_then(J::as_array).map(|p| p.iter().filter_map(|k| k.as_str().map(str::to_string)).collect()).unwrap_or_default();
+                                    (path, earlier(f.get(1).unwrap_or(&J::Null)))
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                }),
                 _ => Value::text(x.as_str().unwrap_or_default()),
             }
         }
         other => Value::text(other.as_str().unwrap_or_default()),
     }
+}
+
+/// `{"statement": 0, "row": 0, "column": "id"}`
+fn earlier(v: &J) -> Earlier {
+    let n = |k: &str| v.get(k).and_then(J::as_u64).unwrap_or(0) as u32;
+    Earlier { statement: n("statement"), row: n("row"), column: s(v, "column") }
 }
 
 fn column_ref(v: &J) -> ColumnRef {
@@ -112,18 +134,15 @@ fn http_err(e: HttpError) -> J {
 
 fn rows(r: Result<db::Rows, DbError>) -> J {
     match r {
-        Ok(r) => json!({ "ok": {
-            "columns": r.columns,
-            "rows": r.rows.iter().map(|row| row.iter().map(value_to_json).collect::<Vec<_>>()).collect::<Vec<_>>(),
-            "affected": r.affected,
-        }}),
+        Ok(r) => json!({ "ok": rows_json(&r) }),
         Err(e) => db_err(e),
     }
 }
 
-fn step(st: &J) -> J {
+/// A `tenant-db` step as a batch statement (the single calls run the same records).
+fn statement(st: &J) -> Option<Statement> {
     if let Some(q) = st.get("select") {
-        return rows(db::select(&SelectQuery {
+        return Some(Statement::Select(SelectQuery {
             table: s(q, "table"),
             columns: strings(q, "columns"),
             filters: filters(q),
@@ -144,7 +163,7 @@ fn step(st: &J) -> J {
                 None => ConflictAction::DoNothing,
             },
         });
-        return rows(db::insert(&InsertQuery {
+        return Some(Statement::Insert(InsertQuery {
             table: s(q, "table"),
             columns: strings(q, "columns"),
             rows: q
@@ -162,22 +181,59 @@ fn step(st: &J) -> J {
             .and_then(J::as_object)
             .map(|m| m.iter().map(|(k, v)| Assignment { column: k.clone(), value: value(v) }).collect())
             .unwrap_or_default();
-        return rows(db::update(&UpdateQuery { table: s(q, "table"), set, filters: filters(q), returning: strings(q, "returning") }));
+        return Some(Statement::Update(UpdateQuery { table: s(q, "table"), set, filters: filters(q), returning: strings(q, "returning") }));
     }
     if let Some(q) = st.get("delete") {
-        return rows(db::delete(&DeleteQuery { table: s(q, "table"), filters: filters(q), returning: strings(q, "returning") }));
+        return Some(Statement::Delete(DeleteQuery { table: s(q, "table"), filters: filters(q), returning: strings(q, "returning") }));
     }
     if let Some(k) = st.get("lock") {
-        return match db::lock(k.as_str().unwrap_or_default()) {
-            Ok(()) => json!({ "ok": null }),
-            Err(e) => db_err(e),
-        };
+        return Some(Statement::Lock(k.as_str().unwrap_or_default().to_string()));
     }
     if let Some(k) = st.get("try_lock") {
-        return match db::try_lock(k.as_str().unwrap_or_default()) {
-            Ok(got) => json!({ "ok": got }),
-            Err(e) => db_err(e),
+        return Some(Statement::TryLock(k.as_str().unwrap_or_default().to_string()));
+    }
+    None
+}
+
+fn rows_json(r: &db::Rows) -> J {
+    json!({
+        "columns": r.columns,
+        "rows": r.rows.iter().map(|row| row.iter().map(value_to_json).collect::<Vec<_>>()).collect::<Vec<_>>(),
+        "affected": r.affected,
+    })
+}
+
+fn step(st: &J) -> J {
+    // `{"batch": [steps…]}`: the steps as one `tenant-db.batch` call.
+    if let Some(steps) = st.get("batch").and_then(J::as_array) {
+        let statements: Vec<Statement> = steps.iter().filter_map(statement).collect();
+        return match db::batch(&statements) {
+            Ok(all) => json!({ "ok": all.iter().map(rows_json).collect::<Vec<_>>() }),
+            Err(e) => {
+                let mut j = db_err(e.error);
+                j["index"] = e.index.into();
+                j
+            }
         };
+    }
+    match statement(st) {
+        Some(Statement::Select(q)) => return rows(db::select(&q)),
+        Some(Statement::Insert(q)) => return rows(db::insert(&q)),
+        Some(Statement::Update(q)) => return rows(db::update(&q)),
+        Some(Statement::Delete(q)) => return rows(db::delete(&q)),
+        Some(Statement::Lock(k)) => {
+            return match db::lock(&k) {
+                Ok(()) => json!({ "ok": null }),
+                Err(e) => db_err(e),
+            }
+        }
+        Some(Statement::TryLock(k)) => {
+            return match db::try_lock(&k) {
+                Ok(got) => json!({ "ok": got }),
+                Err(e) => db_err(e),
+            }
+        }
+        None => {}
     }
     if let Some(h) = st.get("http") {
         let req = OutgoingRequest {

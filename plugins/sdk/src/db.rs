@@ -377,6 +377,8 @@ pub fn value_to_json(v: &Value) -> serde_json::Value {
         Value::Float(f) => serde_json::Number::from_f64(*f).map(Into::into).unwrap_or(serde_json::Value::Null),
         Value::Text(s) | Value::Uuid(s) | Value::Timestamp(s) => s.clone().into(),
         Value::Json(s) => serde_json::from_str(s).unwrap_or(serde_json::Value::Null),
+        // Batch-only inputs; the host never returns them.
+        Value::Earlier(_) | Value::JsonFilled(_) => serde_json::Value::Null,
     }
 }
 

@@ -186,15 +186,18 @@ pub fn push_field(out: &mut String, key: &str, value: &str) {
     out.push('"');
 }
 
-/// Links `gateway:plugin/log`.
+/// Links `gateway:plugin/log` of every served version (its signature is the same in each).
 pub fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
-    let mut inst = linker.instance("gateway:plugin/log@0.1.0")?;
-    inst.func_wrap(
-        "emit",
-        |store: StoreContextMut<'_, StoreState>, (level, message, fields): (Level, WasmStr, WasmList<(WasmStr, WasmStr)>)| {
-            emit(store, level, message, fields)
-        },
-    )
+    for name in ["gateway:plugin/log@0.1.0", "gateway:plugin/log@0.2.0"] {
+        let mut inst = linker.instance(name)?;
+        inst.func_wrap(
+            "emit",
+            |store: StoreContextMut<'_, StoreState>, (level, message, fields): (Level, WasmStr, WasmList<(WasmStr, WasmStr)>)| {
+                emit(store, level, message, fields)
+            },
+        )?;
+    }
+    Ok(())
 }
 
 fn emit(

@@ -86,6 +86,8 @@ pub fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
     log::add_to_linker(linker)?;
     // `types` has no functions; it is linked so that components may import it.
     bindings::types::add_to_linker::<StoreState, wasmtime::component::HasSelf<StoreState>>(linker, |s| s)?;
+    // The same capabilities under their 0.1 names, for components built against 0.1.
+    crate::plugin::compat::add_to_linker(linker)?;
     Ok(())
 }
 

@@ -4,7 +4,9 @@
 use wasmtime::component::HasData;
 
 use crate::db::structured as sql;
-use crate::plugin::bindings::tenant_db::{DbError, DeleteQuery, Host, InsertQuery, Rows, SelectQuery, UpdateQuery};
+use crate::plugin::bindings::tenant_db::{
+    BatchError, DbError, DeleteQuery, Host, InsertQuery, Rows, SelectQuery, Statement, UpdateQuery,
+};
 use crate::plugin::state::DbState;
 use crate::plugin::grants::Access;
 
@@ -16,6 +18,9 @@ impl HasData for Data {
 
 /// Statements per invocation, so a runaway plugin cannot hold a connection forever.
 const MAX_STATEMENTS: u32 = 1_000;
+
+/// Statements per batch.
+pub const MAX_BATCH: usize = 64;
 
 /// Connection slots per org: one org's invocations hold at most `cap` connections of the
 /// plugin pool at once, so they can slow only each other down when they sit on them. Waiting
@@ -174,6 +179,107 @@ impl DbState {
         self.capped(st).await.map_err(|e| renamed(e, &alias))
     }
 
+    fn lock_allowed(&mut self, key: &str) -> Result<(), DbError> {
+        if !self.grants.locks {
+            self.refused = Some("locks".into());
+            return Err(DbError::NotGranted("locks".into()));
+        }
+        if key.is_empty() || key.len() > 512 {
+            return Err(DbError::Invalid("lock key must be 1 to 512 bytes".into()));
+        }
+        Ok(())
+    }
+
+    /// Builds one statement of a batch after its grant check, exactly as the single call
+    /// would (same checks, same SQL), its values going to the batch's array.
+    fn batch_statement(&mut self, index: usize, st: &Statement, values: &mut sql::BatchValues) -> Result<(String, Vec<(String, sql::Kind)>, Option<(String, String)>), DbError> {
+        let cap = self.grants.db_max_rows;
+        let (built, alias) = match st {
+            Statement::Select(q) => {
+                self.check_grant(&q.table, if q.for_update { Access::Write } else { Access::Read })?;
+                let mut q = q.clone();
+                let alias = self.resolve(&mut q.table);
+                (sql::select_in(&self.schema, self.tenant, &q, cap, Some(values)), alias)
+            }
+            Statement::Insert(q) => {
+                self.check_grant(&q.table, Access::Write)?;
+                if q.rows.len() > cap as usize {
+                    return Err(DbError::TooManyRows(cap));
+                }
+                let mut q = q.clone();
+                let alias = self.resolve(&mut q.table);
+                (sql::insert_in(&self.schema, self.tenant, &q, Some(values)), alias)
+            }
+            Statement::Update(q) => {
+                self.check_grant(&q.table, Access::Write)?;
+                let mut q = q.clone();
+                let alias = self.resolve(&mut q.table);
+                (sql::update_in(&self.schema, self.tenant, &q, Some(values)), alias)
+            }
+            Statement::Delete(q) => {
+                self.check_grant(&q.table, Access::Write)?;
+                let mut q = q.clone();
+                let alias = self.resolve(&mut q.table);
+                (sql::delete_in(&self.schema, self.tenant, &q, Some(values)), alias)
+            }
+            Statement::Lock(key) | Statement::TryLock(key) => {
+                self.lock_allowed(key)?;
+                let (text, returns) = sql::batch_lock_sql(index, key, matches!(st, Statement::Lock(_)), values);
+                return Ok((text, returns, None));
+            }
+        };
+        let built = built.map_err(|e| renamed(e, &alias))?;
+        Ok((sql::batch_sql(index, &built), built.returns, alias))
+    }
+
+    async fn batch_inner(&mut self, statements: Vec<Statement>) -> Result<Vec<Rows>, BatchError> {
+        let at = |index: usize, error: DbError| BatchError { index: index as u32, error };
+        if statements.is_empty() {
+            return Ok(Vec::new());
+        }
+        if statements.len() > MAX_BATCH {
+            return Err(at(MAX_BATCH, DbError::Invalid(format!("more than {MAX_BATCH} statements in one batch"))));
+        }
+        // Everything is checked and built before anything is sent: a refused statement leaves
+        // the transaction as it was.
+        let mut values = sql::BatchValues::default();
+        let mut texts = Vec::with_capacity(statements.len());
+        let mut aliases = Vec::with_capacity(statements.len());
+        for (i, st) in statements.iter().enumerate() {
+            let (text, returns, alias) = self.batch_statement(i, st, &mut values).map_err(|e| at(i, e))?;
+            texts.push(text);
+            values.returns.push(returns);
+            aliases.push(alias);
+        }
+        let last = statements.len() - 1;
+        // The batch counts as its statements towards the invocation's limit.
+        self.statements += last as u32;
+        let tx = self.transaction().await.map_err(|e| at(0, e))?;
+        let results = match sql::run_batch(tx, texts, values).await {
+            Ok(r) => r,
+            Err((index, e)) => {
+                let index = index.unwrap_or(last).min(last);
+                let mapped = renamed(self.failed(&e), &aliases[index]);
+                return Err(at(index, mapped));
+            }
+        };
+        // Caps, as the single calls apply them; the statements after the one over its cap
+        // have run, so the transaction cannot commit.
+        let cap = self.grants.db_max_rows;
+        for (i, (st, rows)) in statements.iter().zip(&results).enumerate() {
+            let over = match st {
+                Statement::Select(_) => rows.rows.len() > cap as usize,
+                Statement::Update(_) | Statement::Delete(_) => rows.affected > u64::from(cap) || rows.rows.len() > cap as usize,
+                _ => false,
+            };
+            if over {
+                self.aborted = true;
+                return Err(at(i, DbError::TooManyRows(cap)));
+            }
+        }
+        Ok(results)
+    }
+
     async fn try_lock_inner(&mut self, key: String) -> Result<bool, DbError> {
         if !self.grants.locks {
             self.refused = Some("locks".into());
@@ -254,5 +360,8 @@ impl Host for DbState {
     }
     async fn try_lock(&mut self, key: String) -> Result<bool, DbError> {
         self.try_lock_inner(key).await
+    }
+    async fn batch(&mut self, statements: Vec<Statement>) -> Result<Vec<Rows>, BatchError> {
+        self.batch_inner(statements).await
     }
 }
