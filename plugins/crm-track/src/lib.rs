@@ -2,7 +2,8 @@
 //!
 //! - `POST /v1/crm/track`: validate, honour idempotency, resolve the contact atomically
 //!   (advisory locks on every normalised identity, then external_id → email → phone), record
-//!   the event and its outbox messages. One invocation is one transaction: all or nothing.
+//!   the event and its outbox messages. One invocation is one transaction: all or nothing, in
+//!   two `tenant-db` batches (three with an idempotency key).
 //! - `GET /v1/crm/contacts/{contact_id}`: the contact, its identities, its latest events.
 //! - `GET /v1/crm/events?contact_id=&type=&limit=&before=`: events, newest first.
 //!
@@ -12,7 +13,7 @@
 
 mod validate;
 
-use gateway_plugin_sdk::db::{self, Filtered, Row, Value};
+use gateway_plugin_sdk::db::{self, Filtered, Row, Step, Value};
 use gateway_plugin_sdk::encoding::{hex, is_uuid};
 use gateway_plugin_sdk::serde_json::{json, Map, Value as J};
 use gateway_plugin_sdk::{self as sdk, HandlerError, Request, Response};
@@ -35,6 +36,9 @@ impl sdk::Guest for CrmTrack {
 
 sdk::export_plugin!(CrmTrack);
 
+/// One event in as few round trips as its semantics allow (WIT 0.2 `tenant-db.batch`): the
+/// idempotency check when there is a key (it must not wait on a twin, so it goes first, on
+/// its own), then the identity locks with the lookups they protect, then every write.
 fn track(req: &Request) -> Result<Response, HandlerError> {
     let body = req.json_value()?;
     let header_key = req.header("idempotency-key").map(str::to_string);
@@ -43,14 +47,16 @@ fn track(req: &Request) -> Result<Response, HandlerError> {
 
     if let Some(key) = &t.idem_key {
         // Never wait on a twin: if the same key is being processed right now, say so.
-        if !db::try_lock(&format!("idem:{key}"))? {
+        let mut b = db::batch();
+        let got = b.try_lock(&format!("idem:{key}"));
+        let earlier = b.select(
+            db::select("crm_events").columns(&["id", "contact_id", "request_hash"]).json_eq("props", &["idemKey"], key).limit(1),
+        );
+        let done = b.run()?;
+        if !done.locked(got) {
             return Err(sdk::conflict("IDEMPOTENCY_IN_FLIGHT", "a request with this Idempotency-Key is in progress"));
         }
-        let first = db::select("crm_events")
-            .columns(&["id", "contact_id", "request_hash"])
-            .json_eq("props", &["idemKey"], key)
-            .fetch_one()?;
-        if let Some(first) = first {
+        if let Some(first) = done.first(earlier) {
             if first.str("request_hash") != Some(request_hash.as_str()) {
                 return Err(sdk::unprocessable(
                     "IDEMPOTENCY_KEY_REUSED",
@@ -65,112 +71,132 @@ fn track(req: &Request) -> Result<Response, HandlerError> {
         t.props.insert("idemKey".into(), J::String(key.clone()));
     }
 
-    let resolved = resolve_contact(&t).inspect_err(|_| sdk::log::info("crm_track_contact_resolve_failed", &[]))?;
+    let found = lookup(&t).inspect_err(|_| sdk::log::info("crm_track_contact_resolve_failed", &[]))?;
+    let primary = found.iter().find_map(|(_, m)| m.clone());
 
-    let conflicts = if resolved.conflicts.is_empty() { Value::Null } else { Value::json(&json!(resolved.conflicts)) };
-    let event = db::insert("crm_events")
-        .columns(&["contact_id", "business_id", "type", "props", "request_hash", "conflicts"])
-        .row(vec![
-            Value::uuid(&resolved.contact_id),
-            Value::opt_uuid(t.business_id.as_deref()),
-            Value::text(&t.kind),
-            Value::json(&J::Object(t.props.clone())),
-            Value::text(&request_hash),
-            conflicts,
-        ])
-        .returning(&["id", "created_at"])
-        .execute()?;
-    let event = Row::first(event).ok_or_else(|| sdk::failed("event not stored"))?;
-    let event_id = event.str("id").unwrap_or_default().to_string();
-
-    let mut outbox = db::insert("crm_outbox").columns(&["topic", "payload"]).row(vec![
-        Value::text("event.tracked.v1"),
-        Value::json(&json!({
-            "event_id": event_id, "contact_id": resolved.contact_id, "type": t.kind,
-            "business_id": t.business_id, "created_at": event.str("created_at"),
-        })),
-    ]);
-    if resolved.created || resolved.linked > 0 {
-        outbox = outbox.row(vec![
-            Value::text("contact.updated.v1"),
-            Value::json(&json!({
-                "contact_id": resolved.contact_id, "created": resolved.created, "identities_linked": resolved.linked,
-            })),
-        ]);
-    }
-    outbox.execute()?;
-
-    // Ids and the event type only: no emails or phones in logs (the host adds org and request id).
-    sdk::log::info("event_tracked", &[("event_id", &event_id), ("contact_id", &resolved.contact_id), ("type", &t.kind)]);
-    sdk::json(200, &json!({ "ok": true, "event_id": event_id, "contact_id": resolved.contact_id }))
-}
-
-struct Resolved {
-    contact_id: String,
-    created: bool,
-    linked: u32,
-    conflicts: Vec<J>,
-}
-
-/// Seed 001's atomic resolution, inside the invocation's transaction.
-fn resolve_contact(t: &Track) -> Result<Resolved, HandlerError> {
-    // Locks in a fixed (sorted) order, so two requests naming the same identities in a
-    // different order cannot deadlock.
-    let mut keys: Vec<String> = t.identities.iter().map(|i| format!("identity:{}:{}", i.kind, i.value)).collect();
-    keys.sort();
-    for k in &keys {
-        db::lock(k)?;
-    }
-    // Priority order: external_id, email, phone (validate::track sorts them so).
-    let mut matches: Vec<(&Identity, Option<String>)> = Vec::new();
-    for i in &t.identities {
-        let found = db::select("contact_identities")
-            .columns(&["contact_id"])
-            .eq("type", Value::text(i.kind))
-            .eq("value", Value::text(&i.value))
-            .fetch_one()?;
-        matches.push((i, found.and_then(|r| r.str("contact_id").map(str::to_string))));
-    }
-    let primary = matches.iter().find_map(|(_, m)| m.clone());
-    let (contact_id, created) = match primary {
-        Some(id) => (id, false),
+    // Every write in one batch. The contact, when there is none yet, is created first and its
+    // id used by the statements after it.
+    let mut b = db::batch();
+    let (contact, contact_step) = match &primary {
+        Some(id) => (Value::uuid(id), None),
         None => {
-            let rows = db::insert("crm_contacts")
-                .columns(&["name", "business_id"])
-                .row(vec![Value::opt_text(t.name.as_deref()), Value::opt_uuid(t.business_id.as_deref())])
-                .returning(&["id"])
-                .execute()?;
-            let row = Row::first(rows).ok_or_else(|| sdk::failed("contact not created"))?;
-            (row.str("id").unwrap_or_default().to_string(), true)
+            let c = b.insert(
+                db::insert("crm_contacts")
+                    .columns(&["name", "business_id"])
+                    .row(vec![Value::opt_text(t.name.as_deref()), Value::opt_uuid(t.business_id.as_deref())])
+                    .returning(&["id"]),
+            );
+            (c.cell("id"), Some(c))
         }
     };
+    let created = contact_step.is_some();
     // Two identities pointing at two contacts: keep the higher-priority one, do not merge,
     // and record the disagreement on the event.
-    let conflicts: Vec<J> = matches
-        .iter()
-        .filter_map(|(i, m)| match m {
-            Some(other) if *other != contact_id => Some(json!({ "type": i.kind, "contact_id": other })),
-            _ => None,
-        })
-        .collect();
-    let unlinked: Vec<&Identity> = matches.iter().filter(|(_, m)| m.is_none()).map(|(i, _)| *i).collect();
-    let mut linked = 0;
+    let conflicts: Vec<J> = match &primary {
+        Some(primary) => found
+            .iter()
+            .filter_map(|(i, m)| match m {
+                Some(other) if other != primary => Some(json!({ "type": i.kind, "contact_id": other })),
+                _ => None,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let unlinked: Vec<&Identity> = found.iter().filter(|(_, m)| m.is_none()).map(|(i, _)| *i).collect();
     if !unlinked.is_empty() {
         let mut ins = db::insert("contact_identities").columns(&["type", "value", "contact_id"]);
         for i in &unlinked {
-            ins = ins.row(vec![Value::text(i.kind), Value::text(&i.value), Value::uuid(&contact_id)]);
+            ins = ins.row(vec![Value::text(i.kind), Value::text(&i.value), contact.clone()]);
         }
-        linked = ins.on_conflict_do_nothing(&["type", "value"]).execute()?.affected as u32;
+        b.insert(ins.on_conflict_do_nothing(&["type", "value"]));
     }
     if !created && t.name.is_some() {
-        db::update("crm_contacts")
-            .set("name", Value::text(t.name.as_deref().unwrap_or_default()))
-            .set("updated_at", Value::timestamp("now"))
-            .eq("id", Value::uuid(&contact_id))
-            .where_null("name")
-            .execute()?;
+        b.update(
+            db::update("crm_contacts")
+                .set("name", Value::text(t.name.as_deref().unwrap_or_default()))
+                .set("updated_at", Value::timestamp("now"))
+                .eq("id", contact.clone())
+                .where_null("name"),
+        );
     }
-    Ok(Resolved { contact_id, created, linked, conflicts })
+    let conflicts = if conflicts.is_empty() { Value::Null } else { Value::json(&json!(conflicts)) };
+    let event = b.insert(
+        db::insert("crm_events")
+            .columns(&["contact_id", "business_id", "type", "props", "request_hash", "conflicts"])
+            .row(vec![
+                contact.clone(),
+                Value::opt_uuid(t.business_id.as_deref()),
+                Value::text(&t.kind),
+                Value::json(&J::Object(t.props.clone())),
+                Value::text(&request_hash),
+                conflicts,
+            ])
+            .returning(&["id", "created_at"]),
+    );
+    // The identities are locked and were looked up under the locks, so every unlinked one is
+    // linked by this batch: the count is known before it runs.
+    let linked = unlinked.len();
+    let contact_fill = |doc: J, mut fill: Vec<(&'static str, db::Earlier)>| {
+        if let Some(c) = contact_step {
+            fill.push(("contact_id", c.at(0, "id")));
+        }
+        Value::json_filled(&doc, &fill)
+    };
+    let known_contact = primary.clone().map(J::String).unwrap_or(J::Null);
+    let mut outbox = db::insert("crm_outbox").columns(&["topic", "payload"]).row(vec![
+        Value::text("event.tracked.v1"),
+        contact_fill(
+            json!({ "contact_id": known_contact, "type": t.kind, "business_id": t.business_id }),
+            vec![("event_id", event.at(0, "id")), ("created_at", event.at(0, "created_at"))],
+        ),
+    ]);
+    if created || linked > 0 {
+        outbox = outbox.row(vec![
+            Value::text("contact.updated.v1"),
+            contact_fill(json!({ "contact_id": known_contact, "created": created, "identities_linked": linked }), vec![]),
+        ]);
+    }
+    b.insert(outbox);
+    let done = b.run()?;
+
+    let event_id = done.first(event).and_then(|r| r.str("id").map(str::to_string)).ok_or_else(|| sdk::failed("event not stored"))?;
+    let contact_id = match (primary, contact_step) {
+        (Some(id), _) => id,
+        (None, Some(step)) => done.first(step).and_then(|r| r.str("id").map(str::to_string)).ok_or_else(|| sdk::failed("contact not created"))?,
+        (None, None) => unreachable!("a contact is created when none was found"),
+    };
+    // Ids and the event type only: no emails or phones in logs (the host adds org and request id).
+    sdk::log::info("event_tracked", &[("event_id", &event_id), ("contact_id", &contact_id), ("type", &t.kind)]);
+    sdk::json(200, &json!({ "ok": true, "event_id": event_id, "contact_id": contact_id }))
+}
+
+/// Seed 001's atomic resolution, first half, in one round trip: advisory locks on every
+/// normalised identity, in a fixed (sorted) order so two requests naming the same identities
+/// in a different order cannot deadlock, then each identity's contact, looked up under the
+/// locks (each statement of a batch sees what committed before it began). Priority order:
+/// external_id, email, phone (validate::track sorts them so).
+fn lookup(t: &Track) -> Result<Vec<(&Identity, Option<String>)>, HandlerError> {
+    let mut keys: Vec<String> = t.identities.iter().map(|i| format!("identity:{}:{}", i.kind, i.value)).collect();
+    keys.sort();
+    let mut b = db::batch();
+    for k in &keys {
+        b.lock(k);
+    }
+    let steps: Vec<Step> = t
+        .identities
+        .iter()
+        .map(|i| {
+            b.select(
+                db::select("contact_identities")
+                    .columns(&["contact_id"])
+                    .eq("type", Value::text(i.kind))
+                    .eq("value", Value::text(&i.value))
+                    .limit(1),
+            )
+        })
+        .collect();
+    let done = b.run()?;
+    Ok(t.identities.iter().zip(steps).map(|(i, s)| (i, done.first(s).and_then(|r| r.str("contact_id").map(str::to_string)))).collect())
 }
 
 fn contact(id: &str) -> Result<Response, HandlerError> {

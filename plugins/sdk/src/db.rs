@@ -15,12 +15,25 @@
 //! and [`Value::as_int`] read them. Filters: [`Filtered`] (`eq`, `ne`, `lt`, `le`, `gt`, `ge`,
 //! `json_eq`, `where_null`, `where_not_null`), joined with AND. The contract has no `IN`
 //! comparison: match a set with one query per value.
+//!
+//! [`batch`] sends several of these in one round trip (`tenant-db.batch`, WIT 0.2): each
+//! statement sees the ones before it, and a later one can use what an earlier one returned.
+//!
+//! ```ignore
+//! let mut b = db::batch();
+//! let contact = b.insert(db::insert("crm_contacts").columns(&["name"]).row(vec![Value::text("Ann")]).returning(&["id"]));
+//! b.insert(db::insert("contact_identities").columns(&["type", "value", "contact_id"])
+//!     .row(vec![Value::text("email"), Value::text("ann@example.com"), contact.cell("id")]));
+//! let done = b.run()?;
+//! let id = done.first(contact).and_then(|r| r.str("id").map(str::to_string));
+//! ```
 
 pub use crate::bindings::gateway::plugin::tenant_db::{
-    ColumnRef, Comparison, ConflictAction, DbError, Filter, OnConflict, Order, Rows, Value,
+    BatchError, ColumnRef, Comparison, ConflictAction, DbError, Earlier, Filter, JsonFilled, OnConflict, Order, Rows,
+    Value,
 };
 use crate::bindings::gateway::plugin::tenant_db::{
-    self as raw, Assignment, DeleteQuery, InsertQuery, SelectQuery, UpdateQuery,
+    self as raw, Assignment, DeleteQuery, InsertQuery, SelectQuery, Statement, UpdateQuery,
 };
 use crate::HandlerError;
 
@@ -43,6 +56,15 @@ impl Value {
     /// A JSON document, serialized, for `json` / `jsonb` columns.
     pub fn json(doc: &serde_json::Value) -> Value {
         Value::Json(doc.to_string())
+    }
+
+    /// In a [`batch`]: `doc` (a JSON object) with each top-level key set to an earlier
+    /// statement's cell, e.g. `Value::json_filled(&json!({"type": "x"}), &[("event_id", event.at(0, "id"))])`.
+    pub fn json_filled(doc: &serde_json::Value, fill: &[(&str, Earlier)]) -> Value {
+        Value::JsonFilled(JsonFilled {
+            document: doc.to_string(),
+            fill: fill.iter().map(|(k, e)| (vec![k.to_string()], e.clone())).collect(),
+        })
     }
 
     /// [`Value::text`], or `NULL` when absent.
@@ -411,5 +433,110 @@ pub fn describe(e: &DbError) -> String {
         DbError::TooManyRows(n) => format!("more than {n} rows"),
         DbError::Unavailable => "unavailable".into(),
         DbError::Aborted => "transaction aborted".into(),
+    }
+}
+
+/// Several statements sent in one round trip, run in order inside the invocation's
+/// transaction (`tenant-db.batch`). Add statements with the builders' `into` methods or
+/// [`Batch::select`] and friends, then [`Batch::run`].
+///
+/// Every statement is checked before any runs; if one fails in the database the rest do not
+/// run and the invocation's transaction is aborted (its [`BatchError`] names the statement).
+#[derive(Default)]
+pub struct Batch {
+    statements: Vec<Statement>,
+}
+
+/// A statement's place in a [`Batch`]: read its result from [`Done`], or use one of its
+/// cells in a later statement of the same batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step(u32);
+
+impl Step {
+    /// The cell `column` of row `row` this statement returns, for a later statement.
+    pub fn at(self, row: u32, column: &str) -> Earlier {
+        Earlier { statement: self.0, row, column: column.to_string() }
+    }
+    /// As a value: the cell `column` of the first row this statement returns (`NULL` if none).
+    pub fn cell(self, column: &str) -> Value {
+        Value::Earlier(self.at(0, column))
+    }
+    /// The statement's index in its batch.
+    pub fn index(self) -> u32 {
+        self.0
+    }
+}
+
+/// Starts a batch.
+pub fn batch() -> Batch {
+    Batch::default()
+}
+
+impl Batch {
+    fn push(&mut self, st: Statement) -> Step {
+        self.statements.push(st);
+        Step(self.statements.len() as u32 - 1)
+    }
+    pub fn select(&mut self, q: Select) -> Step {
+        self.push(Statement::Select(q.0))
+    }
+    pub fn insert(&mut self, q: Insert) -> Step {
+        self.push(Statement::Insert(q.0))
+    }
+    pub fn update(&mut self, q: Update) -> Step {
+        self.push(Statement::Update(q.0))
+    }
+    pub fn delete(&mut self, q: Delete) -> Step {
+        self.push(Statement::Delete(q.0))
+    }
+    /// Waits for the org-scoped advisory lock on `key` (see [`lock`]).
+    pub fn lock(&mut self, key: &str) -> Step {
+        self.push(Statement::Lock(key.to_string()))
+    }
+    /// Tries the lock without waiting; its result has one row, column `locked`.
+    pub fn try_lock(&mut self, key: &str) -> Step {
+        self.push(Statement::TryLock(key.to_string()))
+    }
+    pub fn len(&self) -> usize {
+        self.statements.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.statements.is_empty()
+    }
+    /// Sends the batch; an empty batch costs nothing.
+    pub fn run(self) -> Result<Done, BatchError> {
+        if self.statements.is_empty() {
+            return Ok(Done(Vec::new()));
+        }
+        raw::batch(&self.statements).map(Done)
+    }
+}
+
+/// A batch's results, one [`Rows`] per statement.
+pub struct Done(Vec<Rows>);
+
+impl Done {
+    /// The rows a statement returned.
+    pub fn rows(&self, step: Step) -> &Rows {
+        &self.0[step.0 as usize]
+    }
+    /// The first row a statement returned, if any.
+    pub fn first(&self, step: Step) -> Option<Row> {
+        Row::first(self.rows(step).clone())
+    }
+    /// Every row a statement returned.
+    pub fn all(&self, step: Step) -> Vec<Row> {
+        Row::all(self.rows(step).clone())
+    }
+    /// Whether a `try_lock` statement got its lock.
+    pub fn locked(&self, step: Step) -> bool {
+        matches!(self.rows(step).rows.first().and_then(|r| r.first()), Some(Value::Boolean(true)))
+    }
+}
+
+impl From<BatchError> for HandlerError {
+    /// As the statement's own [`DbError`] would be.
+    fn from(e: BatchError) -> HandlerError {
+        e.error.into()
     }
 }
