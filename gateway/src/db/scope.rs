@@ -21,13 +21,36 @@ pub struct TenantTx {
     actor: Actor,
 }
 
-/// Opens a tenant transaction, in one round trip after `BEGIN`.
+/// Opens a tenant transaction, `BEGIN` and its settings in one round trip.
 pub async fn begin_tenant(pool: &PgPool, org: Uuid, actor: Actor) -> Result<TenantTx> {
-    enter_tenant(pool.begin().await?, org, actor, None).await
+    let tx = pool.begin_with(begin_sql(org, actor, None, None)).await?;
+    Ok(TenantTx { tx, org, actor })
+}
+
+/// `BEGIN` and the tenant settings as one simple-protocol query (two statements, one round
+/// trip). The only values are the host's own, written into the text: a constant role name,
+/// a UUID's canonical form, an actor's fixed name and numbers, none of which can carry a
+/// quote; everything that comes from a request is bound in later statements.
+fn begin_sql(org: Uuid, actor: Actor, statement_timeout_ms: Option<u64>, idle_timeout_ms: Option<u64>) -> String {
+    let safe = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    assert!(safe(APP_ROLE) && safe(actor.as_str()), "role and actor names are plain identifiers");
+    let mut sql = format!(
+        "BEGIN; SELECT set_config('role', '{APP_ROLE}', true), set_config('app.tenant_id', '{}', true), \
+         set_config('app.role', '{}', true)",
+        org.hyphenated(),
+        actor.as_str()
+    );
+    if let Some(ms) = statement_timeout_ms {
+        sql.push_str(&format!(", set_config('statement_timeout', '{ms}', true)"));
+    }
+    if let Some(ms) = idle_timeout_ms {
+        sql.push_str(&format!(", set_config('idle_in_transaction_session_timeout', '{ms}', true)"));
+    }
+    sql
 }
 
 /// [`begin_tenant`] with this transaction's own statement timeout and idle bound (plugin
-/// invocations, whose grants set them), still in one round trip after `BEGIN`. A transaction
+/// invocations, whose grants set them), still in one round trip with `BEGIN`. A transaction
 /// left idle longer than `idle_timeout_ms` (a plugin holding its connection while it sleeps
 /// or spins) is ended by the database, which frees the connection's locks and snapshot.
 pub async fn begin_tenant_limited(
@@ -37,7 +60,8 @@ pub async fn begin_tenant_limited(
     statement_timeout_ms: u64,
     idle_timeout_ms: u64,
 ) -> Result<TenantTx> {
-    enter(pool.begin().await?, org, actor, Some(statement_timeout_ms), Some(idle_timeout_ms)).await
+    let tx = pool.begin_with(begin_sql(org, actor, Some(statement_timeout_ms), Some(idle_timeout_ms))).await?;
+    Ok(TenantTx { tx, org, actor })
 }
 
 /// Switches an open (owner) transaction into a tenant's context, for work that must commit
