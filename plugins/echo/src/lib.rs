@@ -12,7 +12,7 @@ struct Echo;
 impl sdk::Guest for Echo {
     fn handle(req: Request) -> Result<Response, HandlerError> {
         let ctx = context::get();
-        let body = req.body.trim_ascii();
+        let body = &req.body[..];
         if !body.is_empty() {
             serde_json::from_slice::<serde::de::IgnoredAny>(body).map_err(|e| sdk::invalid(&format!("body is not JSON: {e}")))?;
         }
