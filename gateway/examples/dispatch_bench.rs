@@ -124,7 +124,31 @@ async fn main() -> anyhow::Result<()> {
         }
     }
 
+    // Pieces of the invocation's set-up outside the phases above.
+    let mut wasi_ctx = Vec::with_capacity(n / 4);
+    for _ in 0..(n / 4).max(1000) {
+        let t = Instant::now();
+        let out = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(8192);
+        let err = wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(8192);
+        let ctx = wasmtime_wasi::WasiCtxBuilder::new().allow_tcp(false).allow_udp(false).stdout(out.clone()).stderr(err.clone()).build();
+        std::hint::black_box(&ctx);
+        drop(ctx);
+        std::hint::black_box((out.contents(), err.contents()));
+        wasi_ctx.push(t.elapsed());
+    }
+    let mut wrap = Vec::with_capacity(n / 4);
+    for _ in 0..(n / 4).max(1000) {
+        let t = Instant::now();
+        let meter = Arc::new(gateway::plugin::cpu::CpuMeter::default());
+        let fut = gateway::plugin::cpu::Metered::new(async { std::hint::black_box(1) }, meter.clone());
+        let placed = gateway::plugin::guest::place(tokio::time::timeout(Duration::from_secs(1), fut), meter);
+        std::hint::black_box(placed.await.ok());
+        wrap.push(t.elapsed());
+    }
+
     println!("echo dispatch, {} iterations, 1 thread", n);
+    report("  piece: WASI ctx build+drop", wasi_ctx);
+    report("  piece: place+timeout+meter", wrap);
     let (p50, _) = report("warm InstancePre (invoke)", warm);
     let (naive50, _) = report("naive link (no instantiate)", naive);
     println!("ratio naive-link / warm invoke: {:.1}x", naive50.as_secs_f64() / p50.as_secs_f64());

@@ -211,6 +211,10 @@ impl Runtime {
             .memory_init_cow(true)
             .epoch_interruption(true)
             .wasm_component_model(true)
+            // No plugin uses the component model's async ABI (the WIT worlds are synchronous,
+            // host functions run on fibers), and a store without its task bookkeeping saves
+            // every invocation a guest task's set-up and clean-up.
+            .concurrency_support(false)
             // Plenty for the pool's slots without reserving 4 GiB of address space each.
             .memory_reservation(grants::MAX_PLUGIN_MEMORY as u64)
             .memory_guard_size(64 * 1024 * 1024)
