@@ -74,7 +74,8 @@ enum PluginCmd {
         #[arg(long)]
         manifest: Option<std::path::PathBuf>,
     },
-    /// List every version, which is active, who uploaded it and when.
+    /// List every version, which is active, the WIT contract it was built against
+    /// (`gateway:plugin@0.1.0`), who uploaded it and when.
     List,
     /// Make VERSION the active version of NAME.
     Activate { name: String, version: i32 },
@@ -136,7 +137,8 @@ enum PluginCmd {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
-    /// Print the WIT contract this gateway serves.
+    /// Print the current WIT contract (the one `plugin new` writes; older served versions
+    /// are in the repository's `wit/<version>/`).
     Wit,
 }
 
@@ -430,8 +432,9 @@ async fn plugin(config: &Config, cmd: PluginCmd, url: Option<String>, token: Opt
         PluginCmd::List => {
             for p in body["plugins"].as_array().into_iter().flatten() {
                 println!(
-                    "{:<20} v{:<4} {:<16} {} {} {}",
+                    "{:<20} v{:<4} {:<16} {:<20} {} {} {}",
                     p["name"].as_str().unwrap_or(""), p["version"], p["served_as"].as_str().unwrap_or(""),
+                    p["wit"].as_str().unwrap_or(""),
                     if p["active"] == true { "ACTIVE" } else { "      " },
                     &p["sha256"].as_str().unwrap_or("")[..12.min(p["sha256"].as_str().unwrap_or("").len())],
                     p["uploaded_at"].as_str().unwrap_or("")
@@ -660,7 +663,7 @@ async fn check(
 fn new_plugin(name: &str, dir: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let dir = dir.unwrap_or_else(|| std::path::PathBuf::from(name));
     let files = gateway::template::write(name, &dir)?;
-    println!("wrote {} ({} files): a plugin crate for {}", dir.display(), files.len(), gateway::plugin::WIT_VERSIONS[0]);
+    println!("wrote {} ({} files): a plugin crate for {}", dir.display(), files.len(), gateway::template::CONTRACT);
     println!("next: cd {} && rustup target add wasm32-wasip2 && cargo build --release --target wasm32-wasip2", dir.display());
     println!("then: gateway plugin check target/wasm32-wasip2/release/{}.wasm (README.md has the whole loop)", name.replace('-', "_"));
     Ok(())

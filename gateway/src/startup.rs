@@ -357,7 +357,7 @@ async fn load_plugin_files(
             .await
             .map_err(|e| Error::Plugin { plugin: d.name.clone(), reason: e.to_string() })?
             .map_err(|e| Error::Policy { file: d.source.clone(), reason: e.to_string() })?;
-        tracing::info!(plugin = %d.name, version = %loaded.version, sha256 = %loaded.sha256,
+        tracing::info!(plugin = %d.name, version = %loaded.version, sha256 = %loaded.sha256, wit = loaded.wit_version(),
             from_cache, load_ms = started.elapsed().as_millis() as u64, "plugin_loaded");
         plugins.insert(d.name.clone(), Arc::new(loaded));
     }

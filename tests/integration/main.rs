@@ -34,3 +34,4 @@ mod registry_policy;
 mod rls;
 mod shared_limits;
 mod webhooks;
+mod wit_versions;

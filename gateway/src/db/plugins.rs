@@ -44,6 +44,16 @@ pub async fn version<'e>(exec: impl PgExecutor<'e>, name: &str, version: i32) ->
         .await?)
 }
 
+/// The WIT package a stored version was built against (`gateway:plugin@0.2.0`); `None`: no
+/// such version.
+pub async fn wit<'e>(exec: impl PgExecutor<'e>, name: &str, version: i32) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar("SELECT wit_world FROM plugin_versions WHERE name = $1 AND version = $2")
+        .bind(name)
+        .bind(version)
+        .fetch_optional(exec)
+        .await?)
+}
+
 /// `(version, previous_version)` of the active version, if any.
 pub async fn active<'e>(exec: impl PgExecutor<'e>, name: &str) -> Result<Option<(i32, Option<i32>)>> {
     Ok(sqlx::query_as("SELECT version, previous_version FROM plugin_active WHERE name = $1")
@@ -107,6 +117,8 @@ pub struct VersionRow {
     pub name: String,
     pub version: i32,
     pub sha256: String,
+    /// The WIT package the component was built against (`gateway:plugin@0.1.0`), from its
+    /// handler export at upload.
     pub wit_world: String,
     pub uploaded_by: Option<Uuid>,
     pub uploaded_at: chrono::DateTime<chrono::Utc>,

@@ -818,6 +818,284 @@ fn lock_statements_hash_tenant_and_key_as_binds() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Batches: every value an element of one text array (`$2[k]`, numbered across the batch's
+// statements), earlier cells read from the results so far (`$3`), the tenant still `$1`.
+
+fn earlier(statement: u32, row: u32, column: &str) -> Value {
+    Value::Earlier(Earlier { statement, row, column: s(column) })
+}
+
+fn filled(document: &str, fill: Vec<(&[&str], Value)>) -> Value {
+    let fill = fill
+        .into_iter()
+        .map(|(p, e)| match e {
+            Value::Earlier(e) => (strings(p), e),
+            _ => unreachable!("fill with earlier()"),
+        })
+        .collect();
+    Value::JsonFilled(JsonFilled { document: s(document), fill })
+}
+
+/// A statement built for a batch: only the tenant is a real bind; everything else went to the
+/// batch's array.
+#[track_caller]
+fn batched(r: Check<Statement>) -> Statement {
+    let st = r.unwrap_or_else(|e| panic!("refused: {}", describe(&e)));
+    assert_eq!(st.args.len(), 1, "only the tenant is bound: {}", st.sql);
+    assert_eq!(st.bound.first(), Some(&T));
+    assert_eq!(st.sql.matches("\"tenant_id\" = $1").count() + st.sql.matches("VALUES ($1, ").count(), 1, "{}", st.sql);
+    st
+}
+
+#[test]
+fn batch_statements_bind_into_one_array_numbered_across_statements() {
+    let schema = schema();
+    let mut b = BatchValues::default();
+
+    // 0: an insert returning its id.
+    let mut q = ins("contacts", &["name", "age", "props"], vec![vec![text("Ada"), Value::Integer(36), Value::Null]]);
+    q.returning = strings(&["id", "name"]);
+    let st = batched(insert_in(&schema, TENANT, &q, Some(&mut b)));
+    assert_eq!(
+        st.sql,
+        r#"INSERT INTO "contacts" ("tenant_id", "name", "age", "props") VALUES ($1, $2[1]::"text", $2[2]::"int4", $2[3]::"jsonb") RETURNING "id"::text AS "c0", "name"::text AS "c1""#
+    );
+    assert_eq!(st.returns, kinds(&[("id", Kind::Uuid), ("name", Kind::Text)]));
+    assert_eq!(
+        batch_sql(0, &st),
+        r#"/* batch:0 */ WITH q AS (INSERT INTO "contacts" ("tenant_id", "name", "age", "props") VALUES ($1, $2[1]::"text", $2[2]::"int4", $2[3]::"jsonb") RETURNING "id"::text AS "c0", "name"::text AS "c1") SELECT jsonb_build_object('n', count(*), 'rows', COALESCE(jsonb_agg(jsonb_build_array(q."c0", q."c1")), '[]'::jsonb)) FROM q"#
+    );
+    b.returns.push(st.returns);
+
+    // 1: a select using the id, as a value and in a JSON path filter; its own values go on.
+    let mut q = sel("contacts", &["name", "props", "score"]);
+    q.filters = vec![
+        eq("id", earlier(0, 0, "id")),
+        filter(path("props", &["parent"]), Comparison::Eq, earlier(0, 0, "id")),
+        eq("score", Value::Float(0.1)),
+        filter(path("props", &["n"]), Comparison::Ge, Value::Integer(2)),
+    ];
+    let st = batched(select_in(&schema, TENANT, &q, CAP, Some(&mut b)));
+    assert_eq!(
+        st.sql,
+        concat!(
+            r#"SELECT "name"::text AS "c0", "props"::text AS "c1", "score"::float8 AS "c2" FROM "contacts" WHERE "tenant_id" = $1"#,
+            r#" AND "id" = (($3 -> 0 -> 'rows' -> 0 -> 0) #>> '{}')::"uuid""#,
+            r#" AND ("props" ->> 'parent') = (($3 -> 0 -> 'rows' -> 0 -> 0) #>> '{}')"#,
+            r#" AND "score" = $2[4]::"float8""#,
+            r#" AND ("props" ->> 'n') >= $2[5]::text LIMIT 101"#,
+        )
+    );
+    assert_eq!(
+        batch_sql(1, &st),
+        format!(
+            r#"/* batch:1 */ WITH q AS ({}) SELECT jsonb_build_object('n', count(*), 'rows', COALESCE(jsonb_agg(jsonb_build_array(q."c0", q."c1", q."c2")), '[]'::jsonb)) FROM q"#,
+            st.sql
+        )
+    );
+    b.returns.push(st.returns);
+
+    // 2: an insert whose name is statement 1's first name and whose props are a document
+    // completed with statement 0's id, at a nested key.
+    let q = ins(
+        "contacts",
+        &["name", "props"],
+        vec![vec![
+            earlier(1, 0, "name"),
+            // `jsonb_set` adds the last key of a path; the objects above it are in the document.
+            filled(r#"{"kind": "child", "parent": {}}"#, vec![(&["parent", "id"], earlier(0, 0, "id")), (&["age"], earlier(1, 2, "score"))]),
+        ]],
+    );
+    let st = batched(insert_in(&schema, TENANT, &q, Some(&mut b)));
+    assert_eq!(
+        st.sql,
+        concat!(
+            r#"INSERT INTO "contacts" ("tenant_id", "name", "props") VALUES ($1, (($3 -> 1 -> 'rows' -> 0 -> 0) #>> '{}')::"text", "#,
+            r#"(jsonb_set(jsonb_set($2[6]::jsonb, '{parent,id}', COALESCE(($3 -> 0 -> 'rows' -> 0 -> 0), 'null'::jsonb), true), "#,
+            r#"'{age}', COALESCE(($3 -> 1 -> 'rows' -> 2 -> 2), 'null'::jsonb), true))::"jsonb")"#,
+        )
+    );
+    // Without `returning`, the batch still counts the rows.
+    assert_eq!(
+        batch_sql(2, &st),
+        format!(r#"/* batch:2 */ WITH q AS ({} RETURNING 1) SELECT jsonb_build_object('n', count(*), 'rows', '[]'::jsonb) FROM q"#, st.sql)
+    );
+    assert!(st.returns.is_empty());
+    b.returns.push(st.returns);
+
+    // 3: an update setting a null and an earlier cell, by an earlier id.
+    let mut q = upd("contacts", vec![("email", Value::Null), ("name", earlier(0, 0, "name"))]);
+    q.filters = vec![eq("id", earlier(0, 0, "id"))];
+    q.returning = strings(&["id"]);
+    let st = batched(update_in(&schema, TENANT, &q, Some(&mut b)));
+    assert_eq!(
+        st.sql,
+        concat!(
+            r#"UPDATE "contacts" SET "email" = $2[7]::"citext", "name" = (($3 -> 0 -> 'rows' -> 0 -> 1) #>> '{}')::"text""#,
+            r#" WHERE "tenant_id" = $1 AND "id" = (($3 -> 0 -> 'rows' -> 0 -> 0) #>> '{}')::"uuid" RETURNING "id"::text AS "c0""#,
+        )
+    );
+    b.returns.push(st.returns);
+
+    // 4, 5: the locks take the next elements, on the single calls' hash.
+    let (sql, returns) = batch_lock_sql(4, "idem:k", false, &mut b);
+    assert_eq!(
+        sql,
+        "/* batch:4 */ SELECT jsonb_build_object('n', 1, 'rows', jsonb_build_array(jsonb_build_array(l))) \
+         FROM pg_try_advisory_xact_lock(hashtextextended($1::text || ':' || $2[8]::text, 0)) AS l"
+    );
+    assert_eq!(returns, kinds(&[("locked", Kind::Bool)]));
+    b.returns.push(returns);
+    let (sql, returns) = batch_lock_sql(5, "k'); --", true, &mut b);
+    assert_eq!(
+        sql,
+        "/* batch:5 */ SELECT jsonb_build_object('n', 0, 'rows', '[]'::jsonb) \
+         FROM pg_advisory_xact_lock(hashtextextended($1::text || ':' || $2[9]::text, 0))"
+    );
+    assert!(returns.is_empty());
+    assert!(LOCK_SQL.ends_with("hashtextextended($1::text || ':' || $2::text, 0))"));
+
+    // 6: a delete, its value after the locks' keys.
+    let mut q = del("contacts");
+    q.filters = vec![eq("active", Value::Boolean(false)), eq("created_at", Value::Timestamp(s("2026-01-01T00:00:00Z")))];
+    let st = batched(delete_in(&schema, TENANT, &q, Some(&mut b)));
+    assert_eq!(
+        st.sql,
+        r#"DELETE FROM "contacts" WHERE "tenant_id" = $1 AND "active" = $2[10]::"bool" AND "created_at" = $2[11]::"timestamptz""#
+    );
+
+    // Every value, as text, in the order of its element; strings with quotes stay values.
+    let expected: Vec<Option<String>> = vec![
+        Some(s("Ada")),
+        Some(s("36")),
+        None,
+        Some(s("0.1")),
+        Some(s("2")),
+        Some(s(r#"{"kind": "child", "parent": {}}"#)),
+        None,
+        Some(s("idem:k")),
+        Some(s("k'); --")),
+        Some(s("false")),
+        Some(s("2026-01-01T00:00:00Z")),
+    ];
+    assert_eq!(b.params, expected);
+}
+
+#[test]
+fn batch_floats_travel_as_text_postgres_reads_back_exactly() {
+    let mut b = BatchValues::default();
+    let values = [0.1, -2.5e-300, 1e21, f64::NAN, f64::INFINITY, f64::NEG_INFINITY];
+    let rows = values.iter().map(|f| vec![Value::Float(*f)]).collect();
+    batched(insert_in(&schema(), TENANT, &ins("contacts", &["score"], rows), Some(&mut b)));
+    let texts: Vec<&str> = b.params.iter().map(|p| p.as_deref().unwrap()).collect();
+    assert_eq!(texts, ["0.1", "-2.5e-300", "1e21", "NaN", "Infinity", "-Infinity"]);
+}
+
+#[test]
+fn earlier_and_json_filled_are_refused_outside_a_batch() {
+    let schema = schema();
+    let only = "invalid(earlier and json-filled values are only for batch statements)";
+    let doc = || filled("{}", vec![]);
+    assert_eq!(refused(insert(&schema, TENANT, &ins("contacts", &["name"], vec![vec![earlier(0, 0, "id")]]))), only);
+    assert_eq!(refused(insert(&schema, TENANT, &ins("contacts", &["props"], vec![vec![doc()]]))), only);
+    let mut q = sel("contacts", &["id"]);
+    q.filters = vec![eq("id", earlier(0, 0, "id"))];
+    assert_eq!(refused(select(&schema, TENANT, &q, CAP)), only);
+    q.filters = vec![filter(path("props", &["a"]), Comparison::Eq, earlier(0, 0, "id"))];
+    assert_eq!(refused(select(&schema, TENANT, &q, CAP)), only);
+    assert_eq!(refused(update(&schema, TENANT, &upd("contacts", vec![("props", doc())]))), only);
+    let mut q = del("contacts");
+    q.filters = vec![eq("name", earlier(0, 0, "name"))];
+    assert_eq!(refused(delete(&schema, TENANT, &q)), only);
+}
+
+/// A batch whose statement 0 returned `id` (uuid), `name` (text) and `age` (int).
+fn after_one() -> BatchValues {
+    BatchValues { params: vec![Some(s("x"))], returns: vec![kinds(&[("id", Kind::Uuid), ("name", Kind::Text), ("age", Kind::Int)])] }
+}
+
+#[track_caller]
+fn refused_in_batch(columns: &[&str], row: Vec<Value>) -> String {
+    // A refused statement may have appended values: the host throws the whole batch away.
+    let mut b = after_one();
+    refused(insert_in(&schema(), TENANT, &ins("contacts", columns, vec![row]), Some(&mut b)))
+}
+
+#[test]
+fn batch_refuses_references_forward_to_itself_or_to_columns_not_returned() {
+    assert_eq!(refused_in_batch(&["name"], vec![earlier(1, 0, "id")]), "invalid(earlier statement 1 is not before this one)");
+    assert_eq!(refused_in_batch(&["name"], vec![earlier(7, 0, "id")]), "invalid(earlier statement 7 is not before this one)");
+    assert_eq!(refused_in_batch(&["name"], vec![earlier(0, 0, "email")]), "invalid(earlier statement 0 returns no column email)");
+    // Names are matched exactly, as returned.
+    assert_eq!(refused_in_batch(&["name"], vec![earlier(0, 0, "ID")]), "invalid(earlier statement 0 returns no column ID)");
+    // The same checks inside a document.
+    assert_eq!(
+        refused_in_batch(&["props"], vec![filled("{}", vec![(&["a"], earlier(1, 0, "id"))])]),
+        "invalid(earlier statement 1 is not before this one)"
+    );
+    assert_eq!(
+        refused_in_batch(&["props"], vec![filled("{}", vec![(&["a"], earlier(0, 0, "nope"))])]),
+        "invalid(earlier statement 0 returns no column nope)"
+    );
+    // A statement cannot use its own results: with nothing before it, even 0 is forward.
+    let mut b = BatchValues::default();
+    let q = ins("contacts", &["name"], vec![vec![earlier(0, 0, "id")]]);
+    assert_eq!(refused(insert_in(&schema(), TENANT, &q, Some(&mut b))), "invalid(earlier statement 0 is not before this one)");
+}
+
+#[test]
+fn batch_refuses_an_earlier_cell_of_a_kind_that_does_not_fit_the_column() {
+    for (column, cell, ty) in [
+        ("age", "name", "int4"),
+        ("age", "id", "int4"),
+        ("active", "age", "bool"),
+        ("props", "age", "jsonb"),
+        ("created_at", "id", "timestamptz"),
+    ] {
+        assert_eq!(refused_in_batch(&[column], vec![earlier(0, 0, cell)]), format!("invalid(earlier {cell} does not fit a {ty} column)"));
+    }
+    // What does fit: an int into a float, a uuid into text, text into a uuid (cast by PostgreSQL).
+    for (column, cell) in [("score", "age"), ("name", "id"), ("id", "name"), ("props", "name")] {
+        let mut b = after_one();
+        let r = insert_in(&schema(), TENANT, &ins("contacts", &[column], vec![vec![earlier(0, 0, cell)]]), Some(&mut b));
+        assert!(r.is_ok(), "{column} from {cell}: {}", r.err().map(|e| describe(&e)).unwrap_or_default());
+    }
+    // An unknown column is refused as in any statement, before its value is looked at.
+    assert_eq!(refused_in_batch(&["nope"], vec![earlier(0, 0, "id")]), "unknown-column(contacts.nope)");
+    assert_eq!(refused_in_batch(&["tenant_id"], vec![earlier(0, 0, "id")]), "tenant-column-reserved");
+}
+
+#[test]
+fn batch_refuses_bad_json_filled_documents_and_keys() {
+    let id = || earlier(0, 0, "id");
+    for (column, value, why) in [
+        ("name", filled("{}", vec![]), "json-filled does not fit a text column"),
+        ("props", filled("[1]", vec![]), "json-filled document must be a JSON object"),
+        ("props", filled("\"text\"", vec![]), "json-filled document must be a JSON object"),
+        ("props", filled("{", vec![]), "json-filled document must be a JSON object"),
+        ("props", filled("", vec![]), "json-filled document must be a JSON object"),
+        ("props", filled("{}", vec![(&[], id())]), "JSON path keys are 1-64 characters of [A-Za-z0-9_-]"),
+        ("props", filled("{}", vec![(&["a'b"], id())]), "JSON path keys are 1-64 characters of [A-Za-z0-9_-]"),
+        ("props", filled("{}", vec![(&["a,b"], id())]), "JSON path keys are 1-64 characters of [A-Za-z0-9_-]"),
+        ("props", filled("{}", vec![(&["}"], id())]), "JSON path keys are 1-64 characters of [A-Za-z0-9_-]"),
+        ("props", filled("{}", vec![(&[""], id())]), "JSON path keys are 1-64 characters of [A-Za-z0-9_-]"),
+        ("props", filled("{}", vec![(&["a"; 9], id())]), "JSON path keys are 1-64 characters of [A-Za-z0-9_-]"),
+    ] {
+        assert_eq!(refused_in_batch(&[column], vec![value]), format!("invalid({why})"), "{column}");
+    }
+    let long = "k".repeat(65);
+    assert_eq!(
+        refused_in_batch(&["props"], vec![filled("{}", vec![(&[long.as_str()], id())])]),
+        "invalid(JSON path keys are 1-64 characters of [A-Za-z0-9_-])"
+    );
+    // A document compares with nothing in a JSON path filter.
+    let mut b = after_one();
+    let mut q = sel("contacts", &["id"]);
+    q.filters = vec![filter(path("props", &["a"]), Comparison::Eq, filled("{}", vec![]))];
+    assert_eq!(refused(select_in(&schema(), TENANT, &q, CAP, Some(&mut b))), "invalid(a JSON path compares with text, not a document)");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Quoting and plugin strings
 
 #[test]

@@ -31,7 +31,7 @@ pub async fn upload(call: Call<'_>) -> Result<Reply, ApiError> {
     Ok(Reply::json(
         StatusCode::CREATED,
         json!({ "name": up.name, "version": up.version, "label": up.label,
-            "served_as": registry::served_label(up.version, up.label.as_deref()), "sha256": up.sha256, "active": active }),
+            "served_as": registry::served_label(up.version, up.label.as_deref()), "sha256": up.sha256, "wit": up.wit, "active": active }),
     ))
 }
 

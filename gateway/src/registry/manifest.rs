@@ -36,8 +36,8 @@ pub struct About {
     pub name: Option<String>,
     /// The author's semver label (`1.4.0`), shown beside the registry's version number.
     pub version: String,
-    /// The contract the author built against (`gateway:plugin@0.1.0`); informative: the
-    /// component's imports decide which contract it is served.
+    /// The contract the author built against (`gateway:plugin@0.2.0`); informative: the
+    /// component's `http-handler` export decides which contract it is served.
     pub contract: Option<String>,
 }
 

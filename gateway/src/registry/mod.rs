@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::db;
 use crate::error::{ApiError, Code};
-use crate::plugin::{LoadedPlugin, Runtime, WIT_VERSIONS};
+use crate::plugin::{LoadedPlugin, Runtime};
 use crate::policy::PolicySet;
 use crate::state::AppState;
 
@@ -46,6 +46,8 @@ pub struct Uploaded {
     pub sha256: String,
     /// The author's semver label from the manifest, when the component carries one.
     pub label: Option<String>,
+    /// The WIT package the component was built against (`gateway:plugin@0.2.0`).
+    pub wit: &'static str,
 }
 
 /// Keeps an accepted plugin's compiled code (`Runtime::keep`), off the async workers: it may
@@ -93,7 +95,8 @@ pub async fn upload(pool: &PgPool, runtime: &Arc<Runtime>, name: &str, bytes: Ve
     if let Some(m) = &manifest {
         check_manifest(&mut tx, name, m).await.map_err(|reason| reject("manifest rejected", reason))?;
     }
-    let version = db::plugins::insert_version(&mut *tx, name, &loaded.sha256, &bytes, WIT_VERSIONS[0], actor).await?;
+    // The contract the component was built against, as its handler export names it.
+    let version = db::plugins::insert_version(&mut *tx, name, &loaded.sha256, &bytes, loaded.wit_version(), actor).await?;
     if let Some(m) = &manifest {
         let json = serde_json::to_value(m).map_err(|e| crate::Error::Plugin { plugin: name.into(), reason: e.to_string() })?;
         db::plugin_storage::set_manifest(&mut *tx, name, version, &json).await?;
@@ -103,9 +106,9 @@ pub async fn upload(pool: &PgPool, runtime: &Arc<Runtime>, name: &str, bytes: Ve
     }
     db::plugins::audit(&mut *tx, actor, "upload", name, None, Some(version)).await?;
     tx.commit().await?;
-    tracing::info!(plugin = name, version, sha256 = %loaded.sha256, actor = ?actor, "plugin_uploaded");
+    tracing::info!(plugin = name, version, sha256 = %loaded.sha256, wit = loaded.wit_version(), actor = ?actor, "plugin_uploaded");
     keep(runtime, loaded.clone()).await;
-    Ok(Uploaded { name: name.to_string(), version, sha256: loaded.sha256.clone(), label })
+    Ok(Uploaded { name: name.to_string(), version, sha256: loaded.sha256.clone(), label, wit: loaded.wit_version() })
 }
 
 /// A manifest on its own terms and against the plugin's earlier versions (upload, under the
@@ -147,9 +150,9 @@ pub async fn activate(pool: &PgPool, policies: &PolicySet, name: &str, version: 
     check_name(name)?;
     let mut tx = pool.begin().await?;
     db::plugins::lock_name(&mut *tx, name).await?;
-    if db::plugins::version(&mut *tx, name, version).await?.is_none() {
+    let Some(wit) = db::plugins::wit(&mut *tx, name, version).await? else {
         return Err(ApiError::not_found());
-    }
+    };
     let current = db::plugins::active(&mut *tx, name).await?.map(|(v, _)| v);
     if current == Some(version) {
         return Ok((current, version));
@@ -176,7 +179,7 @@ pub async fn activate(pool: &PgPool, policies: &PolicySet, name: &str, version: 
     db::plugins::audit(&mut *tx, actor, "activate", name, current, Some(version)).await?;
     db::plugins::notify(&mut *tx, name).await?;
     tx.commit().await?;
-    tracing::info!(plugin = name, from = ?current, to = version, actor = ?actor, "plugin_activated");
+    tracing::info!(plugin = name, from = ?current, to = version, wit = %wit, actor = ?actor, "plugin_activated");
     Ok((current, version))
 }
 
@@ -273,7 +276,7 @@ pub async fn list(pool: &PgPool) -> Result<serde_json::Value, ApiError> {
         let mut v = json!({
             "name": r.name, "version": r.version, "label": label,
             "served_as": served_label(r.version, label.as_deref()),
-            "sha256": r.sha256, "wit_world": r.wit_world,
+            "sha256": r.sha256, "wit": r.wit_world, "wit_world": r.wit_world,
             "uploaded_by": r.uploaded_by, "uploaded_at": r.uploaded_at, "active": r.active,
         });
         if let Some(m) = manifests.remove(&(r.name.clone(), r.version)) {
@@ -313,8 +316,9 @@ pub async fn sync(state: &AppState, only: Option<&str>) -> crate::Result<()> {
                     swapped = true;
                     refresh_schema(state).await?;
                 }
+                let wit = loaded.wit_version();
                 state.set_plugin(&name, loaded);
-                tracing::info!(plugin = %name, version, "plugin_swapped");
+                tracing::info!(plugin = %name, version, wit, "plugin_swapped");
                 state.metrics.plugin_activation(&name, "swapped");
             }
             Err(e) => {
@@ -370,8 +374,9 @@ async fn restore_files(state: &AppState, only: Option<&str>, active: &[(String, 
             Ok(loaded) => {
                 let loaded = Arc::new(loaded);
                 keep(&state.runtime, loaded.clone()).await;
+                let wit = loaded.wit_version();
                 state.set_plugin(&d.name, loaded);
-                tracing::info!(plugin = %d.name, version = %label, "plugin_swapped_to_file");
+                tracing::info!(plugin = %d.name, version = %label, wit, "plugin_swapped_to_file");
                 state.metrics.plugin_activation(&d.name, "swapped");
             }
             Err(e) => {

@@ -9,8 +9,12 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
-/// The WIT contract this gateway serves (`gateway plugin wit`).
+/// The current WIT contract (`gateway plugin wit`), the one new crates are built against; the
+/// gateway also serves the older versions in `plugin::WIT_VERSIONS`.
 pub const WIT: &str = include_str!("../../../wit/plugin.wit");
+
+/// The package [`WIT`] declares (`gateway:plugin@0.2.0`): the newest served version.
+pub const CONTRACT: &str = crate::plugin::WIT_VERSIONS[crate::plugin::WIT_VERSIONS.len() - 1];
 
 /// The SDK's sources, by path inside the SDK crate.
 const SDK_SOURCES: &[(&str, &str)] = &[
@@ -47,7 +51,7 @@ pub fn files(name: &str) -> Result<Vec<(String, String)>> {
     let fill = |t: &str| {
         t.replace("@NAME@", name)
             .replace("@LIB@", &name.replace('-', "_"))
-            .replace("@CONTRACT@", crate::plugin::WIT_VERSIONS[0])
+            .replace("@CONTRACT@", CONTRACT)
             .replace("@GATEWAY_VERSION@", env!("CARGO_PKG_VERSION"))
     };
     let mut out = vec![
@@ -128,6 +132,9 @@ mod tests {
         assert!(get("sdk/src/lib.rs").contains("path: \"wit\""));
         let m = crate::registry::manifest::Manifest::parse(get("plugin.toml")).unwrap();
         assert_eq!(m.plugin.name.as_deref(), Some("my-notes"));
+        // A new crate names the contract it embeds: the current one.
+        assert_eq!(m.plugin.contract.as_deref(), Some(CONTRACT));
+        assert!(get("sdk/wit/plugin.wit").contains(&format!("package {CONTRACT};")), "{CONTRACT}");
         let fixtures: Vec<crate::registry::fixtures::Fixture> = serde_json::from_str(get("fixtures.json")).unwrap();
         assert!(fixtures.iter().any(|f| f.needs_database()) && fixtures.iter().any(|f| !f.needs_database()));
         assert!(!files.iter().any(|(_, t)| t.contains("@NAME@") || t.contains("@LIB@")));
