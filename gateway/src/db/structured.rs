@@ -633,20 +633,21 @@ pub async fn run(tx: &mut TenantTx, st: Statement) -> std::result::Result<Rows, 
     Ok(Rows { columns, affected: values.len() as u64, rows: values })
 }
 
-/// A statement of a batch as `gateway_batch` runs it: tagged with its index (which the
-/// database's error context quotes back), returning `{"n": affected, "rows": [[cells]]}`.
+/// A statement of a batch as `gateway_batch` runs it, returning `{"n": affected, "rows":
+/// [[cells]]}`. The text does not depend on the statement's place in the batch, so that the
+/// function's prepared statements are shared by every batch that uses the same statement.
 /// Rows keep the statement's order: the aggregate reads its (sorted, limited) subquery in
 /// order, PostgreSQL's documented behaviour for a plain aggregate over one subquery.
-pub fn batch_sql(index: usize, st: &Statement) -> String {
+pub fn batch_sql(st: &Statement) -> String {
     if st.returns.is_empty() {
         return format!(
-            "/* batch:{index} */ WITH q AS ({} RETURNING 1) SELECT jsonb_build_object('n', count(*), 'rows', '[]'::jsonb) FROM q",
+            "WITH q AS ({} RETURNING 1) SELECT jsonb_build_object('n', count(*), 'rows', '[]'::jsonb) FROM q",
             st.sql
         );
     }
     let cells: Vec<String> = (0..st.returns.len()).map(|i| format!("q.\"c{i}\"")).collect();
     format!(
-        "/* batch:{index} */ WITH q AS ({}) SELECT jsonb_build_object('n', count(*), 'rows', \
+        "WITH q AS ({}) SELECT jsonb_build_object('n', count(*), 'rows', \
          COALESCE(jsonb_agg(jsonb_build_array({})), '[]'::jsonb)) FROM q",
         st.sql,
         cells.join(", ")
@@ -655,15 +656,15 @@ pub fn batch_sql(index: usize, st: &Statement) -> String {
 
 /// `lock` / `try-lock` of a batch, on the same hash as [`lock`] (the tenant is `$1`, a uuid
 /// whose text form is the one [`lock`] binds), the key being the batch's next value.
-pub fn batch_lock_sql(index: usize, key: &str, wait: bool, batch: &mut BatchValues) -> (String, Vec<(String, Kind)>) {
+pub fn batch_lock_sql(key: &str, wait: bool, batch: &mut BatchValues) -> (String, Vec<(String, Kind)>) {
     batch.params.push(Some(key.to_string()));
     let hash = format!("hashtextextended($1::text || ':' || $2[{}]::text, 0)", batch.params.len());
     if wait {
-        (format!("/* batch:{index} */ SELECT jsonb_build_object('n', 0, 'rows', '[]'::jsonb) FROM pg_advisory_xact_lock({hash})"), Vec::new())
+        (format!("SELECT jsonb_build_object('n', 0, 'rows', '[]'::jsonb) FROM pg_advisory_xact_lock({hash})"), Vec::new())
     } else {
         (
             format!(
-                "/* batch:{index} */ SELECT jsonb_build_object('n', 1, 'rows', jsonb_build_array(jsonb_build_array(l))) \
+                "SELECT jsonb_build_object('n', 1, 'rows', jsonb_build_array(jsonb_build_array(l))) \
                  FROM pg_try_advisory_xact_lock({hash}) AS l"
             ),
             vec![("locked".to_string(), Kind::Bool)],
@@ -694,7 +695,8 @@ pub async fn run_batch(
     Ok(all)
 }
 
-/// Which statement of a batch an error came from: `/* batch:N */` in the error's context.
+/// Which statement of a batch an error came from: `gateway_batch` runs statement N as
+/// `/* batch:N */ …`, which the error's context quotes.
 fn failed_index(e: &sqlx::Error) -> Option<usize> {
     let sqlx::Error::Database(d) = e else { return None };
     let context = d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?.r#where()?;

@@ -862,8 +862,8 @@ fn batch_statements_bind_into_one_array_numbered_across_statements() {
     );
     assert_eq!(st.returns, kinds(&[("id", Kind::Uuid), ("name", Kind::Text)]));
     assert_eq!(
-        batch_sql(0, &st),
-        r#"/* batch:0 */ WITH q AS (INSERT INTO "contacts" ("tenant_id", "name", "age", "props") VALUES ($1, $2[1]::"text", $2[2]::"int4", $2[3]::"jsonb") RETURNING "id"::text AS "c0", "name"::text AS "c1") SELECT jsonb_build_object('n', count(*), 'rows', COALESCE(jsonb_agg(jsonb_build_array(q."c0", q."c1")), '[]'::jsonb)) FROM q"#
+        batch_sql(&st),
+        r#"WITH q AS (INSERT INTO "contacts" ("tenant_id", "name", "age", "props") VALUES ($1, $2[1]::"text", $2[2]::"int4", $2[3]::"jsonb") RETURNING "id"::text AS "c0", "name"::text AS "c1") SELECT jsonb_build_object('n', count(*), 'rows', COALESCE(jsonb_agg(jsonb_build_array(q."c0", q."c1")), '[]'::jsonb)) FROM q"#
     );
     b.returns.push(st.returns);
 
@@ -887,9 +887,9 @@ fn batch_statements_bind_into_one_array_numbered_across_statements() {
         )
     );
     assert_eq!(
-        batch_sql(1, &st),
+        batch_sql(&st),
         format!(
-            r#"/* batch:1 */ WITH q AS ({}) SELECT jsonb_build_object('n', count(*), 'rows', COALESCE(jsonb_agg(jsonb_build_array(q."c0", q."c1", q."c2")), '[]'::jsonb)) FROM q"#,
+            r#"WITH q AS ({}) SELECT jsonb_build_object('n', count(*), 'rows', COALESCE(jsonb_agg(jsonb_build_array(q."c0", q."c1", q."c2")), '[]'::jsonb)) FROM q"#,
             st.sql
         )
     );
@@ -917,8 +917,8 @@ fn batch_statements_bind_into_one_array_numbered_across_statements() {
     );
     // Without `returning`, the batch still counts the rows.
     assert_eq!(
-        batch_sql(2, &st),
-        format!(r#"/* batch:2 */ WITH q AS ({} RETURNING 1) SELECT jsonb_build_object('n', count(*), 'rows', '[]'::jsonb) FROM q"#, st.sql)
+        batch_sql(&st),
+        format!(r#"WITH q AS ({} RETURNING 1) SELECT jsonb_build_object('n', count(*), 'rows', '[]'::jsonb) FROM q"#, st.sql)
     );
     assert!(st.returns.is_empty());
     b.returns.push(st.returns);
@@ -938,18 +938,18 @@ fn batch_statements_bind_into_one_array_numbered_across_statements() {
     b.returns.push(st.returns);
 
     // 4, 5: the locks take the next elements, on the single calls' hash.
-    let (sql, returns) = batch_lock_sql(4, "idem:k", false, &mut b);
+    let (sql, returns) = batch_lock_sql("idem:k", false, &mut b);
     assert_eq!(
         sql,
-        "/* batch:4 */ SELECT jsonb_build_object('n', 1, 'rows', jsonb_build_array(jsonb_build_array(l))) \
+        "SELECT jsonb_build_object('n', 1, 'rows', jsonb_build_array(jsonb_build_array(l))) \
          FROM pg_try_advisory_xact_lock(hashtextextended($1::text || ':' || $2[8]::text, 0)) AS l"
     );
     assert_eq!(returns, kinds(&[("locked", Kind::Bool)]));
     b.returns.push(returns);
-    let (sql, returns) = batch_lock_sql(5, "k'); --", true, &mut b);
+    let (sql, returns) = batch_lock_sql("k'); --", true, &mut b);
     assert_eq!(
         sql,
-        "/* batch:5 */ SELECT jsonb_build_object('n', 0, 'rows', '[]'::jsonb) \
+        "SELECT jsonb_build_object('n', 0, 'rows', '[]'::jsonb) \
          FROM pg_advisory_xact_lock(hashtextextended($1::text || ':' || $2[9]::text, 0))"
     );
     assert!(returns.is_empty());

@@ -19,6 +19,10 @@ impl HasData for Data {
 /// Statements per invocation, so a runaway plugin cannot hold a connection forever.
 const MAX_STATEMENTS: u32 = 1_000;
 
+/// A batch statement as built: its text, what it returns, and the plugin's name for an owned
+/// table it uses (`DbState::resolve`).
+type Built = (String, Vec<(String, sql::Kind)>, Option<(String, String)>);
+
 /// Statements per batch.
 pub const MAX_BATCH: usize = 64;
 
@@ -192,7 +196,7 @@ impl DbState {
 
     /// Builds one statement of a batch after its grant check, exactly as the single call
     /// would (same checks, same SQL), its values going to the batch's array.
-    fn batch_statement(&mut self, index: usize, st: &Statement, values: &mut sql::BatchValues) -> Result<(String, Vec<(String, sql::Kind)>, Option<(String, String)>), DbError> {
+    fn batch_statement(&mut self, st: &Statement, values: &mut sql::BatchValues) -> Result<Built, DbError> {
         let cap = self.grants.db_max_rows;
         let (built, alias) = match st {
             Statement::Select(q) => {
@@ -224,12 +228,12 @@ impl DbState {
             }
             Statement::Lock(key) | Statement::TryLock(key) => {
                 self.lock_allowed(key)?;
-                let (text, returns) = sql::batch_lock_sql(index, key, matches!(st, Statement::Lock(_)), values);
+                let (text, returns) = sql::batch_lock_sql(key, matches!(st, Statement::Lock(_)), values);
                 return Ok((text, returns, None));
             }
         };
         let built = built.map_err(|e| renamed(e, &alias))?;
-        Ok((sql::batch_sql(index, &built), built.returns, alias))
+        Ok((sql::batch_sql(&built), built.returns, alias))
     }
 
     async fn batch_inner(&mut self, statements: Vec<Statement>) -> Result<Vec<Rows>, BatchError> {
@@ -246,7 +250,7 @@ impl DbState {
         let mut texts = Vec::with_capacity(statements.len());
         let mut aliases = Vec::with_capacity(statements.len());
         for (i, st) in statements.iter().enumerate() {
-            let (text, returns, alias) = self.batch_statement(i, st, &mut values).map_err(|e| at(i, e))?;
+            let (text, returns, alias) = self.batch_statement(st, &mut values).map_err(|e| at(i, e))?;
             texts.push(text);
             values.returns.push(returns);
             aliases.push(alias);
