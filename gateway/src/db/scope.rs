@@ -72,29 +72,25 @@ pub async fn enter_tenant(
     actor: Actor,
     statement_timeout_ms: Option<u64>,
 ) -> Result<TenantTx> {
-    enter(tx, org, actor, statement_timeout_ms, None).await
+    enter(tx, org, actor, statement_timeout_ms).await
 }
 
-/// One statement: role, tenant, actor, and the optional timeouts.
+/// One statement: role, tenant, actor, and the optional statement timeout.
 async fn enter(
     mut tx: Transaction<'static, Postgres>,
     org: Uuid,
     actor: Actor,
     statement_timeout_ms: Option<u64>,
-    idle_timeout_ms: Option<u64>,
 ) -> Result<TenantTx> {
     sqlx::query(
         "SELECT set_config('role', $1, true), set_config('app.tenant_id', $2, true), \
          set_config('app.role', $3, true), \
-         set_config('statement_timeout', COALESCE($4, current_setting('statement_timeout')), true), \
-         set_config('idle_in_transaction_session_timeout', \
-                    COALESCE($5, current_setting('idle_in_transaction_session_timeout')), true)",
+         set_config('statement_timeout', COALESCE($4, current_setting('statement_timeout')), true)",
     )
     .bind(APP_ROLE)
     .bind(org.to_string())
     .bind(actor.as_str())
     .bind(statement_timeout_ms.map(|ms| ms.to_string()))
-    .bind(idle_timeout_ms.map(|ms| ms.to_string()))
     .execute(&mut *tx)
     .await?;
     Ok(TenantTx { tx, org, actor })

@@ -93,16 +93,16 @@ impl Pre {
     }
 
     /// Instantiates the component in `store` and calls its handler (0.1 through `compat`).
-    async fn call(&self, store: &mut Store<StoreState>, req: &Request) -> wasmtime::Result<Result<Response, HandlerError>> {
+    async fn call(&self, store: &mut Store<StoreState>, req: Request) -> wasmtime::Result<Result<Response, HandlerError>> {
         use compat::Conv;
         match self {
             Pre::V0_2(pre) => {
                 let handler = pre.instantiate_async(&mut *store).await?;
-                handler.gateway_plugin_http_handler().call_handle(&mut *store, req).await
+                handler.gateway_plugin_http_handler().call_handle(&mut *store, &req).await
             }
             Pre::V0_1(pre) => {
                 let handler = pre.instantiate_async(&mut *store).await?;
-                let old: bindings::v0_1::gateway::plugin::types::Request = req.clone().conv();
+                let old: bindings::v0_1::gateway::plugin::types::Request = req.conv();
                 Ok(handler.gateway_plugin_http_handler().call_handle(&mut *store, &old).await?.conv())
             }
         }
@@ -609,7 +609,7 @@ async fn run(
             Ok(wasmtime::UpdateDeadline::Yield(ticks(cpu - used)))
         });
 
-        let call = plugin.pre.call(&mut store, &inv.request);
+        let call = plugin.pre.call(&mut store, inv.request);
         let started = tokio::time::Instant::now();
         let ended = match tokio::time::timeout(sandbox.timeout, cpu::Metered::new(call, meter)).await {
             Ok(Ok(Ok(resp))) => Ended::Response(resp),

@@ -188,8 +188,9 @@ pub fn push_field(out: &mut String, key: &str, value: &str) {
 
 /// Links `gateway:plugin/log` of every served version (its signature is the same in each).
 pub fn add_to_linker(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
-    for name in ["gateway:plugin/log@0.1.0", "gateway:plugin/log@0.2.0"] {
-        let mut inst = linker.instance(name)?;
+    for package in crate::plugin::WIT_VERSIONS {
+        let version = package.rsplit('@').next().unwrap_or_default();
+        let mut inst = linker.instance(&format!("gateway:plugin/log@{version}"))?;
         inst.func_wrap(
             "emit",
             |store: StoreContextMut<'_, StoreState>, (level, message, fields): (Level, WasmStr, WasmList<(WasmStr, WasmStr)>)| {

@@ -19,9 +19,23 @@ impl HasData for Data {
 /// Statements per invocation, so a runaway plugin cannot hold a connection forever.
 const MAX_STATEMENTS: u32 = 1_000;
 
-/// A batch statement as built: its text, what it returns, and the plugin's name for an owned
-/// table it uses (`DbState::resolve`).
-type Built = (String, Vec<(String, sql::Kind)>, Option<(String, String)>);
+/// A batch statement as built: its text, what it returns, the plugin's name for an owned
+/// table it uses (`DbState::resolve`), and which row cap applies to its result.
+struct Built {
+    text: String,
+    returns: Vec<(String, sql::Kind)>,
+    alias: Option<(String, String)>,
+    capped: Capped,
+}
+
+/// The row cap a statement's result is held to, as for the single calls.
+enum Capped {
+    /// More rows returned than the cap (selects).
+    Rows,
+    /// More rows changed or returned than the cap (updates, deletes).
+    Changes,
+    No,
+}
 
 /// Statements per batch.
 pub const MAX_BATCH: usize = 64;
@@ -196,44 +210,43 @@ impl DbState {
 
     /// Builds one statement of a batch after its grant check, exactly as the single call
     /// would (same checks, same SQL), its values going to the batch's array.
-    fn batch_statement(&mut self, st: &Statement, values: &mut sql::BatchValues) -> Result<Built, DbError> {
+    fn batch_statement(&mut self, st: Statement, values: &mut sql::BatchValues) -> Result<Built, DbError> {
         let cap = self.grants.db_max_rows;
-        let (built, alias) = match st {
-            Statement::Select(q) => {
+        let (built, alias, capped) = match st {
+            Statement::Select(mut q) => {
                 self.check_grant(&q.table, if q.for_update { Access::Write } else { Access::Read })?;
-                let mut q = q.clone();
                 let alias = self.resolve(&mut q.table);
-                (sql::select_in(&self.schema, self.tenant, &q, cap, Some(values)), alias)
+                (sql::select_in(&self.schema, self.tenant, &q, cap, Some(values)), alias, Capped::Rows)
             }
-            Statement::Insert(q) => {
+            Statement::Insert(mut q) => {
                 self.check_grant(&q.table, Access::Write)?;
                 if q.rows.len() > cap as usize {
                     return Err(DbError::TooManyRows(cap));
                 }
-                let mut q = q.clone();
                 let alias = self.resolve(&mut q.table);
-                (sql::insert_in(&self.schema, self.tenant, &q, Some(values)), alias)
+                (sql::insert_in(&self.schema, self.tenant, &q, Some(values)), alias, Capped::No)
             }
-            Statement::Update(q) => {
+            Statement::Update(mut q) => {
                 self.check_grant(&q.table, Access::Write)?;
-                let mut q = q.clone();
                 let alias = self.resolve(&mut q.table);
-                (sql::update_in(&self.schema, self.tenant, &q, Some(values)), alias)
+                (sql::update_in(&self.schema, self.tenant, &q, Some(values)), alias, Capped::Changes)
             }
-            Statement::Delete(q) => {
+            Statement::Delete(mut q) => {
                 self.check_grant(&q.table, Access::Write)?;
-                let mut q = q.clone();
                 let alias = self.resolve(&mut q.table);
-                (sql::delete_in(&self.schema, self.tenant, &q, Some(values)), alias)
+                (sql::delete_in(&self.schema, self.tenant, &q, Some(values)), alias, Capped::Changes)
             }
-            Statement::Lock(key) | Statement::TryLock(key) => {
-                self.lock_allowed(key)?;
-                let (text, returns) = sql::batch_lock_sql(key, matches!(st, Statement::Lock(_)), values);
-                return Ok((text, returns, None));
-            }
+            Statement::Lock(key) => return self.batch_lock(&key, true, values),
+            Statement::TryLock(key) => return self.batch_lock(&key, false, values),
         };
         let built = built.map_err(|e| renamed(e, &alias))?;
-        Ok((sql::batch_sql(&built), built.returns, alias))
+        Ok(Built { text: sql::batch_sql(&built), returns: built.returns, alias, capped })
+    }
+
+    fn batch_lock(&mut self, key: &str, wait: bool, values: &mut sql::BatchValues) -> Result<Built, DbError> {
+        self.lock_allowed(key)?;
+        let (text, returns) = sql::batch_lock_sql(key, wait, values);
+        Ok(Built { text, returns, alias: None, capped: Capped::No })
     }
 
     async fn batch_inner(&mut self, statements: Vec<Statement>) -> Result<Vec<Rows>, BatchError> {
@@ -246,16 +259,16 @@ impl DbState {
         }
         // Everything is checked and built before anything is sent: a refused statement leaves
         // the transaction as it was.
+        let last = statements.len() - 1;
         let mut values = sql::BatchValues::default();
         let mut texts = Vec::with_capacity(statements.len());
-        let mut aliases = Vec::with_capacity(statements.len());
-        for (i, st) in statements.iter().enumerate() {
-            let (text, returns, alias) = self.batch_statement(st, &mut values).map_err(|e| at(i, e))?;
-            texts.push(text);
-            values.returns.push(returns);
-            aliases.push(alias);
+        let mut built = Vec::with_capacity(statements.len());
+        for (i, st) in statements.into_iter().enumerate() {
+            let b = self.batch_statement(st, &mut values).map_err(|e| at(i, e))?;
+            values.returns.push(b.returns);
+            texts.push(b.text);
+            built.push((b.alias, b.capped));
         }
-        let last = statements.len() - 1;
         // The batch counts as its statements towards the invocation's limit.
         self.statements += last as u32;
         let tx = self.transaction().await.map_err(|e| at(0, e))?;
@@ -263,18 +276,18 @@ impl DbState {
             Ok(r) => r,
             Err((index, e)) => {
                 let index = index.unwrap_or(last).min(last);
-                let mapped = renamed(self.failed(&e), &aliases[index]);
+                let mapped = renamed(self.failed(&e), &built[index].0);
                 return Err(at(index, mapped));
             }
         };
         // Caps, as the single calls apply them; the statements after the one over its cap
         // have run, so the transaction cannot commit.
         let cap = self.grants.db_max_rows;
-        for (i, (st, rows)) in statements.iter().zip(&results).enumerate() {
-            let over = match st {
-                Statement::Select(_) => rows.rows.len() > cap as usize,
-                Statement::Update(_) | Statement::Delete(_) => rows.affected > u64::from(cap) || rows.rows.len() > cap as usize,
-                _ => false,
+        for (i, ((_, capped), rows)) in built.iter().zip(&results).enumerate() {
+            let over = match capped {
+                Capped::Rows => rows.rows.len() > cap as usize,
+                Capped::Changes => rows.affected > u64::from(cap) || rows.rows.len() > cap as usize,
+                Capped::No => false,
             };
             if over {
                 self.aborted = true;
@@ -285,13 +298,7 @@ impl DbState {
     }
 
     async fn try_lock_inner(&mut self, key: String) -> Result<bool, DbError> {
-        if !self.grants.locks {
-            self.refused = Some("locks".into());
-            return Err(DbError::NotGranted("locks".into()));
-        }
-        if key.is_empty() || key.len() > 512 {
-            return Err(DbError::Invalid("lock key must be 1 to 512 bytes".into()));
-        }
+        self.lock_allowed(&key)?;
         let tx = self.transaction().await?;
         match sql::try_lock(tx, &key).await {
             Ok(got) => Ok(got),
@@ -300,13 +307,7 @@ impl DbState {
     }
 
     async fn lock_inner(&mut self, key: String) -> Result<(), DbError> {
-        if !self.grants.locks {
-            self.refused = Some("locks".into());
-            return Err(DbError::NotGranted("locks".into()));
-        }
-        if key.is_empty() || key.len() > 512 {
-            return Err(DbError::Invalid("lock key must be 1 to 512 bytes".into()));
-        }
+        self.lock_allowed(&key)?;
         let tx = self.transaction().await?;
         match sql::lock(tx, &key).await {
             Ok(()) => Ok(()),
